@@ -1,0 +1,61 @@
+package middleware
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/google/uuid"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// InvalidEvents routes events the handler refused with a
+// *messages.ValidationError to an invalid-events topic, as a
+// messages.InvalidEvent envelope, and acks them: an invalid event is final
+// and never retried. Other errors pass through.
+type InvalidEvents struct {
+	Publisher message.Publisher
+	Topic     string
+	Now       func() time.Time
+	// OnRouted is called after an envelope is published (metrics).
+	OnRouted func(handler string, class messages.Class)
+}
+
+// envelopeNamespace roots envelope ids, derived from the source record so a
+// redelivered invalid record yields the same id.
+var envelopeNamespace = uuid.MustParse("0b6f2f7e-5c1d-4f7a-9d7e-2a4c5b6e8f01")
+
+// Middleware implements message.HandlerMiddleware.
+func (m InvalidEvents) Middleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		verr, ok := messages.AsValidationError(err)
+		if !ok {
+			return out, err
+		}
+		src, _ := messages.SourceFromContext(msg.Context())
+		now := time.Now
+		if m.Now != nil {
+			now = m.Now
+		}
+		body, merr := messages.NewInvalidEvent(msg.Payload, verr, src, now()).Marshal()
+		if merr != nil {
+			return nil, fmt.Errorf("encode invalid envelope: %w", merr)
+		}
+		id := uuid.NewSHA1(envelopeNamespace, fmt.Appendf(nil, "%s/%d/%d", src.Topic, src.Partition, src.Offset)).String()
+		env := message.NewMessage(id, body)
+		env.Metadata.Set(wmmw.CorrelationIDMetadataKey, wmmw.MessageCorrelationID(msg))
+		if key := msg.Metadata.Get(messages.KeyMetadata); key != "" {
+			env.Metadata.Set(messages.KeyMetadata, key)
+		}
+		if perr := m.Publisher.Publish(m.Topic, env); perr != nil {
+			return nil, fmt.Errorf("publish to invalid topic %s: %w", m.Topic, perr)
+		}
+		if m.OnRouted != nil {
+			m.OnRouted(message.HandlerNameFromCtx(msg.Context()), verr.Class)
+		}
+		return out, nil
+	}
+}

@@ -1,0 +1,129 @@
+package sql
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// EventRow is one valid reading with where it was read from.
+type EventRow struct {
+	Event  messages.Heartbeat
+	Source messages.Source
+}
+
+// stagingTable receives each batch by COPY before it is merged into
+// heartbeat_events, so a redelivered reading is skipped instead of failing
+// the batch. It is a temporary table, one per connection, emptied at commit.
+const stagingTable = "hb_staging"
+
+const createStaging = `CREATE TEMP TABLE IF NOT EXISTS ` + stagingTable + ` (
+	event_id uuid, customer_id text, event_time timestamptz, heart_rate smallint,
+	source_topic text, source_partition integer, source_offset bigint) ON COMMIT DELETE ROWS`
+
+var stagingColumns = []string{"event_id", "customer_id", "event_time", "heart_rate", "source_topic", "source_partition", "source_offset"}
+
+const mergeStaging = `INSERT INTO heartbeat_events
+	(event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
+	SELECT event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset FROM ` + stagingTable + `
+	ON CONFLICT (event_id) DO NOTHING`
+
+// The checkpoint only moves forward: batches of one partition may commit out
+// of order when several writers run.
+const upsertCheckpoint = `INSERT INTO ingest_checkpoint (consumer_group, topic, partition, last_offset, updated_at)
+	SELECT $1, t, p, o, now() FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS c(t, p, o)
+	ON CONFLICT (consumer_group, topic, partition) DO UPDATE
+	SET last_offset = GREATEST(ingest_checkpoint.last_offset, EXCLUDED.last_offset), updated_at = now()`
+
+// EventWriter writes batches of readings and the checkpoint of a consumer
+// group in one transaction.
+type EventWriter struct {
+	pool  *pgxpool.Pool
+	group string
+}
+
+// NewEventWriter returns a writer checkpointing for consumer group group.
+func NewEventWriter(pool *pgxpool.Pool, group string) *EventWriter {
+	return &EventWriter{pool: pool, group: group}
+}
+
+// Write stores rows and advances the checkpoint of every partition they
+// came from, atomically. It returns how many rows were new; rows whose
+// event id is already stored are skipped.
+func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int64, err error) {
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, createStaging); err != nil {
+			return fmt.Errorf("create staging table: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows)); err != nil {
+			return fmt.Errorf("copy %d rows: %w", len(rows), err)
+		}
+		tag, err := tx.Exec(ctx, mergeStaging)
+		if err != nil {
+			return fmt.Errorf("merge %d rows: %w", len(rows), err)
+		}
+		inserted = tag.RowsAffected()
+		topics, parts, offs := checkpoints(rows)
+		if _, err := tx.Exec(ctx, upsertCheckpoint, w.group, topics, parts, offs); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
+	}
+	return inserted, nil
+}
+
+// checkpoints returns the highest offset per source partition of rows.
+func checkpoints(rows []EventRow) (topics []string, parts []int32, offsets []int64) {
+	type tp struct {
+		t string
+		p int32
+	}
+	idx := make(map[tp]int, 32)
+	for _, r := range rows {
+		k := tp{r.Source.Topic, r.Source.Partition}
+		i, ok := idx[k]
+		if !ok {
+			idx[k] = len(topics)
+			topics, parts, offsets = append(topics, k.t), append(parts, k.p), append(offsets, r.Source.Offset)
+			continue
+		}
+		offsets[i] = max(offsets[i], r.Source.Offset)
+	}
+	return topics, parts, offsets
+}
+
+func eventSource(rows []EventRow) pgx.CopyFromSource {
+	i := -1
+	return pgx.CopyFromFunc(func() ([]any, error) {
+		i++
+		if i >= len(rows) {
+			return nil, nil
+		}
+		r := rows[i]
+		return []any{r.Event.EventID, r.Event.CustomerID, r.Event.Timestamp, int16(r.Event.HeartRate),
+			r.Source.Topic, r.Source.Partition, r.Source.Offset}, nil
+	})
+}
+
+// Checkpoint returns the stored last offsets of group on topic, by partition.
+func Checkpoint(ctx context.Context, pool *pgxpool.Pool, group, topic string) (map[int32]int64, error) {
+	rows, err := pool.Query(ctx, `SELECT partition, last_offset FROM ingest_checkpoint WHERE consumer_group = $1 AND topic = $2`, group, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	var p int32
+	var o int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	return out, err
+}
