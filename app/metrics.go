@@ -26,6 +26,7 @@ type Metrics struct {
 	Anomalies      *prometheus.CounterVec // type, severity
 	Retries        *prometheus.CounterVec // handler
 	TransientFails *prometheus.CounterVec // handler
+	PausedSeconds  *prometheus.CounterVec // handler
 	BatchRows      prometheus.Histogram
 	BatchSeconds   prometheus.Histogram
 }
@@ -52,6 +53,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Handler attempts retried after an error."}, []string{"handler"}),
 		TransientFails: f.NewCounterVec(prometheus.CounterOpts{Name: "heartbeat_transient_failures_total",
 			Help: "Messages nacked for redelivery because of an infrastructure failure (database or broker unreachable) instead of being poisoned."}, []string{"handler"}),
+		PausedSeconds: f.NewCounterVec(prometheus.CounterOpts{Name: "heartbeat_backpressure_paused_seconds_total",
+			Help: "Seconds handlers spent waiting for the database or broker to recover, summed over in-flight messages."}, []string{"handler"}),
 		BatchRows: f.NewHistogram(prometheus.HistogramOpts{Name: "heartbeat_persist_batch_rows",
 			Help: "Rows per committed persist batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 		BatchSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "heartbeat_persist_batch_seconds",

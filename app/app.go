@@ -1,0 +1,101 @@
+// Package app holds everything the pipeline needs around its router:
+// configuration from the environment, the Kafka cluster (a real one or the
+// in-process broker), topics, PostgreSQL and its migrations, metrics, logs,
+// the progress summary and the process lifecycle. The router itself is
+// wired in router.go at the repository root.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// App is the process's shared infrastructure.
+type App struct {
+	Config   Config
+	Log      *slog.Logger
+	WLogger  watermill.LoggerAdapter
+	Registry *prometheus.Registry
+	Metrics  *Metrics
+	// Brokers is the Kafka bootstrap list in use: KAFKA_BOOTSTRAP_SERVERS, or
+	// the in-process broker's address.
+	Brokers []string
+	// Pool is nil when the process runs neither persist nor detect.
+	Pool *pgxpool.Pool
+
+	broker *kfake.Cluster
+}
+
+// NewLogger returns the process logger at level (debug, info, warn, error).
+func NewLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// StartupTimeout bounds how long start-up waits for Kafka and PostgreSQL.
+const StartupTimeout = 30 * time.Second
+
+// New connects the infrastructure cfg asks for: Kafka (starting the
+// in-process broker when KAFKA_BOOTSTRAP_SERVERS is empty) with its topics,
+// and, when persist or detect runs, PostgreSQL with its migrations.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	a := &App{
+		Config: cfg,
+		Log:    log,
+		// Watermill's per-handler start/stop chatter is debug detail here.
+		WLogger:  watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}),
+		Registry: NewRegistry(),
+		Brokers:  cfg.Kafka.BootstrapServers,
+	}
+	a.Metrics = NewMetrics(a.Registry)
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+
+	if len(a.Brokers) == 0 {
+		c, err := StartBroker("127.0.0.1:0", "")
+		if err != nil {
+			return nil, err
+		}
+		a.broker = c
+		a.Brokers = c.ListenAddrs()
+		log.Info("KAFKA_BOOTSTRAP_SERVERS is empty: started an in-process Kafka broker (kfake)", "addr", strings.Join(a.Brokers, ","))
+	}
+	tctx, cancel := context.WithTimeout(ctx, StartupTimeout)
+	defer cancel()
+	if err := EnsureTopics(tctx, a.Brokers, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
+		return nil, fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS: cannot reach Kafka at %s within %s: %w", strings.Join(a.Brokers, ","), StartupTimeout, err)
+	}
+	if cfg.Runs(HandlerPersist) || cfg.Runs(HandlerDetect) {
+		pool, err := openDatabase(ctx, cfg.Postgres, StartupTimeout/3, log)
+		if err != nil {
+			return nil, err
+		}
+		a.Pool = pool
+	}
+	ok = true
+	return a, nil
+}
+
+// Close releases what New opened.
+func (a *App) Close() {
+	if a.Pool != nil {
+		a.Pool.Close()
+	}
+	if a.broker != nil {
+		a.broker.Close()
+	}
+}

@@ -1,0 +1,194 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// StartBroker starts the in-process Kafka-protocol broker (franz-go's kfake)
+// listening on addr ("127.0.0.1:0" picks a free port). With dataDir set, its
+// records, topics and group offsets survive a restart.
+func StartBroker(addr, dataDir string) (*kfake.Cluster, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("BROKER_ADDR: %w", err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("BROKER_ADDR: port %q is not a number", portText)
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(port),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
+		}),
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageBytes)}),
+	}
+	if dataDir != "" {
+		opts = append(opts, kfake.DataDir(dataDir))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("start in-process broker on %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// MaxMessageBytes is the largest record the in-process broker accepts, as a
+// default Kafka broker does (message.max.bytes).
+const MaxMessageBytes = 1048588
+
+// TopicSpec is a topic to create at start-up.
+type TopicSpec struct {
+	Name       string
+	Partitions int32
+}
+
+// Topics returns the four topics of the pipeline with their partition counts.
+func (c KafkaConfig) Topics() []TopicSpec {
+	return []TopicSpec{
+		{c.TopicRaw, c.PartitionsRaw},
+		{c.TopicInvalid, c.PartitionsOther},
+		{c.TopicAnomaly, c.PartitionsOther},
+		{c.TopicDLQ, c.PartitionsOther},
+	}
+}
+
+// EnsureTopics creates the topics that do not exist; existing topics are
+// left as they are. It retries while the cluster is not reachable yet, until
+// ctx ends.
+func EnsureTopics(ctx context.Context, brokers []string, replication int16, topics []TopicSpec, log *slog.Logger) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	backoff := 250 * time.Millisecond
+	for _, t := range topics {
+		for {
+			resp, err := adm.CreateTopic(ctx, t.Partitions, replication, nil, t.Name)
+			if err == nil {
+				err = resp.Err
+			}
+			switch {
+			case err == nil:
+				log.Info("topic created", "topic", t.Name, "partitions", t.Partitions)
+			case errors.Is(err, kerr.TopicAlreadyExists):
+				log.Debug("topic exists", "topic", t.Name)
+				err = nil
+			}
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("create topic %s on %v: %w", t.Name, brokers, err)
+			}
+			log.Warn("cannot create topic yet, retrying", "topic", t.Name, "brokers", brokers, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+	}
+	return nil
+}
+
+// keyedMarshaler writes the messages.KeyMetadata metadata as the record key
+// (so one customer stays on one partition) and, reading, recovers the key
+// of records produced by clients that set no such header.
+type keyedMarshaler struct{ kafka.DefaultMarshaler }
+
+func (m keyedMarshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
+	pm, err := m.DefaultMarshaler.Marshal(topic, msg)
+	if err != nil {
+		return nil, err
+	}
+	if key := msg.Metadata.Get(messages.KeyMetadata); key != "" {
+		pm.Key = sarama.StringEncoder(key)
+	}
+	return pm, nil
+}
+
+func (m keyedMarshaler) Unmarshal(km *sarama.ConsumerMessage) (*message.Message, error) {
+	msg, err := m.DefaultMarshaler.Unmarshal(km)
+	if err != nil {
+		return nil, err
+	}
+	if msg.Metadata.Get(messages.KeyMetadata) == "" && len(km.Key) > 0 {
+		msg.Metadata.Set(messages.KeyMetadata, string(km.Key))
+	}
+	return msg, nil
+}
+
+func (a *App) saramaConfig() *sarama.Config {
+	c := sarama.NewConfig()
+	c.ClientID = a.Config.Kafka.ClientID
+	c.Version = sarama.V2_8_0_0
+	c.Metadata.Retry.Backoff = 500 * time.Millisecond
+	return c
+}
+
+// NewPublisher returns a Kafka publisher: synchronous, idempotent, waiting
+// for all in-sync replicas, keyed by customer with Kafka's murmur2
+// partitioner (the Java client's, so other producers agree on partitions).
+func (a *App) NewPublisher() (message.Publisher, error) {
+	c := a.saramaConfig()
+	c.Producer.Return.Successes = true
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Idempotent = true
+	c.Net.MaxOpenRequests = 1
+	c.Producer.Retry.Max = 10
+	c.Producer.Retry.Backoff = 250 * time.Millisecond
+	c.Producer.MaxMessageBytes = MaxMessageBytes
+	c.Producer.Partitioner = sarama.NewMurmur2Partitioner
+	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
+		Brokers:               a.Brokers,
+		Marshaler:             keyedMarshaler{},
+		OverwriteSaramaConfig: c,
+	}, a.WLogger)
+	if err != nil {
+		return nil, fmt.Errorf("kafka publisher for %v: %w", a.Brokers, err)
+	}
+	return pub, nil
+}
+
+// NewSubscriber returns a Kafka subscriber in consumer group group, reading
+// from the oldest offset when the group has none, one message per partition
+// in flight, redelivering a nacked message after a second.
+func (a *App) NewSubscriber(group string) (message.Subscriber, error) {
+	c := a.saramaConfig()
+	c.Consumer.Return.Errors = true
+	c.Consumer.Offsets.Initial = sarama.OffsetOldest
+	c.Consumer.Offsets.AutoCommit.Interval = time.Second
+	c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+		Brokers:               a.Brokers,
+		ConsumerGroup:         group,
+		Unmarshaler:           keyedMarshaler{},
+		OverwriteSaramaConfig: c,
+		NackResendSleep:       time.Second,
+		ReconnectRetrySleep:   time.Second,
+	}, a.WLogger)
+	if err != nil {
+		return nil, fmt.Errorf("kafka subscriber for group %s: %w", group, err)
+	}
+	return sub, nil
+}

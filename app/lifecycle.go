@@ -1,0 +1,80 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Runner is one long-running part of the process.
+type Runner struct {
+	Name string
+	Run  func(ctx context.Context) error
+	// Ends, when set, means the process is done once this runner returns
+	// nil (the simulator alone, with SIM_TOTAL_EVENTS).
+	Ends bool
+}
+
+// Run serves /metrics, logs progress, and runs the runners until ctx ends
+// (SIGINT/SIGTERM), an Ends runner finishes, or one fails; then cleanup runs
+// with a deadline of SHUTDOWN_TIMEOUT.
+func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) error {
+	serve, err := ServeMetrics(ctx, a.Config.EffectiveMetricsAddr(), a.Registry, a.Log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(serve)
+	g.Go(func() error { ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
+	for _, r := range runners {
+		g.Go(func() error {
+			err := r.Run(gctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("%s: %w", r.Name, err)
+			}
+			if r.Ends && err == nil {
+				a.Log.Info(r.Name + " finished")
+				cancel()
+			}
+			return nil
+		})
+	}
+	err = g.Wait()
+	cctx, ccancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
+	defer ccancel()
+	start := time.Now()
+	if cleanup != nil {
+		cleanup(cctx)
+	}
+	a.Log.Info("stopped", "cleanup", time.Since(start).Round(time.Millisecond))
+	return err
+}
+
+// RunBroker runs only the in-process broker, on BROKER_ADDR, keeping its
+// data in BROKER_DATA_DIR when set, until ctx ends.
+func RunBroker(ctx context.Context, cfg Config, log *slog.Logger) error {
+	c, err := StartBroker(cfg.Broker.Addr, cfg.Broker.DataDir)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if cfg.Broker.DataDir != "" {
+		log.Info("in-process Kafka broker (kfake) running", "addr", c.ListenAddrs(), "data_dir", cfg.Broker.DataDir)
+	} else {
+		log.Info("in-process Kafka broker (kfake) running; records are kept in memory only (set BROKER_DATA_DIR to keep them)", "addr", c.ListenAddrs())
+	}
+	tctx, cancel := context.WithTimeout(ctx, StartupTimeout)
+	defer cancel()
+	if err := EnsureTopics(tctx, c.ListenAddrs(), cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("broker stopping")
+	return nil
+}

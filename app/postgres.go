@@ -1,0 +1,117 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	hbsql "github.com/heartbeat/heartbeat/sql"
+)
+
+// ConnString is DATABASE_URL, or a URL built from the POSTGRES_* variables.
+func (p PostgresConfig) ConnString() string {
+	if p.DatabaseURL != "" {
+		return p.DatabaseURL
+	}
+	u := url.URL{
+		Scheme:   "postgres",
+		Host:     net.JoinHostPort(p.Host, strconv.Itoa(p.Port)),
+		Path:     "/" + p.DB,
+		RawQuery: url.Values{"sslmode": {p.SSLMode}}.Encode(),
+	}
+	if p.Password != "" {
+		u.User = url.UserPassword(p.User, p.Password)
+	} else {
+		u.User = url.User(p.User)
+	}
+	return u.String()
+}
+
+// variables names the settings an operator should check for a database error.
+func (p PostgresConfig) variables() string {
+	if p.DatabaseURL != "" {
+		return "DATABASE_URL"
+	}
+	return "POSTGRES_HOST/POSTGRES_PORT/POSTGRES_DB/POSTGRES_USER/POSTGRES_PASSWORD"
+}
+
+var (
+	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
+	kvPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+)
+
+// Redact hides passwords in a connection string, or in an error text that
+// quotes one, so that neither logs nor error messages print credentials.
+func Redact(s string) string {
+	s = urlPassword.ReplaceAllString(s, "${1}xxxxx@")
+	return kvPassword.ReplaceAllString(s, "${1}xxxxx")
+}
+
+// openDatabase creates the database if needed, connects a pool and applies
+// the migrations. It keeps trying for timeout while the server is not
+// reachable (it may be starting beside us).
+func openDatabase(ctx context.Context, p PostgresConfig, timeout time.Duration, log *slog.Logger) (*pgxpool.Pool, error) {
+	fail := func(what string, err error) error {
+		return fmt.Errorf("%s: %s: %s", p.variables(), what, Redact(err.Error()))
+	}
+	cfg, err := pgxpool.ParseConfig(p.ConnString())
+	if err != nil {
+		return nil, fail("not a valid connection string", err)
+	}
+	cfg.MaxConns = p.MaxConns
+	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	cfg.ConnConfig.RuntimeParams["application_name"] = "heartbeat"
+	where := fmt.Sprintf("PostgreSQL at %s:%d as user %s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.User)
+
+	deadline := time.Now().Add(timeout)
+	for attempt := 1; ; attempt++ {
+		err = hbsql.EnsureDatabase(ctx, cfg.ConnConfig)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil || !retryableConnect(err) {
+			break
+		}
+		log.Warn("database not reachable yet, retrying", "attempt", attempt, "err", Redact(err.Error()))
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	if err != nil {
+		return nil, fail("cannot reach "+where+" to create database "+strconv.Quote(cfg.ConnConfig.Database), err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fail("cannot connect to "+where, err)
+	}
+	applied, err := hbsql.Migrate(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, fail("cannot migrate database "+strconv.Quote(cfg.ConnConfig.Database), err)
+	}
+	if len(applied) > 0 {
+		log.Info("migrations applied", "versions", applied, "database", cfg.ConnConfig.Database)
+	}
+	return pool, nil
+}
+
+// retryableConnect: the server is not (yet) up, as opposed to refusing us.
+func retryableConnect(err error) bool {
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var pgErr interface{ SQLState() string }
+	if errors.As(err, &pgErr) {
+		s := pgErr.SQLState()
+		return s == "57P03" || s[:2] == "08" // cannot connect now (starting up), connection exception
+	}
+	msg := err.Error()
+	return regexp.MustCompile(`connection refused|no such host|i/o timeout|the database system is starting up`).MatchString(msg)
+}

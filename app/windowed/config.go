@@ -1,0 +1,82 @@
+package windowed
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// UUIDHeaderKey is the record header that holds the Watermill message UUID,
+// the same one watermill-kafka's marshaler writes.
+const UUIDHeaderKey = "_watermill_message_uuid"
+
+// Config configures a [Subscriber].
+type Config struct {
+	// Brokers are the seed brokers.
+	Brokers []string
+	// ConsumerGroup is the group whose committed offsets the subscriber
+	// reads and advances.
+	ConsumerGroup string
+	// ClientOpts are appended to the subscriber's own client options:
+	// TLS, SASL, client id, fetch sizes. Options that conflict with the
+	// subscriber's group handling (auto commit, rebalance callbacks) break
+	// its guarantees.
+	ClientOpts []kgo.Opt
+
+	// MaxInFlightPerPartition bounds a partition's window: the records
+	// from the oldest unacknowledged one to the newest delivered one.
+	// Fetching from the partition pauses when the window reaches it and
+	// resumes when acks shrink the window below it. Default 5000.
+	MaxInFlightPerPartition int
+	// MaxPollRecords bounds the records taken from the client in one poll.
+	// Default 10000.
+	MaxPollRecords int
+	// CommitInterval is how often acknowledged offsets are committed to the
+	// group. Default 1s.
+	CommitInterval time.Duration
+	// NackResendSleep is how long a nacked message waits before it is
+	// delivered again. Default 100ms, as watermill-kafka.
+	NackResendSleep time.Duration
+	// DrainTimeout bounds how long a revoke or Close waits for the handlers
+	// to settle messages already delivered. Default 10s.
+	DrainTimeout time.Duration
+
+	// StartOffsets, if set, is called when partitions of topic are
+	// assigned, before they are fetched. It returns the next offset to
+	// consume for any of them; those start exactly there, whatever the
+	// group has committed. The others start at the group's committed offset,
+	// or at the earliest offset when there is none. An error fails the
+	// assignment: the client logs it and rejoins the group.
+	StartOffsets func(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error)
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxInFlightPerPartition <= 0 {
+		c.MaxInFlightPerPartition = 5000
+	}
+	if c.MaxPollRecords <= 0 {
+		c.MaxPollRecords = 10000
+	}
+	if c.CommitInterval <= 0 {
+		c.CommitInterval = time.Second
+	}
+	if c.NackResendSleep <= 0 {
+		c.NackResendSleep = 100 * time.Millisecond
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+}
+
+// Validate reports the first missing required field.
+func (c Config) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("missing brokers")
+	}
+	if c.ConsumerGroup == "" {
+		return errors.New("missing consumer group")
+	}
+	return nil
+}

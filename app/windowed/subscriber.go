@@ -1,0 +1,308 @@
+package windowed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// ackCheckInterval is how often the acknowledged prefix of each window is
+// collected: it bounds how late a full window resumes fetching.
+const ackCheckInterval = 5 * time.Millisecond
+
+// Subscriber consumes one topic as a member of a consumer group and keeps many
+// messages of each partition in flight. It implements [message.Subscriber].
+type Subscriber struct {
+	cfg    Config
+	logger watermill.LoggerAdapter
+
+	mu     sync.Mutex
+	topic  string
+	client *kgo.Client
+	out    chan *message.Message
+	parts  map[int32]*partition
+	closed bool
+
+	// pauseMu orders pause and resume decisions with revokes.
+	pauseMu sync.Mutex
+	// commitMu orders commits, so that a revoke's final commit is never
+	// overtaken by an older periodic one.
+	commitMu sync.Mutex
+
+	resendMu    sync.Mutex
+	resends     []resendAt
+	resendReady chan struct{}
+
+	wake       chan struct{} // a window is full: check pauses now
+	closing    chan struct{}
+	cancelPoll context.CancelFunc
+	senders    sync.WaitGroup // goroutines that write to out
+	loops      sync.WaitGroup // ack and commit loops
+	closeOnce  sync.Once
+}
+
+type resendAt struct {
+	resend
+	due time.Time
+}
+
+// NewSubscriber checks cfg and returns a subscriber that connects on
+// Subscribe.
+func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (*Subscriber, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid windowed subscriber config: %w", err)
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	return &Subscriber{
+		cfg:         cfg,
+		logger:      logger.With(watermill.LogFields{"consumer_group": cfg.ConsumerGroup}),
+		parts:       make(map[int32]*partition),
+		resendReady: make(chan struct{}, 1),
+		wake:        make(chan struct{}, 1),
+		closing:     make(chan struct{}),
+	}, nil
+}
+
+// Subscribe joins the consumer group for topic and returns the channel its
+// records arrive on. The channel is closed when ctx is done or the subscriber
+// is closed. A Subscriber serves one topic; subscribe again on a new one.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("subscriber closed")
+	}
+	if s.topic != "" {
+		return nil, fmt.Errorf("subscriber already consumes %s: one topic per subscriber", s.topic)
+	}
+
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(s.cfg.Brokers...),
+		kgo.ConsumerGroup(s.cfg.ConsumerGroup),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		// Polls and rebalance callbacks exclude each other, so every
+		// polled record is matched to the window of the assignment it
+		// was fetched under.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onLost),
+		// A resumed partition joins the next fetch request only, so an
+		// idle fetch must not hold it back for the default 5s.
+		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.WithLogger(kgoLogger{s.logger}),
+	}
+	if s.cfg.StartOffsets != nil {
+		opts = append(opts, kgo.AdjustFetchOffsetsFn(s.adjustOffsets))
+	}
+	client, err := kgo.NewClient(append(opts, s.cfg.ClientOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("create kafka client for %s: %w", topic, err)
+	}
+
+	s.topic, s.client = topic, client
+	s.logger = s.logger.With(watermill.LogFields{"topic": topic})
+	s.out = make(chan *message.Message)
+	pollCtx, cancel := context.WithCancel(context.Background())
+	s.cancelPoll = cancel
+
+	s.senders.Add(2)
+	go s.pollLoop(pollCtx, ctx)
+	go s.resendLoop()
+	s.loops.Add(2)
+	go s.ackLoop()
+	go s.commitLoop()
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.shutdown()
+		case <-s.closing:
+		}
+	}()
+	return s.out, nil
+}
+
+// Close stops delivering, waits up to DrainTimeout for delivered messages to
+// be settled, commits what was acknowledged, leaves the group and closes the
+// output channel. It does not need anyone to read the channel.
+func (s *Subscriber) Close() error {
+	s.shutdown()
+	return nil
+}
+
+func (s *Subscriber) shutdown() {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		client := s.client
+		s.mu.Unlock()
+
+		close(s.closing)
+		if client == nil {
+			return
+		}
+		s.cancelPoll()
+		s.senders.Wait()
+		close(s.out)
+		s.loops.Wait()
+
+		// Leaving the group revokes every partition: onRevoked drains
+		// and commits them.
+		client.Close()
+
+		s.mu.Lock()
+		left := s.detachLocked(nil)
+		s.mu.Unlock()
+		s.markRevoked(left)
+		s.logger.Info("Windowed subscriber closed", nil)
+	})
+}
+
+// pollLoop fetches records and delivers them in partition order.
+func (s *Subscriber) pollLoop(ctx, subCtx context.Context) {
+	defer s.senders.Done()
+	type work struct {
+		p       *partition
+		records []*kgo.Record
+	}
+	var (
+		batch []work
+		msgs  []*message.Message
+	)
+	for {
+		fetches := s.client.PollRecords(ctx, s.cfg.MaxPollRecords)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			s.client.AllowRebalance()
+			return
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			s.logger.Error("Fetch failed", err, watermill.LogFields{"partition": partition})
+		})
+		batch = batch[:0]
+		// With BlockRebalanceOnPoll no revoke runs until AllowRebalance:
+		// the windows looked up here belong to the assignment these
+		// records were fetched under.
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) > 0 {
+				batch = append(batch, work{s.partitionFor(fp.Partition), fp.Records})
+			}
+		})
+		s.client.AllowRebalance()
+
+		for i, w := range batch {
+			var ok bool
+			msgs, ok = s.deliver(subCtx, w.p, w.records, msgs[:0])
+			clear(msgs)
+			batch[i] = work{}
+			if !ok {
+				select {
+				case <-s.closing:
+					return
+				default: // only this partition was revoked
+				}
+			}
+		}
+	}
+}
+
+// partitionFor returns the window of an assigned partition, creating it for
+// the first records of a new assignment.
+func (s *Subscriber) partitionFor(id int32) *partition {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.parts[id]
+	if !ok {
+		p = newPartition(s.topic, id)
+		s.parts[id] = p
+	}
+	return p
+}
+
+// deliver registers records in p's window and sends them in order. It stops
+// early, reporting false, when p is revoked or the subscriber closes.
+func (s *Subscriber) deliver(ctx context.Context, p *partition, records []*kgo.Record, msgs []*message.Message) ([]*message.Message, bool) {
+	p.mu.Lock()
+	if p.revoked {
+		p.mu.Unlock()
+		return msgs, false
+	}
+	first := p.nextSeq()
+	for _, r := range records {
+		msg := newMessage(ctx, r)
+		p.register(r, msg)
+		msgs = append(msgs, msg)
+	}
+	full := p.window() >= s.cfg.MaxInFlightPerPartition
+	p.mu.Unlock()
+	if full {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+
+	for i, msg := range msgs {
+		select {
+		case s.out <- msg:
+		case <-p.done:
+			s.abandon(p, first+uint64(i))
+			return msgs, false
+		case <-s.closing:
+			s.abandon(p, first+uint64(i))
+			return msgs, false
+		}
+	}
+	return msgs, true
+}
+
+// abandon marks the records of p from seq on as never delivered.
+func (s *Subscriber) abandon(p *partition, seq uint64) {
+	p.mu.Lock()
+	p.dropFrom(seq)
+	p.mu.Unlock()
+}
+
+// abandonOne marks the record of p with sequence number seq as never
+// delivered.
+func (s *Subscriber) abandonOne(p *partition, seq uint64) {
+	p.mu.Lock()
+	if e := p.at(seq); e != nil && e.state == delivered {
+		e.state = dropped
+	}
+	p.mu.Unlock()
+}
+
+// newMessage turns a record into a message: UUID from the Watermill header,
+// or one made of the record's coordinates; the other headers as metadata;
+// the key as messages.KeyMetadata unless a header already set it.
+func newMessage(ctx context.Context, r *kgo.Record) *message.Message {
+	msg := message.NewMessage("", r.Value)
+	for _, h := range r.Headers {
+		if h.Key == UUIDHeaderKey {
+			msg.UUID = string(h.Value)
+			continue
+		}
+		msg.Metadata[h.Key] = string(h.Value)
+	}
+	if msg.UUID == "" {
+		msg.UUID = r.Topic + "-" + strconv.FormatInt(int64(r.Partition), 10) + "-" + strconv.FormatInt(r.Offset, 10)
+	}
+	if _, ok := msg.Metadata[messages.KeyMetadata]; !ok && r.Key != nil {
+		msg.Metadata[messages.KeyMetadata] = string(r.Key)
+	}
+	msg.SetContext(messages.WithSource(ctx, messages.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}))
+	return msg
+}

@@ -1,0 +1,43 @@
+package handlers
+
+import (
+	"context"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/heartbeat/heartbeat/messages"
+	hbsql "github.com/heartbeat/heartbeat/sql"
+)
+
+// Persist validates readings and stores the valid ones. Each message's
+// handler call waits until the batch holding its row has committed, together
+// with the partition checkpoint, and only then acks.
+type Persist struct {
+	Limits  messages.Limits
+	Batcher *Batcher[hbsql.EventRow]
+	Now     func() time.Time
+}
+
+// Handle implements message.NoPublishHandlerFunc.
+func (p *Persist) Handle(msg *message.Message) error {
+	h, err := p.Limits.Validate(msg.Payload, p.Now())
+	if err != nil {
+		return err
+	}
+	src, _ := messages.SourceFromContext(msg.Context())
+	return p.Batcher.Submit(msg.Context(), hbsql.EventRow{Event: h, Source: src})
+}
+
+// EventWrite adapts an hbsql.EventWriter to a batch WriteFunc, reporting the
+// rows it inserted.
+func EventWrite(w *hbsql.EventWriter, inserted func(rows, inserted int, took time.Duration)) WriteFunc[hbsql.EventRow] {
+	return func(ctx context.Context, rows []hbsql.EventRow) error {
+		start := time.Now()
+		n, err := w.Write(ctx, rows)
+		if err == nil && inserted != nil {
+			inserted(len(rows), int(n), time.Since(start))
+		}
+		return err
+	}
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/components/forwarder"
+	"github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/handlers"
+	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/messages"
+	hbmw "github.com/heartbeat/heartbeat/middleware"
+	"github.com/heartbeat/heartbeat/simulate"
+	hbsql "github.com/heartbeat/heartbeat/sql"
+)
+
+// pipeline is the wired process: what runs, and how to stop it.
+type pipeline struct {
+	Router  *message.Router
+	Runners []app.Runner
+	closers []func(context.Context)
+}
+
+// Cleanup releases the pipeline's resources once its runners returned.
+func (p *pipeline) Cleanup(ctx context.Context) {
+	for i := len(p.closers) - 1; i >= 0; i-- {
+		p.closers[i](ctx)
+	}
+}
+
+// newPipeline is the one place that names topics and wires handlers,
+// middleware, publishers and subscribers, for the handlers ROUTER_HANDLERS
+// selects:
+//
+//	simulate  ──► raw topic
+//	raw topic ──► persist (group KAFKA_CONSUMER_GROUP_DB) ──► heartbeat_events + ingest_checkpoint
+//	                                                     ├──► invalid topic (schema/domain failures)
+//	                                                     └──► DLQ topic (unexpected failures, after retries)
+//	raw topic ──► detect  (group KAFKA_CONSUMER_GROUP_ANOMALY) ──► anomalies + outbox ──forwarder──► anomaly topic
+func newPipeline(a *app.App) (p *pipeline, err error) {
+	cfg, m := a.Config, a.Metrics
+	topics := cfg.Kafka
+	p = &pipeline{}
+	defer func() {
+		if err != nil {
+			p.Cleanup(context.Background())
+		}
+	}()
+
+	pub, err := a.NewPublisher()
+	if err != nil {
+		return nil, err
+	}
+	p.closers = append(p.closers, func(context.Context) { _ = pub.Close() })
+
+	if cfg.Runs(app.HandlerSimulate) {
+		p.Runners = append(p.Runners, app.Runner{Name: app.HandlerSimulate, Run: newSimulator(a, pub).Run,
+			Ends: !cfg.Runs(app.HandlerPersist) && !cfg.Runs(app.HandlerDetect)})
+	}
+	if !cfg.Runs(app.HandlerPersist) && !cfg.Runs(app.HandlerDetect) {
+		return p, nil
+	}
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, a.WLogger)
+	if err != nil {
+		return nil, err
+	}
+	p.Router = router
+	metrics.NewPrometheusMetricsBuilder(a.Registry, "heartbeat", "").AddPrometheusRouterMetrics(router)
+
+	poison, err := wmmw.PoisonQueueWithFilter(dlqCounter{pub, m}, topics.TopicDLQ,
+		func(err error) bool { return !hbmw.IsTransient(err) })
+	if err != nil {
+		return nil, err
+	}
+	// Outermost first. Recoverer sits inside Retry so that a panic is an
+	// error like any other: retried, then poisoned, never a stuck partition.
+	router.AddMiddleware(
+		hbmw.Consumed(m.Consumed),
+		hbmw.Source,
+		hbmw.CorrelationID(watermill.NewUUID),
+		wmmw.CorrelationID,
+		poison,
+		wmmw.Retry{
+			MaxRetries:      cfg.Retry.MaxRetries,
+			InitialInterval: cfg.Retry.InitialInterval,
+			MaxInterval:     cfg.Retry.MaxInterval,
+			Multiplier:      2,
+			OnRetryHook:     func(int, time.Duration) {},
+			Logger:          a.WLogger,
+		}.Middleware,
+		(&hbmw.Backpressure{InitialInterval: cfg.Retry.InitialInterval, MaxInterval: cfg.Retry.MaxInterval,
+			Logger: a.Log, Failures: m.TransientFails, Paused: m.PausedSeconds}).Middleware,
+		wmmw.Recoverer,
+	)
+
+	limits := cfg.Validation.Limits()
+	if cfg.Runs(app.HandlerPersist) {
+		sub, err := a.NewSubscriber(topics.GroupDB)
+		if err != nil {
+			return nil, err
+		}
+		writer := hbsql.NewEventWriter(a.Pool, topics.GroupDB)
+		batcher := handlers.NewBatcher(handlers.BatcherConfig{
+			Size: cfg.Persist.BatchSize, Timeout: cfg.Persist.BatchTimeout, Writers: cfg.Persist.Writers,
+			Isolate: func(err error) bool { return !hbmw.IsTransient(err) },
+		}, handlers.EventWrite(writer, func(rows, inserted int, took time.Duration) {
+			m.DBInserts.Add(float64(inserted))
+			m.BatchRows.Observe(float64(rows))
+			m.BatchSeconds.Observe(took.Seconds())
+		}))
+		p.closers = append(p.closers, batcher.Close)
+		persist := &handlers.Persist{Limits: limits, Batcher: batcher, Now: time.Now}
+		h := router.AddConsumerHandler(app.HandlerPersist, topics.TopicRaw, sub, persist.Handle)
+		h.AddMiddleware(hbmw.InvalidEvents{Publisher: pub, Topic: topics.TopicInvalid, Now: time.Now,
+			OnRouted: func(handler string, class messages.Class) { m.Invalid.WithLabelValues(handler, string(class)).Inc() },
+		}.Middleware)
+	}
+	if cfg.Runs(app.HandlerDetect) {
+		sub, err := a.NewSubscriber(topics.GroupAnomaly)
+		if err != nil {
+			return nil, err
+		}
+		engine := rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
+		detect := &handlers.Detect{
+			Limits: limits, Engine: engine, Store: hbsql.NewAnomalyWriter(a.Pool, a.WLogger),
+			AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
+			OnAnomaly: func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() },
+		}
+		router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, detect.Handle)
+
+		fwd, err := newForwarder(a, pub)
+		if err != nil {
+			return nil, err
+		}
+		p.Runners = append(p.Runners,
+			app.Runner{Name: "outbox forwarder", Run: fwd.Run},
+			app.Runner{Name: "detector state eviction", Run: func(ctx context.Context) error {
+				evictIdle(ctx, engine, cfg.Anomaly.StateTTL)
+				return nil
+			}})
+	}
+	p.Runners = append(p.Runners, app.Runner{Name: "router", Run: router.Run})
+	return p, nil
+}
+
+// newForwarder drains the outbox table to Kafka. Its schema is created here,
+// before any handler writes to it inside a transaction.
+func newForwarder(a *app.App, pub message.Publisher) (*forwarder.Forwarder, error) {
+	sub, err := wmsql.NewSubscriber(wmsql.BeginnerFromPgx(a.Pool), wmsql.SubscriberConfig{
+		SchemaAdapter:    hbsql.OutboxSchema(),
+		OffsetsAdapter:   hbsql.OutboxOffsets(),
+		InitializeSchema: true,
+		PollInterval:     a.Config.OutboxPoll,
+	}, a.WLogger)
+	if err != nil {
+		return nil, fmt.Errorf("outbox subscriber: %w", err)
+	}
+	if err := sub.SubscribeInitialize(hbsql.OutboxTopic); err != nil {
+		return nil, fmt.Errorf("create outbox table: %w", err)
+	}
+	return forwarder.NewForwarder(sub, pub, a.WLogger, forwarder.Config{
+		ForwarderTopic: hbsql.OutboxTopic,
+		CloseTimeout:   a.Config.ShutdownTimeout,
+	})
+}
+
+func newSimulator(a *app.App, pub message.Publisher) *simulate.Simulator {
+	sc := a.Config.Sim
+	seed := sc.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	a.Log.Info("simulator", "seed", seed, "customers", sc.CustomerCount, "events_per_s", sc.EventsPerSecond,
+		"total", sc.TotalEvents, "invalid_ratio", sc.InvalidRatio)
+	m := a.Metrics
+	return &simulate.Simulator{
+		Generator: simulate.NewGenerator(simulate.GeneratorConfig{
+			Customers: sc.CustomerCount, Seed: seed,
+			InvalidRatio: sc.InvalidRatio, LateRatio: sc.LateRatio, AnomalyRatio: sc.AnomalyRatio,
+		}),
+		Publisher: pub, Topic: a.Config.Kafka.TopicRaw,
+		Rate: sc.EventsPerSecond, BurstMultiplier: sc.BurstMultiplier, Bursts: simulate.NewBurstSchedule(seed),
+		Total: sc.TotalEvents, Publishers: sc.Publishers,
+		OnPublished: func(simulate.Event) { m.Produced.Inc() },
+		OnError:     func(error) { m.ProduceErrors.Inc() },
+		Logger:      a.Log,
+	}
+}
+
+func evictIdle(ctx context.Context, e *rules.Engine, ttl time.Duration) {
+	t := time.NewTicker(min(ttl/4, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.Evict(ttl)
+		}
+	}
+}
+
+// dlqCounter counts the messages the poison queue publishes, by handler.
+type dlqCounter struct {
+	message.Publisher
+	m *app.Metrics
+}
+
+func (d dlqCounter) Publish(topic string, msgs ...*message.Message) error {
+	if err := d.Publisher.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	for _, msg := range msgs {
+		d.m.DLQ.WithLabelValues(msg.Metadata.Get(wmmw.PoisonedHandlerKey)).Inc()
+	}
+	return nil
+}

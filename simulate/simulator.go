@@ -1,0 +1,149 @@
+package simulate
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// tick is the simulator's step of virtual time.
+const tick = 10 * time.Millisecond
+
+// Simulator publishes a Generator's stream at a rate, with bursts.
+type Simulator struct {
+	Generator *Generator
+	Publisher message.Publisher
+	Topic     string
+	// Rate is events per second outside bursts; BurstMultiplier scales it
+	// during bursts.
+	Rate            float64
+	BurstMultiplier float64
+	Bursts          *BurstSchedule
+	// Total stops the simulator after that many events; 0 runs forever.
+	Total int64
+	// Publishers is how many goroutines publish. A customer always goes to
+	// the same one, so one customer's events stay in order.
+	Publishers int
+	// Start anchors the virtual clock; zero means now.
+	Start time.Time
+
+	OnPublished func(Event)
+	OnError     func(error)
+	Logger      *slog.Logger
+}
+
+// Run publishes until ctx ends or Total events are published. Event times
+// advance by a virtual clock of 10 ms ticks, paced to the wall clock, so the
+// same seed gives the same stream of ids, values and relative times.
+func (s *Simulator) Run(ctx context.Context) error {
+	workers := max(s.Publishers, 1)
+	queues := make([]chan Event, workers)
+	var wg sync.WaitGroup
+	for i := range queues {
+		queues[i] = make(chan Event, 256)
+		wg.Add(1)
+		go func(q <-chan Event) {
+			defer wg.Done()
+			for ev := range q {
+				s.publish(ctx, ev)
+			}
+		}(queues[i])
+	}
+	defer func() {
+		for _, q := range queues {
+			close(q)
+		}
+		wg.Wait()
+	}()
+
+	start := s.Start
+	if start.IsZero() {
+		start = time.Now()
+	}
+	wallStart := time.Now()
+	var sent int64
+	var carry float64
+	bursting := false
+	for k := int64(0); ; k++ {
+		if k%int64(time.Second/tick) == 0 && s.Bursts != nil {
+			bursting = s.Bursts.Bursting()
+		}
+		rate := s.Rate
+		if bursting {
+			rate *= s.BurstMultiplier
+		}
+		carry += rate * tick.Seconds()
+		n := int64(carry)
+		carry -= float64(n)
+		if s.Total > 0 {
+			n = min(n, s.Total-sent)
+		}
+		at := start.Add(time.Duration(k) * tick)
+		for range n {
+			ev := s.Generator.Next(at)
+			select {
+			case queues[shardOf(ev.Key, workers)] <- ev:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		sent += n
+		if s.Total > 0 && sent >= s.Total {
+			return nil
+		}
+		if wait := time.Until(wallStart.Add(time.Duration(k+1) * tick)); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+		} else if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func shardOf(key string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
+}
+
+// publish sends ev, retrying with backoff until it is acknowledged or ctx
+// ends, so a broker hiccup delays the stream instead of dropping events.
+func (s *Simulator) publish(ctx context.Context, ev Event) {
+	backoff := 50 * time.Millisecond
+	for {
+		msg := message.NewMessage(ev.ID, ev.Payload)
+		msg.Metadata.Set(messages.KeyMetadata, ev.Key)
+		msg.Metadata.Set(wmmw.CorrelationIDMetadataKey, ev.CorrelationID)
+		err := s.Publisher.Publish(s.Topic, msg)
+		if err == nil {
+			if s.OnPublished != nil {
+				s.OnPublished(ev)
+			}
+			return
+		}
+		if s.OnError != nil {
+			s.OnError(err)
+		}
+		if s.Logger != nil {
+			s.Logger.Warn("publish failed, retrying", "topic", s.Topic, "event_id", ev.ID, "err", err, "backoff", backoff)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
