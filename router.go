@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -69,17 +70,65 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		return p, nil
 	}
 
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, a.WLogger)
+	engine := newEngine(cfg)
+	w := wiring{
+		cfg: cfg, metrics: m, log: a.Log, wlog: a.WLogger, pub: pub, subscriber: a.NewSubscriber,
+		events:    hbsql.NewEventWriter(a.Pool, topics.GroupDB).Write,
+		anomalies: hbsql.NewAnomalyWriter(a.Pool, a.WLogger),
+		engine:    engine,
+	}
+	router, closers, err := w.router()
+	p.closers = append(p.closers, closers...)
 	if err != nil {
 		return nil, err
 	}
 	p.Router = router
 	metrics.NewPrometheusMetricsBuilder(a.Registry, "heartbeat", "").AddPrometheusRouterMetrics(router)
+	if cfg.Runs(app.HandlerDetect) {
+		fwd, err := newForwarder(a, pub)
+		if err != nil {
+			return nil, err
+		}
+		p.Runners = append(p.Runners,
+			app.Runner{Name: "outbox forwarder", Run: fwd.Run},
+			app.Runner{Name: "detector state eviction", Run: func(ctx context.Context) error {
+				evictIdle(ctx, engine, cfg.Anomaly.StateTTL)
+				return nil
+			}})
+	}
+	p.Runners = append(p.Runners, app.Runner{Name: "router", Run: router.Run})
+	return p, nil
+}
 
-	poison, err := wmmw.PoisonQueueWithFilter(dlqCounter{pub, m}, topics.TopicDLQ,
+// wiring is what the router is built from; tests build it with Watermill's
+// GoChannel pub/sub and in-memory stores.
+type wiring struct {
+	cfg        app.Config
+	metrics    *app.Metrics
+	log        *slog.Logger
+	wlog       watermill.LoggerAdapter
+	pub        message.Publisher
+	subscriber func(group string) (message.Subscriber, error)
+	events     func(context.Context, []hbsql.EventRow) (int64, error)
+	anomalies  handlers.AnomalyStore
+	engine     *rules.Engine
+}
+
+func newEngine(cfg app.Config) *rules.Engine {
+	return rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
+}
+
+// router declares the handlers and their middleware.
+func (w wiring) router() (router *message.Router, closers []func(context.Context), err error) {
+	cfg, m, topics := w.cfg, w.metrics, w.cfg.Kafka
+	router, err = message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, w.wlog)
+	if err != nil {
+		return nil, nil, err
+	}
+	poison, err := wmmw.PoisonQueueWithFilter(dlqCounter{w.pub, m}, topics.TopicDLQ,
 		func(err error) bool { return !hbmw.IsTransient(err) })
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Outermost first. Recoverer sits inside Retry so that a panic is an
 	// error like any other: retried, then poisoned, never a stuck partition.
@@ -95,61 +144,46 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 			MaxInterval:     cfg.Retry.MaxInterval,
 			Multiplier:      2,
 			OnRetryHook:     func(int, time.Duration) {},
-			Logger:          a.WLogger,
+			Logger:          w.wlog,
 		}.Middleware,
 		(&hbmw.Backpressure{InitialInterval: cfg.Retry.InitialInterval, MaxInterval: cfg.Retry.MaxInterval,
-			Logger: a.Log, Failures: m.TransientFails, Paused: m.PausedSeconds}).Middleware,
+			Logger: w.log, Failures: m.TransientFails, Paused: m.PausedSeconds}).Middleware,
 		wmmw.Recoverer,
 	)
 
 	limits := cfg.Validation.Limits()
 	if cfg.Runs(app.HandlerPersist) {
-		sub, err := a.NewSubscriber(topics.GroupDB)
+		sub, err := w.subscriber(topics.GroupDB)
 		if err != nil {
-			return nil, err
+			return nil, closers, err
 		}
-		writer := hbsql.NewEventWriter(a.Pool, topics.GroupDB)
 		batcher := handlers.NewBatcher(handlers.BatcherConfig{
 			Size: cfg.Persist.BatchSize, Timeout: cfg.Persist.BatchTimeout, Writers: cfg.Persist.Writers,
 			Isolate: func(err error) bool { return !hbmw.IsTransient(err) },
-		}, handlers.EventWrite(writer, func(rows, inserted int, took time.Duration) {
+		}, handlers.EventWrite(w.events, func(rows, inserted int, took time.Duration) {
 			m.DBInserts.Add(float64(inserted))
 			m.BatchRows.Observe(float64(rows))
 			m.BatchSeconds.Observe(took.Seconds())
 		}))
-		p.closers = append(p.closers, batcher.Close)
+		closers = append(closers, batcher.Close)
 		persist := &handlers.Persist{Limits: limits, Batcher: batcher, Now: time.Now}
 		h := router.AddConsumerHandler(app.HandlerPersist, topics.TopicRaw, sub, persist.Handle)
-		h.AddMiddleware(hbmw.InvalidEvents{Publisher: pub, Topic: topics.TopicInvalid, Now: time.Now,
+		h.AddMiddleware(hbmw.InvalidEvents{Publisher: w.pub, Topic: topics.TopicInvalid, Now: time.Now,
 			OnRouted: func(handler string, class messages.Class) { m.Invalid.WithLabelValues(handler, string(class)).Inc() },
 		}.Middleware)
 	}
 	if cfg.Runs(app.HandlerDetect) {
-		sub, err := a.NewSubscriber(topics.GroupAnomaly)
+		sub, err := w.subscriber(topics.GroupAnomaly)
 		if err != nil {
-			return nil, err
+			return nil, closers, err
 		}
-		engine := rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
 		detect := &handlers.Detect{
-			Limits: limits, Engine: engine, Store: hbsql.NewAnomalyWriter(a.Pool, a.WLogger),
-			AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
+			Limits: limits, Engine: w.engine, Store: w.anomalies, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
 			OnAnomaly: func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() },
 		}
 		router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, detect.Handle)
-
-		fwd, err := newForwarder(a, pub)
-		if err != nil {
-			return nil, err
-		}
-		p.Runners = append(p.Runners,
-			app.Runner{Name: "outbox forwarder", Run: fwd.Run},
-			app.Runner{Name: "detector state eviction", Run: func(ctx context.Context) error {
-				evictIdle(ctx, engine, cfg.Anomaly.StateTTL)
-				return nil
-			}})
 	}
-	p.Runners = append(p.Runners, app.Runner{Name: "router", Run: router.Run})
-	return p, nil
+	return router, closers, nil
 }
 
 // newForwarder drains the outbox table to Kafka. Its schema is created here,

@@ -3,6 +3,8 @@ package handlers
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -139,14 +141,25 @@ func (b *Batcher[T]) flush(batch []pending[T]) {
 	for i, p := range batch {
 		items[i] = p.item
 	}
-	err := b.write(b.ctx, items)
+	err := b.safeWrite(items)
 	if err != nil && len(batch) > 1 && b.cfg.Isolate != nil && b.cfg.Isolate(err) {
 		for i, p := range batch {
-			p.done <- b.write(b.ctx, items[i:i+1])
+			p.done <- b.safeWrite(items[i : i+1])
 		}
 		return
 	}
 	for _, p := range batch {
 		p.done <- err
 	}
+}
+
+// safeWrite turns a panic in write into an error for the batch's handlers,
+// which retry and then poison it, instead of crashing the process.
+func (b *Batcher[T]) safeWrite(items []T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic writing batch of %d: %v\n%s", len(items), r, debug.Stack())
+		}
+	}()
+	return b.write(b.ctx, items)
 }

@@ -29,12 +29,12 @@ func (p *Persist) Handle(msg *message.Message) error {
 	return p.Batcher.Submit(msg.Context(), hbsql.EventRow{Event: h, Source: src})
 }
 
-// EventWrite adapts an hbsql.EventWriter to a batch WriteFunc, reporting the
-// rows it inserted.
-func EventWrite(w *hbsql.EventWriter, inserted func(rows, inserted int, took time.Duration)) WriteFunc[hbsql.EventRow] {
+// EventWrite adapts a batch write that reports how many rows were new
+// (hbsql.EventWriter.Write) to a WriteFunc, reporting each committed batch.
+func EventWrite(write func(context.Context, []hbsql.EventRow) (int64, error), inserted func(rows, inserted int, took time.Duration)) WriteFunc[hbsql.EventRow] {
 	return func(ctx context.Context, rows []hbsql.EventRow) error {
 		start := time.Now()
-		n, err := w.Write(ctx, rows)
+		n, err := write(ctx, rows)
 		if err == nil && inserted != nil {
 			inserted(len(rows), int(n), time.Since(start))
 		}
