@@ -75,6 +75,7 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		cfg: cfg, metrics: m, log: a.Log, wlog: a.WLogger, pub: pub, subscriber: a.NewSubscriber,
 		events:    hbsql.NewEventWriter(a.Pool, topics.GroupDB).Write,
 		anomalies: hbsql.NewAnomalyWriter(a.Pool, a.WLogger),
+		history:   hbsql.NewHistory(a.Pool, topics.GroupDB, cfg.Anomaly.StateTTL, cfg.Anomaly.HistoryWait),
 		engine:    engine,
 	}
 	router, closers, err := w.router()
@@ -111,6 +112,7 @@ type wiring struct {
 	subscriber func(group string) (message.Subscriber, error)
 	events     func(context.Context, []hbsql.EventRow) (int64, error)
 	anomalies  handlers.AnomalyStore
+	history    handlers.History
 	engine     *rules.Engine
 }
 
@@ -178,8 +180,10 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 			return nil, closers, err
 		}
 		detect := &handlers.Detect{
-			Limits: limits, Engine: w.engine, Store: w.anomalies, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
+			Limits: limits, Engine: w.engine, Store: w.anomalies, History: w.history, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
 			OnAnomaly: func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() },
+			OnHistory: func(outcome string) { m.StateRestores.WithLabelValues(outcome).Inc() },
+			Logger:    w.log,
 		}
 		router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, detect.Handle)
 	}

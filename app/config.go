@@ -115,6 +115,9 @@ type AnomalyConfig struct {
 	HighThreshold int           `env:"ANOMALY_HIGH_THRESHOLD, default=140"`
 	SpikeDelta    int           `env:"ANOMALY_SPIKE_DELTA, default=30"`
 	StateTTL      time.Duration `env:"DETECT_STATE_TTL, default=1h"`
+	// HistoryWait bounds how long the detector waits for persist to store a
+	// customer's earlier readings when it rebuilds that customer's state.
+	HistoryWait time.Duration `env:"DETECT_HISTORY_WAIT, default=30s"`
 }
 
 // PersistConfig tunes the batched writer.
@@ -274,6 +277,7 @@ func (c Config) validate() error {
 	}
 	positive("ANOMALY_SPIKE_DELTA", float64(a.SpikeDelta))
 	positiveDur("DETECT_STATE_TTL", a.StateTTL)
+	positiveDur("DETECT_HISTORY_WAIT", a.HistoryWait)
 	positive("PERSIST_BATCH_SIZE", float64(c.Persist.BatchSize))
 	positiveDur("PERSIST_BATCH_TIMEOUT", c.Persist.BatchTimeout)
 	positive("PERSIST_WRITERS", float64(c.Persist.Writers))

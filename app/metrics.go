@@ -27,6 +27,7 @@ type Metrics struct {
 	Retries        *prometheus.CounterVec // handler
 	TransientFails *prometheus.CounterVec // handler
 	PausedSeconds  *prometheus.CounterVec // handler
+	StateRestores  *prometheus.CounterVec // outcome
 	BatchRows      prometheus.Histogram
 	BatchSeconds   prometheus.Histogram
 }
@@ -55,6 +56,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages nacked for redelivery because of an infrastructure failure (database or broker unreachable) instead of being poisoned."}, []string{"handler"}),
 		PausedSeconds: f.NewCounterVec(prometheus.CounterOpts{Name: "heartbeat_backpressure_paused_seconds_total",
 			Help: "Seconds handlers spent waiting for the database or broker to recover, summed over in-flight messages."}, []string{"handler"}),
+		StateRestores: f.NewCounterVec(prometheus.CounterOpts{Name: "heartbeat_detector_state_lookups_total",
+			Help: "Customer states the detector rebuilt from heartbeat_events, by outcome (found, none, incomplete)."}, []string{"outcome"}),
 		BatchRows: f.NewHistogram(prometheus.HistogramOpts{Name: "heartbeat_persist_batch_rows",
 			Help: "Rows per committed persist batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 		BatchSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "heartbeat_persist_batch_seconds",

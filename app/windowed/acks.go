@@ -84,11 +84,11 @@ func (s *Subscriber) updatePauses(parts []*partition) {
 	}
 	if len(pause) > 0 {
 		s.client.PauseFetchPartitions(map[string][]int32{s.topic: pause})
-		s.logger.Debug("Paused full partitions", watermill.LogFields{"partitions": pause})
+		s.logger.Trace("Paused full partitions", watermill.LogFields{"partitions": pause})
 	}
 	if len(resume) > 0 {
 		s.client.ResumeFetchPartitions(map[string][]int32{s.topic: resume})
-		s.logger.Debug("Resumed partitions", watermill.LogFields{"partitions": resume})
+		s.logger.Trace("Resumed partitions", watermill.LogFields{"partitions": resume})
 	}
 }
 

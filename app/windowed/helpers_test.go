@@ -3,6 +3,7 @@ package windowed_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -154,7 +155,7 @@ func subscribe(t testing.TB, c *cluster, group string, mod func(*windowed.Config
 	if mod != nil {
 		mod(&cfg)
 	}
-	sub, err := windowed.NewSubscriber(cfg, watermill.NopLogger{})
+	sub, err := windowed.NewSubscriber(cfg, testLogger())
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, sub.Close()) })
 	ch, err := sub.Subscribe(context.Background(), topic)
@@ -217,4 +218,11 @@ func (l *ackLog) missing(end map[int32]int64) []string {
 		}
 	}
 	return out
+}
+
+func testLogger() watermill.LoggerAdapter {
+	if os.Getenv("WINDOWED_DEBUG") != "" {
+		return watermill.NewStdLogger(true, false)
+	}
+	return watermill.NopLogger{}
 }

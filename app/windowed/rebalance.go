@@ -41,15 +41,16 @@ func (s *Subscriber) onLost(_ context.Context, _ *kgo.Client, lost map[string][]
 	}
 }
 
-// detach removes the windows of ids (all of them if ids is nil) from the
-// assignment, stops their delivery and resumes their fetching so a later
-// assignment starts unpaused.
+// detach removes the windows of ids from the assignment, stops their
+// delivery and resumes their fetching so a later assignment starts unpaused.
 func (s *Subscriber) detach(ids []int32) []*partition {
-	if ids != nil && len(ids) == 0 {
+	if len(ids) == 0 {
+		// A cooperative member is told of every session's end, with
+		// nothing revoked when it keeps its partitions.
 		return nil
 	}
 	s.mu.Lock()
-	parts := s.detachLocked(ids)
+	parts := s.detachLocked(ids, false)
 	s.mu.Unlock()
 	s.markRevoked(parts)
 
@@ -68,8 +69,10 @@ func (s *Subscriber) detach(ids []int32) []*partition {
 	return parts
 }
 
-func (s *Subscriber) detachLocked(ids []int32) []*partition {
-	if ids == nil {
+// detachLocked removes the windows of ids, or all of them if all is set.
+// Call with s.mu held.
+func (s *Subscriber) detachLocked(ids []int32, all bool) []*partition {
+	if all {
 		ids = slices.Collect(maps.Keys(s.parts))
 	}
 	parts := make([]*partition, 0, len(ids))

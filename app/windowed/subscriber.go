@@ -164,7 +164,7 @@ func (s *Subscriber) shutdown() {
 		client.Close()
 
 		s.mu.Lock()
-		left := s.detachLocked(nil)
+		left := s.detachLocked(nil, true)
 		s.mu.Unlock()
 		s.markRevoked(left)
 		s.logger.Info("Windowed subscriber closed", nil)

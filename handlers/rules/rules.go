@@ -153,6 +153,27 @@ func (e *Engine) Evaluate(h messages.Heartbeat) (f Finding, found bool, apply fu
 	}
 }
 
+// Known reports whether the engine holds state for customer.
+func (e *Engine) Known(customer string) bool {
+	sh := e.shard(customer)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, ok := sh.m[customer]
+	return ok
+}
+
+// Seed sets customer's latest reading to (at, rate) unless the engine
+// already holds a later one: how state is rebuilt after a restart.
+func (e *Engine) Seed(customer string, at time.Time, rate int) {
+	sh := e.shard(customer)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if cur := sh.m[customer]; cur != nil && !at.After(cur.time) {
+		return
+	}
+	sh.m[customer] = &customerState{time: at, rate: rate, lastSeen: e.now()}
+}
+
 // Evict drops customers not seen for idle, bounding memory, and returns how
 // many it dropped. An evicted customer's next reading has no previous rate.
 func (e *Engine) Evict(idle time.Duration) int {
