@@ -294,3 +294,32 @@ func BenchmarkEvaluate(b *testing.B) {
 		i++
 	}
 }
+
+func TestEngineSeed(t *testing.T) {
+	const s = time.Second
+	e := rules.NewEngine(rules.DefaultThresholds())
+	require.False(t, e.Known("a"))
+	e.Seed("a", t0.Add(10*s), 70)
+	require.True(t, e.Known("a"))
+	require.False(t, e.Known("b"))
+
+	e.Seed("a", t0.Add(5*s), 120)  // older than what the engine holds
+	e.Seed("a", t0.Add(10*s), 120) // as old
+	f, found, _ := e.Evaluate(heartbeat("a", 11*s, 100))
+	require.True(t, found)
+	require.Equal(t, 70, *f.Previous, "a seed never moves the state back")
+
+	_, found, _ = e.Evaluate(heartbeat("a", 9*s, 110))
+	require.False(t, found, "a reading older than the seed is late")
+
+	e.Seed("a", t0.Add(20*s), 100)
+	f, found, _ = e.Evaluate(heartbeat("a", 21*s, 60))
+	require.True(t, found)
+	require.Equal(t, 100, *f.Previous)
+
+	_, _, apply := e.Evaluate(heartbeat("a", 30*s, 90))
+	apply()
+	e.Seed("a", t0.Add(25*s), 40)
+	_, found, _ = e.Evaluate(heartbeat("a", 31*s, 91))
+	require.False(t, found, "an applied reading later than the seed wins")
+}
