@@ -1,7 +1,8 @@
 // Command heartbeat runs the heart-rate pipeline: `heartbeat` runs the
 // handlers ROUTER_HANDLERS selects, `heartbeat broker` runs only the
-// in-process Kafka broker. Configuration comes from the environment; see
-// README.md.
+// in-process Kafka broker, `heartbeat healthcheck URL` probes a service's
+// /healthz (for container health checks, where there is no curl).
+// Configuration comes from the environment; see README.md.
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/heartbeat/heartbeat/app"
@@ -18,12 +20,15 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "heartbeat:", app.Redact(err.Error()))
+		fmt.Fprintln(os.Stderr, "heartbeat:", oneLine(app.Redact(err.Error())))
 		os.Exit(1)
 	}
 }
 
 func run(ctx context.Context, args []string) error {
+	if len(args) == 2 && args[0] == "healthcheck" {
+		return app.HealthCheck(ctx, args[1])
+	}
 	cfg, err := app.LoadConfig(ctx, nil)
 	if err != nil {
 		return err
@@ -34,7 +39,7 @@ func run(ctx context.Context, args []string) error {
 	case args[0] == "broker" && len(args) == 1:
 		return app.RunBroker(ctx, cfg, log)
 	default:
-		return fmt.Errorf("unknown command %q; usage: heartbeat [broker]", args)
+		return fmt.Errorf("unknown command %q; usage: heartbeat [broker | healthcheck URL]", strings.Join(args, " "))
 	}
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
@@ -46,4 +51,18 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	return a.Run(ctx, p.Runners, p.Cleanup)
+}
+
+// oneLine joins a multi-line error (pgx lists each connection attempt on its
+// own line) into one line, dropping repeated lines.
+func oneLine(msg string) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !seen[l] {
+			seen[l] = true
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, " ")
 }

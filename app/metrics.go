@@ -97,3 +97,22 @@ func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, lo
 		return nil
 	}, nil
 }
+
+// HealthCheck fails unless url answers 200 within two seconds.
+func HealthCheck(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New("healthcheck " + url + ": " + resp.Status)
+	}
+	return nil
+}

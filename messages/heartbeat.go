@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -89,9 +88,6 @@ func Decode(payload []byte) (Heartbeat, error) {
 	if _, err := dec.Token(); err != nil { // the closing brace
 		return h, schemaErr("payload", "is not valid JSON")
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return h, schemaErr("payload", "has data after the JSON object")
-	}
 	for i, ok := range seen {
 		if !ok {
 			return h, schemaErr(fields[i], "is missing")
@@ -142,14 +138,14 @@ func (h *Heartbeat) setField(idx int, raw json.RawMessage) error {
 			return schemaErr(name, fmt.Sprintf("is %d characters long, the limit is %d", n, MaxCustomerIDLen))
 		}
 		for _, r := range s {
-			if r == utf8.RuneError || unicode.IsControl(r) {
-				return schemaErr(name, fmt.Sprintf("contains the control or invalid character %U", r))
+			if r == utf8.RuneError || !unicode.IsPrint(r) {
+				return schemaErr(name, fmt.Sprintf("contains the control, unprintable or invalid character %U", r))
 			}
 		}
 		h.CustomerID = s
 	case 2:
 		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
+		if err != nil || !strictRFC3339(s) {
 			return schemaErr(name, fmt.Sprintf("%s is not an RFC 3339 time with a zone (like 2026-11-25T10:00:00Z)", quoteShort(s)))
 		}
 		h.Timestamp = t
@@ -223,4 +219,30 @@ func quoteShort(s string) string {
 		return strconv.Quote(s[:cut]) + fmt.Sprintf("… (%d bytes)", len(s))
 	}
 	return strconv.Quote(s)
+}
+
+// strictRFC3339 checks what time.Parse lets through (go.dev/issue/54580):
+// two-digit fields, a '.' before the fraction, a zone offset hour below 24.
+func strictRFC3339(s string) bool {
+	if len(s) < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':' {
+		return false
+	}
+	rest := s[19:]
+	if rest[0] == '.' {
+		i := 1
+		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+			i++
+		}
+		if i == 1 {
+			return false
+		}
+		rest = rest[i:]
+	}
+	switch {
+	case rest == "Z" || rest == "z":
+		return true
+	case len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':':
+		return rest[1] < '2' || rest[1] == '2' && rest[2] < '4'
+	}
+	return false
 }

@@ -170,6 +170,11 @@ func validateCases() []validateCase {
 		// timestamp.
 		{name: "timestamp without zone", payload: event(kv{"timestamp", `"2026-11-25T09:59:00"`}), class: schema, field: "timestamp", reason: "RFC 3339"},
 		{name: "timestamp with space separator", payload: event(kv{"timestamp", `"2026-11-25 09:59:00Z"`}), class: schema, field: "timestamp", reason: "RFC 3339"},
+		{name: "timestamp one-digit hour", payload: event(kv{"timestamp", `"2026-11-25T1:00:00Z"`}), class: schema, field: "timestamp", reason: "RFC 3339"},
+		{name: "timestamp comma fraction", payload: event(kv{"timestamp", `"2026-11-25T10:00:00,123Z"`}), class: schema, field: "timestamp", reason: "RFC 3339"},
+		{name: "timestamp offset hour 24", payload: event(kv{"timestamp", `"2026-11-25T10:00:00+24:00"`}), class: schema, field: "timestamp", reason: "RFC 3339"},
+		{name: "customer_id zero-width space", payload: event(kv{"customer_id", `"\u200b"`}), class: schema, field: "customer_id", reason: "unprintable"},
+		{name: "customer_id byte order mark", payload: event(kv{"customer_id", `"cust\ufeff"`}), class: schema, field: "customer_id", reason: "unprintable"},
 		{name: "timestamp date only", payload: event(kv{"timestamp", `"2026-11-25"`}), class: schema, field: "timestamp", reason: "RFC 3339"},
 		{name: "timestamp garbage", payload: event(kv{"timestamp", `"yesterday at noon"`}), class: schema, field: "timestamp", reason: "RFC 3339"},
 		{name: "timestamp empty", payload: event(kv{"timestamp", `""`}), class: schema, field: "timestamp", reason: "RFC 3339"},

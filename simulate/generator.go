@@ -98,11 +98,17 @@ func (g *Generator) Next(at time.Time) Event {
 		case 1:
 			ev.Kind, rate = KindHigh, 140+g.rng.IntN(46) // 140..185
 		default:
+			// A jump of 30–45 bpm that stays between the LOW and HIGH
+			// thresholds, so it is a SPIKE and nothing else.
+			cur := int(math.Round(c.current))
 			d := 30 + g.rng.IntN(16)
 			if g.rng.IntN(2) == 0 {
 				d = -d
 			}
-			ev.Kind, rate = KindSpike, int(math.Round(c.current))+d
+			if cur+d <= 50 || cur+d >= 140 {
+				d = -d
+			}
+			ev.Kind, rate = KindSpike, min(max(cur+d, 51), 139)
 		}
 	}
 	ts := at
