@@ -1,0 +1,125 @@
+package app_test
+
+import (
+	"context"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sethvargo/go-envconfig"
+	"github.com/stretchr/testify/require"
+
+	"github.com/heartbeat/heartbeat/app"
+)
+
+func load(env map[string]string) (app.Config, error) {
+	return app.LoadConfig(context.Background(), envconfig.MapLookuper(env))
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c, err := load(nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"simulate", "persist", "detect"}, c.RouterHandlers)
+	require.Empty(t, c.Kafka.BootstrapServers)
+	require.Equal(t, "events.raw.v1", c.Kafka.TopicRaw)
+	require.Equal(t, "cg.db-writer.v1", c.Kafka.GroupDB)
+	require.Equal(t, "cg.anomaly.v1", c.Kafka.GroupAnomaly)
+	require.Equal(t, int32(24), c.Kafka.PartitionsRaw)
+	require.Equal(t, 30, c.Validation.HeartRateMin)
+	require.Equal(t, 220, c.Validation.HeartRateMax)
+	require.Equal(t, "127.0.0.1:8000", c.EffectiveMetricsAddr())
+}
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want []string
+	}{
+		{map[string]string{"SIM_EVENTS_PER_SECOND": "abc"}, []string{`SIM_EVENTS_PER_SECOND="abc"`, "expected a number"}},
+		{map[string]string{"POSTGRES_PORT": "54x"}, []string{`POSTGRES_PORT="54x"`, "whole number"}},
+		{map[string]string{"PERSIST_BATCH_TIMEOUT": "5"}, []string{`PERSIST_BATCH_TIMEOUT="5"`, "duration"}},
+		{map[string]string{"ROUTER_HANDLERS": "persist,detcet"}, []string{"ROUTER_HANDLERS", `"detcet"`, "simulate, persist, detect"}},
+		{map[string]string{"ROUTER_HANDLERS": " , "}, []string{"ROUTER_HANDLERS", "empty"}},
+		{map[string]string{"HEART_RATE_MIN": "200", "HEART_RATE_MAX": "100"}, []string{"HEART_RATE_MIN", "HEART_RATE_MAX"}},
+		{map[string]string{"SIM_INVALID_RATIO": "1.5"}, []string{"SIM_INVALID_RATIO", "between 0 and 1"}},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "kafka"}, []string{"KAFKA_BOOTSTRAP_SERVERS", "host:port"}},
+		{map[string]string{"METRICS_ADDR": "8000"}, []string{"METRICS_ADDR", "host:port"}},
+		{map[string]string{"LOG_LEVEL": "verbose"}, []string{"LOG_LEVEL"}},
+		{map[string]string{"DATABASE_URL": "mysql://x"}, []string{"DATABASE_URL"}},
+		{map[string]string{"ANOMALY_LOW_THRESHOLD": "150"}, []string{"ANOMALY_LOW_THRESHOLD", "ANOMALY_HIGH_THRESHOLD"}},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.want, " "), func(t *testing.T) {
+			_, err := load(c.env)
+			require.Error(t, err)
+			for _, w := range c.want {
+				require.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestMetricsAddrFollowsTheRole(t *testing.T) {
+	for handlers, want := range map[string]string{
+		"simulate": "127.0.0.1:8000", "persist,detect": "127.0.0.1:8001", "persist": "127.0.0.1:8001", "detect": "127.0.0.1:8002",
+	} {
+		c, err := load(map[string]string{"ROUTER_HANDLERS": handlers})
+		require.NoError(t, err)
+		require.Equal(t, want, c.EffectiveMetricsAddr(), handlers)
+	}
+	c, err := load(map[string]string{"METRICS_ADDR": ":9100"})
+	require.NoError(t, err)
+	require.Equal(t, ":9100", c.EffectiveMetricsAddr())
+}
+
+func TestConnStringAndRedaction(t *testing.T) {
+	c, err := load(map[string]string{"POSTGRES_USER": "hb", "POSTGRES_PASSWORD": "p@ss word", "POSTGRES_HOST": "db"})
+	require.NoError(t, err)
+	dsn := c.Postgres.ConnString()
+	require.Equal(t, "postgres://hb:p%40ss%20word@db:5432/heartbeat?sslmode=prefer", dsn)
+	require.NotContains(t, app.Redact(dsn), "p%40ss")
+	for _, s := range []string{
+		"cannot parse `postgres://hb:s3cret@db:5432/x`: bad",
+		"host=db user=hb password=s3cret dbname=x",
+		"host=db password='s3 cret' dbname=x",
+	} {
+		require.NotContains(t, app.Redact(s), "s3", s)
+	}
+	c, err = load(map[string]string{"DATABASE_URL": "postgres://u:pw@h/d", "POSTGRES_HOST": "ignored"})
+	require.NoError(t, err)
+	require.Equal(t, "postgres://u:pw@h/d", c.Postgres.ConnString(), "DATABASE_URL wins")
+}
+
+// TestREADMEDocumentsEveryVariable keeps the README's configuration table
+// true: every variable the program reads is listed, and nothing else.
+func TestREADMEDocumentsEveryVariable(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	require.True(t, ok, "README has a Configuration section")
+	section, _, _ = strings.Cut(section, "\n## ")
+	documented := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		if strings.HasPrefix(line, "| `") {
+			name, _, _ := strings.Cut(strings.TrimPrefix(line, "| `"), "`")
+			if name == strings.ToUpper(name) {
+				documented[name] = true
+			}
+		}
+	}
+	read := map[string]bool{}
+	var walk func(reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if env, _, _ := strings.Cut(f.Tag.Get("env"), ","); env != "" {
+				read[env] = true
+			} else if f.Type.Kind() == reflect.Struct {
+				walk(f.Type)
+			}
+		}
+	}
+	walk(reflect.TypeOf(app.Config{}))
+	require.Equal(t, read, documented)
+}
