@@ -1,0 +1,1181 @@
+package main_test
+
+// dashboards_test.go proves the Grafana dashboard and the Prometheus rules
+// work without running Grafana: every SQL query is taken from the dashboard
+// JSON, its macros expanded as Grafana's PostgreSQL datasource expands them,
+// and executed as Grafana's read-only role against PostgreSQL after a real
+// pipeline run; every PromQL expression of the dashboard and of the rules is
+// evaluated by a real Prometheus scraping that run.
+//
+// Needs PostgreSQL (TEST_DATABASE_URL, default the local trust URL), psql,
+// prometheus and promtool (Debian: apt-get install -y prometheus
+// postgresql-client). Without them the tests skip, or fail when CI=true.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	dashboardFile   = "grafana/dashboards/heartbeat.json"
+	datasourcesFile = "grafana/provisioning/datasources/heartbeat.yml"
+	rulesFile       = "prometheus/heartbeat.rules.yml"
+	dashboardUID    = "heartbeat-overview"
+	// Grafana sizes $__interval from the panel's width in pixels.
+	panelWidthPx = 1000
+)
+
+// --- prerequisites --------------------------------------------------------
+
+func inCI() bool {
+	v := strings.ToLower(os.Getenv("CI"))
+	return v != "" && v != "false" && v != "0"
+}
+
+// needs stops the test when a prerequisite is missing: a failure when CI is
+// set (the check must run there), a skip otherwise.
+func needs(t testing.TB, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if inCI() {
+		t.Fatalf("%s is required (CI=true): %v", what, err)
+	}
+	t.Skipf("skipping: %s is not available: %v (with CI=true this fails)", what, err)
+}
+
+func lookTool(t testing.TB, name, hint string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	needs(t, name+" ("+hint+")", err)
+	return path
+}
+
+// --- dashboard model --------------------------------------------------------
+
+type dsRef struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
+}
+
+type target struct {
+	RefID      string `json:"refId"`
+	Datasource *dsRef `json:"datasource"`
+	RawSQL     string `json:"rawSql"`
+	Format     string `json:"format"`
+	Expr       string `json:"expr"`
+	Instant    bool   `json:"instant"`
+	Range      bool   `json:"range"`
+}
+
+type override struct {
+	Matcher struct {
+		ID      string `json:"id"`
+		Options any    `json:"options"`
+	} `json:"matcher"`
+}
+
+type panel struct {
+	ID          int                      `json:"id"`
+	Type        string                   `json:"type"`
+	Title       string                   `json:"title"`
+	Datasource  *dsRef                   `json:"datasource"`
+	Targets     []target                 `json:"targets"`
+	Panels      []panel                  `json:"panels"`
+	GridPos     struct{ X, Y, W, H int } `json:"gridPos"`
+	FieldConfig struct {
+		Overrides []override `json:"overrides"`
+	} `json:"fieldConfig"`
+	Options struct {
+		XField string `json:"xField"`
+	} `json:"options"`
+}
+
+type dashboard struct {
+	UID    string  `json:"uid"`
+	Title  string  `json:"title"`
+	Panels []panel `json:"panels"`
+	Time   struct {
+		From string `json:"from"`
+		To   string `json:"to"`
+	} `json:"time"`
+	Templating struct {
+		List []json.RawMessage `json:"list"`
+	} `json:"templating"`
+}
+
+func loadDashboard(t testing.TB) (dashboard, []panel) {
+	t.Helper()
+	raw, err := os.ReadFile(dashboardFile)
+	require.NoError(t, err)
+	var d dashboard
+	require.NoError(t, json.Unmarshal(raw, &d))
+	var flat []panel
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			if p.Type == "row" {
+				walk(p.Panels)
+				continue
+			}
+			flat = append(flat, p)
+		}
+	}
+	walk(d.Panels)
+
+	// Every query anywhere in the file (a collapsed row, a variable) must be
+	// one of the panel targets checked here: count them the hard way.
+	var generic any
+	require.NoError(t, json.Unmarshal(raw, &generic))
+	var found int
+	var count func(any)
+	count = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if _, ok := v["rawSql"]; ok {
+				found++
+			} else if _, ok := v["expr"]; ok {
+				found++
+			}
+			for _, x := range v {
+				count(x)
+			}
+		case []any:
+			for _, x := range v {
+				count(x)
+			}
+		}
+	}
+	count(generic)
+	var targets int
+	for _, p := range flat {
+		targets += len(p.Targets)
+	}
+	require.Equal(t, found, targets, "every query in %s belongs to a panel target", dashboardFile)
+	return d, flat
+}
+
+type provisionedDatasource struct {
+	Name     string         `yaml:"name"`
+	UID      string         `yaml:"uid"`
+	Type     string         `yaml:"type"`
+	URL      string         `yaml:"url"`
+	JSONData map[string]any `yaml:"jsonData"`
+}
+
+func loadDatasources(t testing.TB) map[string]provisionedDatasource {
+	t.Helper()
+	var f struct {
+		APIVersion  int                     `yaml:"apiVersion"`
+		Datasources []provisionedDatasource `yaml:"datasources"`
+	}
+	readYAML(t, datasourcesFile, &f)
+	require.Equal(t, 1, f.APIVersion)
+	out := map[string]provisionedDatasource{}
+	for _, ds := range f.Datasources {
+		require.NotEmpty(t, ds.UID, "datasource %s has a fixed uid", ds.Name)
+		out[ds.UID] = ds
+	}
+	return out
+}
+
+// --- static checks ------------------------------------------------------------
+
+func TestDashboardDatasourcesAreProvisioned(t *testing.T) {
+	t.Parallel()
+	d, panels := loadDashboard(t)
+	dss := loadDatasources(t)
+	require.Equal(t, dashboardUID, d.UID, "a stable uid keeps links and the home dashboard working")
+	require.Empty(t, d.Templating.List, "no template variables: the tests substitute only Grafana's built-in ones")
+
+	types := map[string]int{}
+	ids := map[int]bool{}
+	for _, p := range panels {
+		require.NotNil(t, p.Datasource, "panel %q has a datasource", p.Title)
+		ds, ok := dss[p.Datasource.UID]
+		require.True(t, ok, "panel %q uses datasource uid %q, which provisioning does not create", p.Title, p.Datasource.UID)
+		require.Equal(t, ds.Type, p.Datasource.Type, "panel %q", p.Title)
+		require.NotEmpty(t, p.Targets, "panel %q has a query", p.Title)
+		for _, tg := range p.Targets {
+			if tg.Datasource != nil {
+				require.Equal(t, *p.Datasource, *tg.Datasource, "panel %q target %s", p.Title, tg.RefID)
+			}
+			switch ds.Type {
+			case "grafana-postgresql-datasource":
+				require.NotEmpty(t, tg.RawSQL, "panel %q", p.Title)
+				require.Contains(t, []string{"time_series", "table"}, tg.Format, "panel %q", p.Title)
+			case "prometheus":
+				require.NotEmpty(t, tg.Expr, "panel %q", p.Title)
+			}
+		}
+		require.False(t, ids[p.ID], "panel id %d is unique", p.ID)
+		ids[p.ID] = true
+		require.LessOrEqual(t, p.GridPos.X+p.GridPos.W, 24, "panel %q fits the 24-column grid", p.Title)
+		types[p.Type]++
+	}
+	for _, typ := range []string{"timeseries", "stat", "barchart", "table"} {
+		require.NotZero(t, types[typ], "the dashboard has a %s panel", typ)
+	}
+
+	// The seven panels of the original dashboard, plus pipeline health.
+	var titles []string
+	for _, p := range panels {
+		titles = append(titles, p.Title)
+	}
+	for _, want := range []string{"Heartbeats ingested per minute", "Anomalies per minute", "Anomaly breakdown by type",
+		"Average heart rate (5 min)", "p95 heart rate (5 min)", "Active customers (5 min)", "Recent anomalies",
+		"Messages/s per handler", "Handler latency p99", "Invalid and DLQ rate", "Consumer lag per group",
+		"Anomaly rate by type and severity", "Memory", "Goroutines", "GC"} {
+		require.Contains(t, titles, want)
+	}
+}
+
+// TestPrometheusIntervalsAgree: Grafana's $__rate_interval is only right if
+// the datasource's timeInterval is Prometheus' scrape interval.
+func TestPrometheusIntervalsAgree(t *testing.T) {
+	t.Parallel()
+	var prom provisionedDatasource
+	for _, ds := range loadDatasources(t) {
+		if ds.Type == "prometheus" {
+			prom = ds
+		}
+	}
+	require.Equal(t, "http://prometheus:9090", prom.URL, "the compose service name and port")
+	var cfg promConfig
+	readYAML(t, "prometheus/prometheus.yml", &cfg)
+	require.Equal(t, cfg.Global.ScrapeInterval, prom.JSONData["timeInterval"])
+}
+
+func TestPromtool(t *testing.T) {
+	t.Parallel()
+	promtool := lookTool(t, "promtool", "Debian package prometheus")
+	rules, err := filepath.Glob("prometheus/*.rules.yml")
+	require.NoError(t, err)
+	require.NotEmpty(t, rules)
+	for _, args := range [][]string{
+		{"check", "config", "prometheus/prometheus.yml"},
+		append([]string{"check", "rules"}, rules...),
+		{"test", "rules", "prometheus/heartbeat.rules.test.yml"},
+	} {
+		out, err := exec.Command(promtool, args...).CombinedOutput()
+		require.NoError(t, err, "promtool %s:\n%s", strings.Join(args, " "), out)
+		t.Logf("promtool %s:\n%s", strings.Join(args, " "), out)
+	}
+}
+
+// --- Grafana's PostgreSQL macro engine ------------------------------------------
+
+type timeRange struct{ From, To time.Time }
+
+// parseGrafanaTime reads a dashboard time like "now" or "now-1h".
+func parseGrafanaTime(s string, now time.Time) (time.Time, error) {
+	if s == "now" {
+		return now, nil
+	}
+	if rest, ok := strings.CutPrefix(s, "now-"); ok {
+		d, err := parseGrafanaInterval(rest)
+		return now.Add(-d), err
+	}
+	return time.Time{}, fmt.Errorf("time %q: only now and now-<interval> are supported", s)
+}
+
+// parseGrafanaInterval follows gtime.ParseInterval: Go durations plus d, w,
+// M (30 days) and y.
+func parseGrafanaInterval(s string) (time.Duration, error) {
+	if m := regexp.MustCompile(`^(\d+)(d|w|M|y)$`).FindStringSubmatch(s); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		day := 24 * time.Hour
+		return time.Duration(n) * map[string]time.Duration{"d": day, "w": 7 * day, "M": 30 * day, "y": 365 * day}[m[2]], nil
+	}
+	return time.ParseDuration(s)
+}
+
+// roundInterval is Grafana's rangeutil.roundInterval: the "nice" interval
+// for a raw one.
+func roundInterval(d time.Duration) time.Duration {
+	ms := d.Milliseconds()
+	steps := []struct{ below, to int64 }{
+		{15, 10}, {35, 20}, {75, 50}, {150, 100}, {350, 200}, {750, 500}, {1500, 1000}, {3500, 2000},
+		{7500, 5000}, {12500, 10000}, {17500, 15000}, {25000, 20000}, {45000, 30000}, {90000, 60000},
+		{210000, 120000}, {450000, 300000}, {750000, 600000}, {1050000, 900000}, {1500000, 1200000},
+		{2700000, 1800000}, {5400000, 3600000}, {9000000, 7200000}, {16200000, 10800000},
+		{24300000, 21600000}, {64800000, 43200000}, {129600000, 86400000}, {604800000, 604800000},
+	}
+	for _, s := range steps {
+		if ms < s.below {
+			return time.Duration(s.to) * time.Millisecond
+		}
+	}
+	return 365 * 24 * time.Hour
+}
+
+// grafanaInterval is $__interval for a range: range / width, rounded, never
+// below the datasource's (or panel's) minimum interval.
+func grafanaInterval(tr timeRange, minInterval time.Duration) time.Duration {
+	return max(roundInterval(tr.To.Sub(tr.From)/panelWidthPx), minInterval)
+}
+
+// formatInterval is gtime.FormatInterval / rangeutil.secondsToHms: the
+// largest whole unit only.
+func formatInterval(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d >= 365*day:
+		return fmt.Sprintf("%dy", d/(365*day))
+	case d >= day:
+		return fmt.Sprintf("%dd", d/day)
+	case d >= time.Hour:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d >= time.Minute:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	case d >= time.Second:
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return fmt.Sprintf("%dms", d.Milliseconds())
+}
+
+var sqlMacro = regexp.MustCompile(`\$([_a-zA-Z0-9]+)\(([^\)]*)\)`)
+
+// grafanaSQL expands a rawSql the way Grafana's PostgreSQL datasource does:
+// first sqleng.Interpolate ($__interval, $__interval_ms, $__unixEpochFrom(),
+// $__unixEpochTo()), then postgresMacroEngine.Interpolate (timescaledb off).
+func grafanaSQL(sql string, tr timeRange, interval time.Duration) (string, error) {
+	sql = strings.ReplaceAll(sql, "$__interval_ms", strconv.FormatInt(interval.Milliseconds(), 10))
+	sql = strings.ReplaceAll(sql, "$__interval", formatInterval(interval))
+	sql = strings.ReplaceAll(sql, "$__unixEpochFrom()", strconv.FormatInt(tr.From.UTC().Unix(), 10))
+	sql = strings.ReplaceAll(sql, "$__unixEpochTo()", strconv.FormatInt(tr.To.UTC().Unix(), 10))
+
+	var macroErr error
+	original := sql
+	out := sqlMacro.ReplaceAllStringFunc(sql, func(match string) string {
+		g := sqlMacro.FindStringSubmatch(match)
+		name := g[1]
+		// Pre-5.3 compatibility kept by Grafana: $__timeGroup directly followed
+		// by a comma is the aliased form.
+		if name == "__timeGroup" {
+			if i := strings.Index(original, match); i >= 0 && len(original) > i+len(match) && original[i+len(match)] == ',' {
+				name = "__timeGroupAlias"
+			}
+		}
+		args := strings.Split(g[2], ",")
+		for i := range args {
+			args[i] = strings.Trim(args[i], " ")
+		}
+		res, err := evaluateSQLMacro(tr, name, args)
+		if err != nil && macroErr == nil {
+			macroErr = err
+			return "macro_error()"
+		}
+		return res
+	})
+	if macroErr != nil {
+		return "", macroErr
+	}
+	return out, nil
+}
+
+func evaluateSQLMacro(tr timeRange, name string, args []string) (string, error) {
+	rfc := func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+	needColumn := func() error {
+		if len(args) == 0 || args[0] == "" {
+			return fmt.Errorf("missing time column argument for macro %v", name)
+		}
+		return nil
+	}
+	groupInterval := func() (time.Duration, error) {
+		if len(args) < 2 {
+			return 0, fmt.Errorf("macro %v needs time column and interval and optional fill value", name)
+		}
+		d, err := parseGrafanaInterval(strings.Trim(args[1], `'`))
+		if err != nil {
+			return 0, fmt.Errorf("error parsing interval %v", args[1])
+		}
+		if len(args) == 3 { // fill mode: NULL, previous or a number
+			if f := args[2]; f != "NULL" && f != "previous" {
+				if _, err := strconv.ParseFloat(f, 64); err != nil {
+					return 0, fmt.Errorf("error parsing fill value %v", f)
+				}
+			}
+		}
+		return d, nil
+	}
+	switch name {
+	case "__time":
+		if err := needColumn(); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf(`%s AS "time"`, args[0]), nil
+	case "__timeEpoch":
+		if err := needColumn(); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf(`extract(epoch from %s) as "time"`, args[0]), nil
+	case "__timeFilter":
+		if err := needColumn(); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s BETWEEN '%s' AND '%s'", args[0], rfc(tr.From), rfc(tr.To)), nil
+	case "__timeFrom":
+		return fmt.Sprintf("'%s'", rfc(tr.From)), nil
+	case "__timeTo":
+		return fmt.Sprintf("'%s'", rfc(tr.To)), nil
+	case "__timeGroup", "__timeGroupAlias":
+		d, err := groupInterval()
+		if err != nil {
+			return "", err
+		}
+		s := fmt.Sprintf("floor(extract(epoch from %s)/%v)*%v", args[0], d.Seconds(), d.Seconds())
+		if name == "__timeGroupAlias" {
+			s += ` AS "time"`
+		}
+		return s, nil
+	case "__unixEpochFilter":
+		if err := needColumn(); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s >= %d AND %s <= %d", args[0], tr.From.UTC().Unix(), args[0], tr.To.UTC().Unix()), nil
+	case "__unixEpochNanoFilter":
+		if err := needColumn(); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s >= %d AND %s <= %d", args[0], tr.From.UTC().UnixNano(), args[0], tr.To.UTC().UnixNano()), nil
+	case "__unixEpochNanoFrom":
+		return strconv.FormatInt(tr.From.UTC().UnixNano(), 10), nil
+	case "__unixEpochNanoTo":
+		return strconv.FormatInt(tr.To.UTC().UnixNano(), 10), nil
+	case "__unixEpochGroup", "__unixEpochGroupAlias":
+		d, err := groupInterval()
+		if err != nil {
+			return "", err
+		}
+		s := fmt.Sprintf("floor((%s)/%v)*%v", args[0], d.Seconds(), d.Seconds())
+		if name == "__unixEpochGroupAlias" {
+			s += ` AS "time"`
+		}
+		return s, nil
+	}
+	return "", fmt.Errorf("unknown macro %q", name)
+}
+
+// grafanaPromQL substitutes the built-in variables Grafana's Prometheus
+// datasource sets: $__interval / $__interval_ms (range / width, at least the
+// datasource's timeInterval), $__rate_interval = max($__interval + scrape
+// interval, 4 × scrape interval), and $__range, $__range_s, $__range_ms.
+func grafanaPromQL(expr string, tr timeRange, scrape time.Duration) (string, error) {
+	interval := grafanaInterval(tr, scrape)
+	rate := max(interval+scrape, 4*scrape)
+	rng := int64(tr.To.Sub(tr.From).Seconds())
+	vars := []struct{ name, value string }{ // longest names first
+		{"__rate_interval", fmt.Sprintf("%ds", int64(rate.Seconds()))},
+		{"__interval_ms", strconv.FormatInt(interval.Milliseconds(), 10)},
+		{"__interval", formatInterval(interval)},
+		{"__range_ms", strconv.FormatInt(rng*1000, 10)},
+		{"__range_s", strconv.FormatInt(rng, 10)},
+		{"__range", fmt.Sprintf("%ds", rng)},
+	}
+	for _, v := range vars {
+		expr = strings.ReplaceAll(expr, "${"+v.name+"}", v.value)
+		expr = strings.ReplaceAll(expr, "$"+v.name, v.value)
+	}
+	if m := regexp.MustCompile(`\$\{?\w+`).FindString(expr); m != "" {
+		return "", fmt.Errorf("variable %s is not one Grafana defines here", m)
+	}
+	return expr, nil
+}
+
+// TestGrafanaMacroEngine pins the expansion to Grafana's own output format
+// (grafana-postgresql-datasource/macros_test.go uses the same range).
+func TestGrafanaMacroEngine(t *testing.T) {
+	t.Parallel()
+	from := time.Date(2018, 4, 12, 18, 0, 0, 0, time.UTC)
+	tr := timeRange{From: from, To: from.Add(5 * time.Minute)}
+	for _, tc := range []struct{ in, want string }{
+		{"select $__time(time_column)", `select time_column AS "time"`},
+		{"select $__timeEpoch(time)", `select extract(epoch from time) as "time"`},
+		{"WHERE $__timeFilter(time_column)", "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'"},
+		{"GROUP BY $__timeGroup(time_column,'5m')", "GROUP BY floor(extract(epoch from time_column)/300)*300"},
+		{"GROUP BY $__timeGroup(time_column, 5m)", "GROUP BY floor(extract(epoch from time_column)/300)*300"},
+		{"select $__timeGroup(time_column,'5m'), 1", `select floor(extract(epoch from time_column)/300)*300 AS "time", 1`},
+		{"select $__timeGroupAlias(time_column,'5m')", `select floor(extract(epoch from time_column)/300)*300 AS "time"`},
+		{"select $__timeGroupAlias(event_time, 1m, 0)", `select floor(extract(epoch from event_time)/60)*60 AS "time"`},
+		{"select $__timeFrom()", "select '2018-04-12T18:00:00Z'"},
+		{"select $__timeTo()", "select '2018-04-12T18:05:00Z'"},
+		{"select $__unixEpochFilter(time)", "select time >= 1523556000 AND time <= 1523556300"},
+		{"select $__unixEpochGroupAlias(time_column,'5m')", `select floor((time_column)/300)*300 AS "time"`},
+		{"select $__unixEpochFrom(), $__interval, $__interval_ms", "select 1523556000, 1m, 60000"},
+	} {
+		got, err := grafanaSQL(tc.in, tr, time.Minute)
+		require.NoError(t, err, tc.in)
+		require.Equal(t, tc.want, got, tc.in)
+	}
+	for _, bad := range []string{"$__timeFilter()", "$__timeGroup(c)", "$__timeGroup(c, 1m, maybe)", "$__nope(c)"} {
+		_, err := grafanaSQL(bad, tr, time.Minute)
+		require.Error(t, err, bad)
+	}
+
+	hour := timeRange{From: from, To: from.Add(time.Hour)}
+	got, err := grafanaPromQL("rate(x[$__rate_interval]) + rate(x[${__interval}]) + increase(x[$__range])", hour, 15*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "rate(x[60s]) + rate(x[15s]) + increase(x[3600s])", got, "max(15s + 15s, 4 × 15s)")
+	got, err = grafanaPromQL("rate(x[$__rate_interval])", hour, time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "rate(x[6s])", got, "1h over 1000 px is 3.6 s, rounded to 5 s, plus one scrape")
+	_, err = grafanaPromQL("rate(x[$window])", hour, time.Second)
+	require.Error(t, err)
+}
+
+// --- the real thing ----------------------------------------------------------
+
+// pipelineRun is one short run of the built binary (simulate, persist and
+// detect in one process, in-process Kafka) into a fresh database, scraped by
+// a real Prometheus that also evaluates the alert rules.
+type pipelineRun struct {
+	start     time.Time
+	readerURL string // Grafana's read-only role on the run's database
+	promURL   string
+	scrape    time.Duration
+	pipeline  *exec.Cmd
+	exited    chan error
+	pipeLog   string
+	promLog   string
+}
+
+func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the pipeline, PostgreSQL queries and Prometheus: not in -short")
+	}
+	run := startPipelineRun(t)
+	d, panels := loadDashboard(t)
+	now := time.Now()
+	from, err := parseGrafanaTime(d.Time.From, now)
+	require.NoError(t, err)
+	to, err := parseGrafanaTime(d.Time.To, now)
+	require.NoError(t, err)
+	tr := timeRange{From: from, To: to}
+
+	t.Run("sql", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, run.readerURL)
+		require.NoError(t, err)
+		defer conn.Close(context.Background())
+		var n int
+		for _, p := range panels {
+			for _, tg := range p.Targets {
+				if tg.RawSQL == "" {
+					continue
+				}
+				n++
+				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) {
+					checkSQLTarget(t, ctx, conn, p, tg, tr)
+				})
+			}
+		}
+		require.NotZero(t, n)
+	})
+
+	t.Run("promql", func(t *testing.T) {
+		var n int
+		for _, p := range panels {
+			for _, tg := range p.Targets {
+				if tg.Expr == "" {
+					continue
+				}
+				n++
+				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) {
+					expr, err := grafanaPromQL(tg.Expr, tr, run.scrape)
+					require.NoError(t, err)
+					var res promResult
+					if tg.Instant {
+						res = run.query(t, expr, tr.To)
+					} else {
+						step := grafanaInterval(tr, run.scrape)
+						res = run.queryRange(t, expr, tr.From, tr.To, step)
+					}
+					if len(res.Result) == 0 {
+						skipIfAwaitingPipeline(t, run, expr)
+					}
+					require.NotEmpty(t, res.Result, "%s returned no series after a pipeline run", expr)
+					require.True(t, res.hasFiniteValue(), "%s has no finite value after a pipeline run: %s", expr, res.raw)
+				})
+			}
+		}
+		require.NotZero(t, n)
+	})
+
+	t.Run("rules", func(t *testing.T) {
+		var rf struct {
+			Groups []struct {
+				Rules []struct {
+					Alert  string `yaml:"alert"`
+					Record string `yaml:"record"`
+					Expr   string `yaml:"expr"`
+				} `yaml:"rules"`
+			} `yaml:"groups"`
+		}
+		readYAML(t, rulesFile, &rf)
+		// Alerts that must stay quiet on a healthy run (the lag alert is left
+		// out: a burst may raise lag for a moment, and it needs 5 minutes).
+		quiet := []string{"HeartbeatNoIngest", "HeartbeatDLQMessages", "HeartbeatInvalidRatioHigh",
+			"HeartbeatTransientFailures", "HeartbeatServiceDown"}
+		// Counters that exist only once something went wrong.
+		mayBeAbsent := []string{"heartbeat_dlq_total", "heartbeat_transient_failures_total"}
+		var names []string
+		for _, g := range rf.Groups {
+			for _, r := range g.Rules {
+				name := r.Alert + r.Record
+				names = append(names, name)
+				t.Run(name, func(t *testing.T) {
+					res := run.query(t, r.Expr, time.Now())
+					if slices.Contains(quiet, r.Alert) {
+						require.Empty(t, res.Result, "%s fires on a healthy run: %s", r.Alert, res.raw)
+					}
+					for _, m := range metricNames(r.Expr) {
+						if slices.Contains(mayBeAbsent, m) {
+							continue
+						}
+						series := run.query(t, "count("+m+")", time.Now())
+						if len(series.Result) == 0 {
+							skipIfAwaitingPipeline(t, run, m)
+						}
+						require.NotEmpty(t, series.Result, "%s uses %s, which the pipeline does not export", name, m)
+					}
+				})
+			}
+		}
+		for _, q := range quiet {
+			require.Contains(t, names, q, "alert %s exists in %s", q, rulesFile)
+		}
+
+		// Prometheus itself evaluated every rule without error.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			health := run.ruleHealth(t)
+			bad := ""
+			for _, n := range names {
+				if h := health[n]; h != "ok" {
+					bad += fmt.Sprintf(" %s=%q", n, h)
+				}
+			}
+			if bad == "" {
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "rules not evaluated cleanly by Prometheus:%s", bad)
+			time.Sleep(200 * time.Millisecond) // polling interval
+		}
+	})
+}
+
+// awaitingPipeline lists metrics that issue 7 asks the pipeline to add and
+// that it does not export yet. A query on one of them is skipped, loudly,
+// only while the pipeline exports no series of that name at all.
+var awaitingPipeline = []string{"heartbeat_consumer_lag"}
+
+func skipIfAwaitingPipeline(t *testing.T, run *pipelineRun, exprOrName string) {
+	t.Helper()
+	for _, m := range awaitingPipeline {
+		if !strings.Contains(exprOrName, m) {
+			continue
+		}
+		if res := run.query(t, "count({__name__="+strconv.Quote(m)+"})", time.Now()); len(res.Result) == 0 {
+			t.Skipf("%s is not exported by the pipeline yet (issue 7: consumer lag gauge {group,topic,partition}); remove it from awaitingPipeline once it is", m)
+		}
+	}
+}
+
+// checkSQLTarget runs one panel query as Grafana would and checks its shape.
+func checkSQLTarget(t *testing.T, ctx context.Context, conn *pgx.Conn, p panel, tg target, tr timeRange) {
+	sql, err := grafanaSQL(tg.RawSQL, tr, grafanaInterval(tr, time.Minute))
+	require.NoError(t, err)
+	require.NotContains(t, sql, "$", "an unexpanded variable is left in\n%s", sql)
+	t.Logf("expanded:\n%s", sql)
+
+	rows, err := conn.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+	require.NoError(t, err, "\n%s", sql)
+	var cols []string
+	var numeric []bool
+	for _, fd := range rows.FieldDescriptions() {
+		cols = append(cols, fd.Name)
+		switch fd.DataTypeOID {
+		case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.Float4OID, pgtype.Float8OID, pgtype.NumericOID:
+			numeric = append(numeric, true)
+		default:
+			numeric = append(numeric, false)
+		}
+	}
+	var data [][]any
+	for rows.Next() {
+		vals, err := rows.Values()
+		require.NoError(t, err)
+		data = append(data, vals)
+	}
+	require.NoError(t, rows.Err())
+	require.NotEmpty(t, data, "no rows after a pipeline run:\n%s", sql)
+
+	switch tg.Format {
+	case "time_series":
+		ti := slices.Index(cols, "time")
+		require.GreaterOrEqual(t, ti, 0, "a time series query returns a column named time, got %v", cols)
+		var values int
+		for i, isNum := range numeric {
+			if i != ti && isNum {
+				values++
+			}
+		}
+		require.NotZero(t, values, "a time series query returns numeric value columns, got %v", cols)
+		times := make([]float64, len(data))
+		for i, r := range data {
+			times[i] = asEpoch(t, r[ti])
+		}
+		require.True(t, sort.Float64sAreSorted(times), "Grafana needs time series rows ordered by time")
+	case "table":
+		if p.Type == "stat" {
+			require.Len(t, data, 1, "a stat query returns one row")
+			require.True(t, slices.Contains(numeric, true), "a stat query returns a number, got %v", cols)
+			for i, isNum := range numeric {
+				if isNum {
+					require.NotNil(t, data[0][i], "stat value %s is NULL after a pipeline run", cols[i])
+				}
+			}
+		}
+	}
+	// Columns the panel refers to by name must be there.
+	if p.Options.XField != "" {
+		require.Contains(t, cols, p.Options.XField, "bar chart x field")
+	}
+	for _, o := range p.FieldConfig.Overrides {
+		if o.Matcher.ID == "byName" {
+			require.Contains(t, cols, o.Matcher.Options, "field override for column %v", o.Matcher.Options)
+		}
+	}
+}
+
+func asEpoch(t *testing.T, v any) float64 {
+	switch v := v.(type) {
+	case time.Time:
+		return float64(v.UnixNano()) / 1e9
+	case float64:
+		return v
+	case int64:
+		return float64(v)
+	case pgtype.Numeric:
+		f, err := v.Float64Value()
+		require.NoError(t, err)
+		return f.Float64
+	}
+	t.Fatalf("time column has type %T", v)
+	return 0
+}
+
+var metricName = regexp.MustCompile(`\b((?:heartbeat|go|process)_[a-zA-Z0-9_]+|up)\b\s*(?:\{|\[|\)|$|\s)`)
+
+// metricNames returns the metric names an expression selects.
+func metricNames(expr string) []string {
+	var out []string
+	for _, m := range metricName.FindAllStringSubmatch(expr, -1) {
+		if !slices.Contains(out, m[1]) {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// --- Prometheus HTTP API -------------------------------------------------------
+
+type promResult struct {
+	ResultType string `json:"resultType"`
+	Result     []struct {
+		Metric map[string]string `json:"metric"`
+		Value  []any             `json:"value"`
+		Values [][]any           `json:"values"`
+	} `json:"result"`
+	raw string
+}
+
+func (r promResult) hasFiniteValue() bool {
+	finite := func(p []any) bool {
+		if len(p) != 2 {
+			return false
+		}
+		s, _ := p[1].(string)
+		f, err := strconv.ParseFloat(s, 64)
+		return err == nil && !math.IsNaN(f) && !math.IsInf(f, 0)
+	}
+	for _, s := range r.Result {
+		if finite(s.Value) {
+			return true
+		}
+		for _, p := range s.Values {
+			if finite(p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *pipelineRun) api(t testing.TB, path string, params url.Values) json.RawMessage {
+	t.Helper()
+	resp, err := http.PostForm(r.promURL+path, params)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var env struct {
+		Status    string          `json:"status"`
+		Data      json.RawMessage `json:"data"`
+		ErrorType string          `json:"errorType"`
+		Error     string          `json:"error"`
+	}
+	require.NoError(t, json.Unmarshal(body, &env), "%s", body)
+	require.Equal(t, "success", env.Status, "%s %v: %s: %s", path, params, env.ErrorType, env.Error)
+	return env.Data
+}
+
+func (r *pipelineRun) query(t testing.TB, expr string, at time.Time) promResult {
+	t.Helper()
+	data := r.api(t, "/api/v1/query", url.Values{"query": {expr}, "time": {promTime(at)}})
+	var res promResult
+	require.NoError(t, json.Unmarshal(data, &res))
+	res.raw = string(data)
+	return res
+}
+
+func (r *pipelineRun) queryRange(t testing.TB, expr string, from, to time.Time, step time.Duration) promResult {
+	t.Helper()
+	// Grafana aligns the range to the step.
+	s := step.Seconds()
+	start := math.Floor(float64(from.Unix())/s) * s
+	end := math.Ceil(float64(to.Unix())/s) * s
+	data := r.api(t, "/api/v1/query_range", url.Values{"query": {expr},
+		"start": {strconv.FormatFloat(start, 'f', -1, 64)}, "end": {strconv.FormatFloat(end, 'f', -1, 64)},
+		"step": {strconv.FormatFloat(s, 'f', -1, 64)}})
+	var res promResult
+	require.NoError(t, json.Unmarshal(data, &res))
+	res.raw = string(data)
+	return res
+}
+
+// ruleHealth maps each rule name to its health ("" until first evaluated).
+func (r *pipelineRun) ruleHealth(t testing.TB) map[string]string {
+	t.Helper()
+	resp, err := http.Get(r.promURL + "/api/v1/rules")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Groups []struct {
+				Rules []struct {
+					Name           string    `json:"name"`
+					Health         string    `json:"health"`
+					LastError      string    `json:"lastError"`
+					LastEvaluation time.Time `json:"lastEvaluation"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	out := map[string]string{}
+	for _, g := range body.Data.Groups {
+		for _, r := range g.Rules {
+			switch {
+			case r.LastEvaluation.IsZero() || r.LastEvaluation.Year() < 2000:
+				out[r.Name] = ""
+			case r.LastError != "":
+				out[r.Name] = r.Health + ": " + r.LastError
+			default:
+				out[r.Name] = r.Health
+			}
+		}
+	}
+	return out
+}
+
+func promTime(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixNano())/1e9, 'f', 3, 64)
+}
+
+// --- starting everything ------------------------------------------------------
+
+// waitFor polls cond until it holds or the deadline passes; it fails fast
+// when the pipeline has exited.
+func (r *pipelineRun) waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		last = err
+		select {
+		case err := <-r.exited:
+			t.Fatalf("pipeline exited while waiting for %s: %v\n%s", what, err, tail(r.pipeLog))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)\npipeline log:\n%s\nprometheus log:\n%s",
+				timeout, what, last, tail(r.pipeLog), tail(r.promLog))
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > 6000 {
+		b = b[len(b)-6000:]
+	}
+	return string(b)
+}
+
+func startPipelineRun(t *testing.T) *pipelineRun {
+	t.Helper()
+	promBin := lookTool(t, "prometheus", "Debian package prometheus")
+	psql := lookTool(t, "psql", "Debian package postgresql-client")
+
+	adminURL := os.Getenv("TEST_DATABASE_URL")
+	if adminURL == "" {
+		adminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	ctx := t.Context()
+	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(connectCtx, adminURL)
+	needs(t, "PostgreSQL at TEST_DATABASE_URL ("+adminURL+")", err)
+	t.Cleanup(func() { admin.Close(context.Background()) })
+
+	dir := t.TempDir()
+	run := &pipelineRun{scrape: time.Second, exited: make(chan error, 1),
+		pipeLog: filepath.Join(dir, "pipeline.log"), promLog: filepath.Join(dir, "prometheus.log")}
+
+	// The binary, built with this test binary's own settings (-race, cgo,
+	// tags) so that it reuses the packages `go test` has just compiled.
+	bin := filepath.Join(dir, "heartbeat")
+	args, env := buildLikeThisTest()
+	build := exec.Command("go", append(append([]string{"build"}, args...), "-o", bin, ".")...)
+	build.Env = append(os.Environ(), env...)
+	started := time.Now()
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build %v (main package):\n%s", build.Args, out)
+	t.Logf("%v took %s", build.Args, time.Since(started).Round(time.Millisecond))
+
+	// A fresh database and Grafana's read-only role, made by the same script
+	// the postgres container runs.
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + strconv.Itoa(os.Getpid()%1000)
+	db := "heartbeat_dash_" + suffix
+	reader := "heartbeat_dash_reader_" + suffix
+	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
+		require.NoError(t, err)
+		_, err = admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{reader}.Sanitize())
+		require.NoError(t, err)
+	})
+	cfg, err := pgx.ParseConfig(adminURL)
+	require.NoError(t, err)
+	script := exec.Command("sh", "grafana/postgres-init/grafana-reader.sh")
+	script.Env = append(os.Environ(), "PATH="+filepath.Dir(psql)+":"+os.Getenv("PATH"),
+		"PGHOST="+cfg.Host, "PGPORT="+strconv.Itoa(int(cfg.Port)), "PGPASSWORD="+cfg.Password,
+		"POSTGRES_USER="+cfg.User, "POSTGRES_DB="+db,
+		"GRAFANA_DB_USER="+reader, "GRAFANA_DB_PASSWORD=reader-"+suffix)
+	out, err = script.CombinedOutput()
+	require.NoError(t, err, "grafana/postgres-init/grafana-reader.sh:\n%s", out)
+	dbURL := replaceDB(t, adminURL, db, "", "")
+	run.readerURL = replaceDB(t, adminURL, db, reader, "reader-"+suffix)
+
+	// Prometheus, scraping the pipeline every second and evaluating the rules.
+	metricsAddr := freePort(t)
+	promAddr := freePort(t)
+	absRules, err := filepath.Abs(rulesFile)
+	require.NoError(t, err)
+	promCfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files: [%q]
+scrape_configs:
+  - job_name: heartbeat
+    static_configs:
+      - targets: [%q]
+        labels: {service: all-in-one}
+`, absRules, metricsAddr)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(promCfg), 0o600))
+	promLog, err := os.Create(run.promLog)
+	require.NoError(t, err)
+	t.Cleanup(func() { promLog.Close() })
+	prom := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr, "--log.level=warn")
+	prom.Stdout, prom.Stderr = promLog, promLog
+	require.NoError(t, prom.Start())
+	promDone := make(chan struct{})
+	go func() { _ = prom.Wait(); close(promDone) }()
+	t.Cleanup(func() { stop(prom, promDone) })
+	run.promURL = "http://" + promAddr
+
+	run.waitFor(t, "Prometheus ready", 20*time.Second, func() (bool, error) {
+		resp, err := http.Get(run.promURL + "/-/ready")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Errorf("status %s", resp.Status)
+	})
+
+	// Prometheus hands new targets to its scrapers up to 5 s after start:
+	// wait for a first (failed) scrape, so the whole run is observed.
+	run.waitFor(t, "Prometheus to start scraping "+metricsAddr, 20*time.Second, func() (bool, error) {
+		var body struct {
+			Data struct {
+				ActiveTargets []struct {
+					ScrapeURL  string    `json:"scrapeUrl"`
+					LastScrape time.Time `json:"lastScrape"`
+				} `json:"activeTargets"`
+			} `json:"data"`
+		}
+		resp, err := http.Get(run.promURL + "/api/v1/targets?state=active")
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			return false, err
+		}
+		for _, tg := range body.Data.ActiveTargets {
+			if strings.Contains(tg.ScrapeURL, metricsAddr) && tg.LastScrape.Year() > 2000 {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("targets: %+v", body.Data.ActiveTargets)
+	})
+
+	// The pipeline: simulator, persist and detect in one process.
+	pipeLog, err := os.Create(run.pipeLog)
+	require.NoError(t, err)
+	t.Cleanup(func() { pipeLog.Close() })
+	p := exec.Command(bin)
+	p.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "TMPDIR=" + dir,
+		"DATABASE_URL=" + dbURL, "METRICS_ADDR=" + metricsAddr, "BROKER_ADDR=" + freePort(t),
+		"SIM_EVENTS_PER_SECOND=1000", "SIM_TOTAL_EVENTS=4000", "SIM_BURST_MULTIPLIER=1", "SIM_SEED=7", "LOG_LEVEL=info"}
+	p.Stdout, p.Stderr = pipeLog, pipeLog
+	run.start = time.Now()
+	require.NoError(t, p.Start())
+	run.pipeline = p
+	pipeDone := make(chan struct{})
+	go func() { err := p.Wait(); run.exited <- err; close(pipeDone) }()
+	t.Cleanup(func() {
+		_ = p.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-pipeDone:
+		case <-time.After(15 * time.Second):
+			_ = p.Process.Kill()
+			<-pipeDone
+			t.Errorf("pipeline did not stop within 15s of SIGTERM\n%s", tail(run.pipeLog))
+		}
+	})
+
+	// Rows in all three tables: most of the simulated events stored.
+	owner, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { owner.Close(context.Background()) })
+	var events, anomalies, checkpoints int
+	run.waitFor(t, "heartbeat_events, anomalies and ingest_checkpoint filled", 60*time.Second, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		err := owner.QueryRow(ctx, `SELECT (SELECT count(*) FROM heartbeat_events),
+			(SELECT count(*) FROM anomalies), (SELECT count(*) FROM ingest_checkpoint)`).Scan(&events, &anomalies, &checkpoints)
+		return err == nil && events >= 3000 && anomalies > 0 && checkpoints > 0, err
+	})
+	t.Logf("pipeline stored %d events, %d anomalies, %d checkpoints in %s", events, anomalies, checkpoints, time.Since(run.start).Round(time.Millisecond))
+
+	// Prometheus has scraped the run's counters, often enough for rate()
+	// over $__rate_interval to see the burst.
+	run.waitFor(t, "Prometheus to scrape the stored rows and anomalies", 30*time.Second, func() (bool, error) {
+		res := run.query(t, `sum(heartbeat_db_inserts_total) >= `+strconv.Itoa(events)+
+			` and on() sum(increase(heartbeat_db_inserts_total[1m])) > 0`+
+			` and on() sum(increase(heartbeat_handler_execution_time_seconds_count[1m])) > 0`+
+			` and on() sum(heartbeat_anomalies_total) > 0`+
+			` and on() count_over_time(heartbeat_db_inserts_total[1m]) >= 8`, time.Now())
+		return len(res.Result) > 0, errors.New(res.raw)
+	})
+	return run
+}
+
+// buildLikeThisTest returns go build flags and environment matching the
+// settings this test binary was built with.
+func buildLikeThisTest() (args, env []string) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return nil, nil
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "-race", "-msan", "-asan", "-trimpath":
+			if s.Value == "true" {
+				args = append(args, s.Key)
+			}
+		case "-tags":
+			args = append(args, "-tags="+s.Value)
+		case "CGO_ENABLED":
+			env = append(env, "CGO_ENABLED="+s.Value)
+		}
+	}
+	return args, env
+}
+
+func stop(cmd *exec.Cmd, done <-chan struct{}) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// replaceDB returns u pointing at database db, as user/password when given.
+func replaceDB(t testing.TB, u, db, user, password string) string {
+	t.Helper()
+	parsed, err := url.Parse(u)
+	require.NoError(t, err)
+	parsed.Path = "/" + db
+	if user != "" {
+		parsed.User = url.UserPassword(user, password)
+	}
+	q := parsed.Query()
+	if q.Get("sslmode") == "" {
+		q.Set("sslmode", "disable")
+	}
+	parsed.RawQuery = q.Encode()
+	return parsed.String()
+}
