@@ -21,6 +21,7 @@ import (
 
 	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/messages"
+	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
 // testDatabaseURL is the server the database tests create their databases
@@ -355,6 +356,19 @@ func verify(t *testing.T, broker string, pool *pgxpool.Pool, e expectation) {
 		require.NotEmpty(t, header(m, "correlation_id"))
 	}
 	require.Len(t, gotInvalid, len(e.invalid))
+
+	// Every anomaly message was forwarded, so the outbox can be emptied
+	// (once the forwarder has recorded its last ack).
+	var pruned int64
+	require.Eventually(t, func() bool {
+		n, err := hbsql.PruneOutbox(ctx, pool, 0)
+		require.NoError(t, err)
+		pruned += n
+		var left int
+		require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM watermill_outbox").Scan(&left))
+		return left == 0
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, int64(len(e.anomalies)), pruned)
 }
 
 func header(r *kgo.Record, key string) string {

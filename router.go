@@ -93,7 +93,15 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		p.Runners = append(p.Runners,
 			app.Runner{Name: "outbox forwarder", Run: fwd.Run},
 			app.Runner{Name: "detector state eviction", Run: func(ctx context.Context) error {
-				evictIdle(ctx, engine, cfg.Anomaly.StateTTL)
+				every(ctx, min(cfg.Anomaly.StateTTL/4, time.Minute), func() { engine.Evict(cfg.Anomaly.StateTTL) })
+				return nil
+			}},
+			app.Runner{Name: "outbox pruning", Run: func(ctx context.Context) error {
+				every(ctx, time.Minute, func() {
+					if _, err := hbsql.PruneOutbox(ctx, a.Pool, 10*time.Minute); err != nil && ctx.Err() == nil {
+						a.Log.Warn("outbox pruning failed", "err", err)
+					}
+				})
 				return nil
 			}})
 	}
@@ -234,15 +242,16 @@ func newSimulator(a *app.App, pub message.Publisher) *simulate.Simulator {
 	}
 }
 
-func evictIdle(ctx context.Context, e *rules.Engine, ttl time.Duration) {
-	t := time.NewTicker(min(ttl/4, time.Minute))
+// every calls f every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			e.Evict(ttl)
+			f()
 		}
 	}
 }

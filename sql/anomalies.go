@@ -3,6 +3,7 @@ package sql
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
@@ -68,3 +69,18 @@ func OutboxSchema() wmsql.SchemaAdapter { return wmsql.DefaultPostgreSQLSchema{}
 
 // OutboxOffsets is the watermill-sql offsets adapter of the outbox table.
 func OutboxOffsets() wmsql.OffsetsAdapter { return wmsql.DefaultPostgreSQLOffsetsAdapter{} }
+
+// PruneOutbox deletes outbox messages the forwarder has already moved to
+// Kafka and that are older than keep, so the outbox table stays small. It
+// returns how many it deleted.
+func PruneOutbox(ctx context.Context, pool *pgxpool.Pool, keep time.Duration) (int64, error) {
+	tag, err := pool.Exec(ctx, `DELETE FROM watermill_outbox m USING watermill_offsets_outbox o
+		WHERE o.consumer_group = ''
+		  AND (m.transaction_id < o.last_processed_transaction_id
+		       OR (m.transaction_id = o.last_processed_transaction_id AND m."offset" <= o.offset_acked))
+		  AND m.created_at < LOCALTIMESTAMP - $1::interval`, keep)
+	if err != nil {
+		return 0, fmt.Errorf("prune outbox: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
