@@ -260,6 +260,7 @@ func TestComposeRequiresPasswords(t *testing.T) {
 	require.Error(t, err)
 	require.Regexp(t, `(POSTGRES|GRAFANA)_\w+`, err.Error())
 	require.Contains(t, err.Error(), "in .env")
+	t.Log(err)
 
 	raw, err := os.ReadFile("docker-compose.yml")
 	require.NoError(t, err)

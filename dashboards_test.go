@@ -762,13 +762,20 @@ func checkSQLTarget(t *testing.T, ctx context.Context, conn *pgx.Conn, p panel, 
 			}
 		}
 	}
-	// Columns the panel refers to by name must be there.
+	// Fields the panel refers to by name must be there: columns, or for a
+	// time series in long format the series named by its metric column.
+	fields := slices.Clone(cols)
+	if mi := slices.Index(cols, "metric"); mi >= 0 && tg.Format == "time_series" {
+		for _, r := range data {
+			fields = append(fields, fmt.Sprint(r[mi]))
+		}
+	}
 	if p.Options.XField != "" {
-		require.Contains(t, cols, p.Options.XField, "bar chart x field")
+		require.Contains(t, fields, p.Options.XField, "bar chart x field")
 	}
 	for _, o := range p.FieldConfig.Overrides {
 		if o.Matcher.ID == "byName" {
-			require.Contains(t, cols, o.Matcher.Options, "field override for column %v", o.Matcher.Options)
+			require.Contains(t, fields, o.Matcher.Options, "field override for %v", o.Matcher.Options)
 		}
 	}
 }
