@@ -76,7 +76,7 @@ func testBroker(t *testing.T) string {
 	t.Cleanup(c.Close)
 	cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(nil))
 	require.NoError(t, err)
-	require.NoError(t, app.EnsureTopics(context.Background(), c.ListenAddrs(), -1, cfg.Kafka.Topics(), app.NewLogger("warn")))
+	require.NoError(t, app.EnsureTopics(context.Background(), c.ListenAddrs(), nil, -1, cfg.Kafka.Topics(), app.NewLogger("warn")))
 	return c.ListenAddrs()[0]
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // App is the process's shared infrastructure.
@@ -29,6 +30,8 @@ type App struct {
 	// Brokers is the Kafka bootstrap list in use: KAFKA_BOOTSTRAP_SERVERS, or
 	// the in-process broker's address.
 	Brokers []string
+	// KafkaOpts are the franz-go options for KAFKA_SECURITY_PROTOCOL & co.
+	KafkaOpts []kgo.Opt
 	// Pool is nil when the process runs neither persist nor detect.
 	Pool *pgxpool.Pool
 
@@ -65,6 +68,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		}
 	}()
 
+	opts, err := cfg.Kafka.Security.FranzOpts()
+	if err != nil {
+		return nil, err
+	}
+	a.KafkaOpts = opts
 	if len(a.Brokers) == 0 {
 		c, err := StartBroker("127.0.0.1:0", "")
 		if err != nil {
@@ -76,7 +84,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	}
 	tctx, cancel := context.WithTimeout(ctx, StartupTimeout)
 	defer cancel()
-	if err := EnsureTopics(tctx, a.Brokers, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
+	if err := EnsureTopics(tctx, a.Brokers, a.KafkaOpts, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
 		return nil, fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS: cannot reach Kafka at %s within %s: %w", strings.Join(a.Brokers, ","), StartupTimeout, err)
 	}
 	if cfg.Runs(HandlerPersist) || cfg.Runs(HandlerDetect) {

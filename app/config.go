@@ -62,6 +62,7 @@ type KafkaConfig struct {
 	// ReplicationFactor -1 takes the broker's default.
 	ReplicationFactor int16  `env:"KAFKA_REPLICATION_FACTOR, default=-1"`
 	ClientID          string `env:"KAFKA_CLIENT_ID, default=heartbeat"`
+	Security          KafkaSecurity
 }
 
 // BrokerConfig configures the in-process broker (`go run . broker`).
@@ -235,6 +236,7 @@ func (c Config) validate() error {
 			bad(name, "is empty")
 		}
 	}
+	errs = append(errs, c.Kafka.Security.validate()...)
 	positive("KAFKA_PARTITIONS_RAW", float64(c.Kafka.PartitionsRaw))
 	positive("KAFKA_PARTITIONS_OTHER", float64(c.Kafka.PartitionsOther))
 	if c.Postgres.DatabaseURL != "" {

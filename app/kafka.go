@@ -73,8 +73,8 @@ func (c KafkaConfig) Topics() []TopicSpec {
 // EnsureTopics creates the topics that do not exist; existing topics are
 // left as they are. It retries while the cluster is not reachable yet, until
 // ctx ends.
-func EnsureTopics(ctx context.Context, brokers []string, replication int16, topics []TopicSpec, log *slog.Logger) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+func EnsureTopics(ctx context.Context, brokers []string, opts []kgo.Opt, replication int16, topics []TopicSpec, log *slog.Logger) error {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
 		return fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS: %w", err)
 	}
@@ -138,19 +138,22 @@ func (m keyedMarshaler) Unmarshal(km *sarama.ConsumerMessage) (*message.Message,
 	return msg, nil
 }
 
-func (a *App) saramaConfig() *sarama.Config {
+func (a *App) saramaConfig() (*sarama.Config, error) {
 	c := sarama.NewConfig()
 	c.ClientID = a.Config.Kafka.ClientID
 	c.Version = sarama.V2_8_0_0
 	c.Metadata.Retry.Backoff = 500 * time.Millisecond
-	return c
+	return c, a.Config.Kafka.Security.applySarama(c)
 }
 
 // NewPublisher returns a Kafka publisher: synchronous, idempotent, waiting
 // for all in-sync replicas, keyed by customer with Kafka's murmur2
 // partitioner (the Java client's, so other producers agree on partitions).
 func (a *App) NewPublisher() (message.Publisher, error) {
-	c := a.saramaConfig()
+	c, err := a.saramaConfig()
+	if err != nil {
+		return nil, err
+	}
 	c.Producer.Return.Successes = true
 	c.Producer.RequiredAcks = sarama.WaitForAll
 	c.Producer.Idempotent = true
@@ -174,7 +177,10 @@ func (a *App) NewPublisher() (message.Publisher, error) {
 // from the oldest offset when the group has none, one message per partition
 // in flight, redelivering a nacked message after a second.
 func (a *App) NewSubscriber(group string) (message.Subscriber, error) {
-	c := a.saramaConfig()
+	c, err := a.saramaConfig()
+	if err != nil {
+		return nil, err
+	}
 	c.Consumer.Return.Errors = true
 	c.Consumer.Offsets.Initial = sarama.OffsetOldest
 	c.Consumer.Offsets.AutoCommit.Interval = time.Second

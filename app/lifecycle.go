@@ -71,7 +71,7 @@ func RunBroker(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	tctx, cancel := context.WithTimeout(ctx, StartupTimeout)
 	defer cancel()
-	if err := EnsureTopics(tctx, c.ListenAddrs(), cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
+	if err := EnsureTopics(tctx, c.ListenAddrs(), nil, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
 		return err
 	}
 	<-ctx.Done()
