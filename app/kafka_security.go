@@ -29,8 +29,10 @@ type KafkaSecurity struct {
 	TLSInsecureSkipVerify bool   `env:"KAFKA_TLS_INSECURE_SKIP_VERIFY, default=false"`
 }
 
-func (s KafkaSecurity) useTLS() bool  { return s.Protocol == "SSL" || s.Protocol == "SASL_SSL" }
-func (s KafkaSecurity) useSASL() bool { return s.Protocol == "SASL_PLAINTEXT" || s.Protocol == "SASL_SSL" }
+func (s KafkaSecurity) useTLS() bool { return s.Protocol == "SSL" || s.Protocol == "SASL_SSL" }
+func (s KafkaSecurity) useSASL() bool {
+	return s.Protocol == "SASL_PLAINTEXT" || s.Protocol == "SASL_SSL"
+}
 
 func (s KafkaSecurity) validate() []error {
 	var errs []error
