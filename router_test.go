@@ -266,7 +266,11 @@ func TestDetectRaisesEachRuleOnce(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return testutil.ToFloat64(tr.metrics.Consumed.WithLabelValues("detect")) == float64(len(steps))
 	}, 10*time.Second, 5*time.Millisecond)
-	require.Eventually(t, func() bool { tr.anomalies.mu.Lock(); defer tr.anomalies.mu.Unlock(); return len(tr.anomalies.seen) == len(want) }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		tr.anomalies.mu.Lock()
+		defer tr.anomalies.mu.Unlock()
+		return len(tr.anomalies.seen) == len(want)
+	}, 10*time.Second, 5*time.Millisecond)
 	tr.anomalies.mu.Lock()
 	defer tr.anomalies.mu.Unlock()
 	for id, rule := range want {
