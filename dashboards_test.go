@@ -7,7 +7,7 @@ package main_test
 // pipeline run; every PromQL expression of the dashboard and of the rules is
 // evaluated by a real Prometheus scraping that run.
 //
-// Needs PostgreSQL (TEST_DATABASE_URL, default the local trust URL), psql,
+// Needs PostgreSQL (HEARTBEAT_TEST_DATABASE_URL, default the local trust URL), psql,
 // prometheus and promtool (Debian: apt-get install -y prometheus
 // postgresql-client). Without them the tests skip, or fail when CI=true.
 
@@ -968,7 +968,7 @@ func startPipelineRun(t *testing.T) *pipelineRun {
 	promBin := lookTool(t, "prometheus", "Debian package prometheus")
 	psql := lookTool(t, "psql", "Debian package postgresql-client")
 
-	adminURL := os.Getenv("TEST_DATABASE_URL")
+	adminURL := os.Getenv("HEARTBEAT_TEST_DATABASE_URL")
 	if adminURL == "" {
 		adminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
@@ -976,7 +976,7 @@ func startPipelineRun(t *testing.T) *pipelineRun {
 	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(connectCtx, adminURL)
-	needs(t, "PostgreSQL at TEST_DATABASE_URL ("+adminURL+")", err)
+	needs(t, "PostgreSQL at HEARTBEAT_TEST_DATABASE_URL ("+adminURL+")", err)
 	t.Cleanup(func() { admin.Close(context.Background()) })
 
 	dir := t.TempDir()
