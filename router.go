@@ -180,6 +180,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 		h := router.AddConsumerHandler(app.HandlerPersist, topics.TopicRaw, sub, persist.Handle)
 		h.AddMiddleware(hbmw.InvalidEvents{Publisher: w.pub, Topic: topics.TopicInvalid, Now: time.Now,
 			OnRouted: func(handler string, class messages.Class) { m.Invalid.WithLabelValues(handler, string(class)).Inc() },
+			Settle:   persist.Settle,
 		}.Middleware)
 	}
 	if cfg.Runs(app.HandlerDetect) {

@@ -29,6 +29,17 @@ func (p *Persist) Handle(msg *message.Message) error {
 	return p.Batcher.Submit(msg.Context(), hbsql.EventRow{Event: h, Source: src})
 }
 
+// Settle records a message that needs no row (an invalid event, already
+// routed) in the checkpoint, so the checkpoint covers every record persist
+// has finished with.
+func (p *Persist) Settle(msg *message.Message) error {
+	src, ok := messages.SourceFromContext(msg.Context())
+	if !ok || src.Offset < 0 {
+		return nil
+	}
+	return p.Batcher.Submit(msg.Context(), hbsql.EventRow{Source: src, CheckpointOnly: true})
+}
+
 // EventWrite adapts a batch write that reports how many rows were new
 // (hbsql.EventWriter.Write) to a WriteFunc, reporting each committed batch.
 func EventWrite(write func(context.Context, []hbsql.EventRow) (int64, error), inserted func(rows, inserted int, took time.Duration)) WriteFunc[hbsql.EventRow] {

@@ -21,6 +21,11 @@ type InvalidEvents struct {
 	Now       func() time.Time
 	// OnRouted is called after an envelope is published (metrics).
 	OnRouted func(handler string, class messages.Class)
+	// Settle, when set, is called after the envelope is published and before
+	// the message is acked (persist records the offset in its checkpoint).
+	// An error nacks the message; its envelope may then be published again,
+	// with the same id, derived from the source record.
+	Settle func(msg *message.Message) error
 }
 
 // envelopeNamespace roots envelope ids, derived from the source record so a
@@ -55,6 +60,11 @@ func (m InvalidEvents) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		}
 		if m.OnRouted != nil {
 			m.OnRouted(message.HandlerNameFromCtx(msg.Context()), verr.Class)
+		}
+		if m.Settle != nil {
+			if err := m.Settle(msg); err != nil {
+				return nil, err
+			}
 		}
 		return out, nil
 	}

@@ -14,6 +14,9 @@ import (
 type EventRow struct {
 	Event  messages.Heartbeat
 	Source messages.Source
+	// CheckpointOnly rows store nothing: they only move the checkpoint past
+	// a record that needs no row (an invalid event, routed elsewhere).
+	CheckpointOnly bool
 }
 
 // stagingTable receives each batch by COPY before it is merged into
@@ -62,14 +65,17 @@ func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int6
 		if _, err := tx.Exec(ctx, createStaging); err != nil {
 			return fmt.Errorf("create staging table: %w", err)
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows)); err != nil {
+		n, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows))
+		if err != nil {
 			return fmt.Errorf("copy %d rows: %w", len(rows), err)
 		}
-		tag, err := tx.Exec(ctx, mergeStaging)
-		if err != nil {
-			return fmt.Errorf("merge %d rows: %w", len(rows), err)
+		if n > 0 {
+			tag, err := tx.Exec(ctx, mergeStaging)
+			if err != nil {
+				return fmt.Errorf("merge %d rows: %w", n, err)
+			}
+			inserted = tag.RowsAffected()
 		}
-		inserted = tag.RowsAffected()
 		topics, parts, offs := checkpoints(rows)
 		if _, err := tx.Exec(ctx, upsertCheckpoint, w.group, topics, parts, offs); err != nil {
 			return fmt.Errorf("checkpoint: %w", err)
@@ -106,6 +112,9 @@ func eventSource(rows []EventRow) pgx.CopyFromSource {
 	i := -1
 	return pgx.CopyFromFunc(func() ([]any, error) {
 		i++
+		for i < len(rows) && rows[i].CheckpointOnly {
+			i++
+		}
 		if i >= len(rows) {
 			return nil, nil
 		}
