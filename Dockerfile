@@ -2,7 +2,7 @@
 # One image for simulate, persist and detect (ROUTER_HANDLERS chooses).
 # Build stage on the build machine's platform, cross-compiling to the target's,
 # so an arm64 laptop does not emulate the Go toolchain.
-FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
+FROM --platform=$BUILDPLATFORM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
