@@ -72,7 +72,8 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 
 	engine := newEngine(cfg)
 	w := wiring{
-		cfg: cfg, metrics: m, log: a.Log, wlog: a.WLogger, pub: pub, subscriber: a.NewSubscriber,
+		cfg: cfg, metrics: m, log: a.Log, wlog: a.WLogger, pub: pub,
+		subscriber: a.NewSubscriber, batchSubscriber: a.NewWindowedSubscriber,
 		events:    hbsql.NewEventWriter(a.Pool, topics.GroupDB).Write,
 		anomalies: hbsql.NewAnomalyWriter(a.Pool, a.WLogger),
 		history:   hbsql.NewHistory(a.Pool, topics.GroupDB, cfg.Anomaly.StateTTL, cfg.Anomaly.HistoryWait),
@@ -112,16 +113,20 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 // wiring is what the router is built from; tests build it with Watermill's
 // GoChannel pub/sub and in-memory stores.
 type wiring struct {
-	cfg        app.Config
-	metrics    *app.Metrics
-	log        *slog.Logger
-	wlog       watermill.LoggerAdapter
-	pub        message.Publisher
-	subscriber func(group string) (message.Subscriber, error)
-	events     func(context.Context, []hbsql.EventRow) (int64, error)
-	anomalies  handlers.AnomalyStore
-	history    handlers.History
-	engine     *rules.Engine
+	cfg     app.Config
+	metrics *app.Metrics
+	log     *slog.Logger
+	wlog    watermill.LoggerAdapter
+	pub     message.Publisher
+	// subscriber is for per-message delivery (detect: one message per
+	// partition at a time, in order); batchSubscriber for persist, whose
+	// batches need many messages per partition in flight.
+	subscriber      func(group string) (message.Subscriber, error)
+	batchSubscriber func(group string) (message.Subscriber, error)
+	events          func(context.Context, []hbsql.EventRow) (int64, error)
+	anomalies       handlers.AnomalyStore
+	history         handlers.History
+	engine          *rules.Engine
 }
 
 func newEngine(cfg app.Config) *rules.Engine {
@@ -163,7 +168,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 
 	limits := cfg.Validation.Limits()
 	if cfg.Runs(app.HandlerPersist) {
-		sub, err := w.subscriber(topics.GroupDB)
+		sub, err := w.batchSubscriber(topics.GroupDB)
 		if err != nil {
 			return nil, closers, err
 		}

@@ -92,8 +92,9 @@ func startTestRouter(t *testing.T, handlers string, fail func(int) error) *testR
 		metrics: app.NewMetrics(app.NewRegistry()), cfg: cfg}
 	w := wiring{
 		cfg: cfg, metrics: tr.metrics, log: app.NewLogger("error"), wlog: logger, pub: ps,
-		subscriber: func(string) (message.Subscriber, error) { return ps, nil },
-		events:     tr.events.Write, anomalies: tr.anomalies, engine: newEngine(cfg),
+		subscriber:      func(string) (message.Subscriber, error) { return ps, nil },
+		batchSubscriber: func(string) (message.Subscriber, error) { return ps, nil },
+		events:          tr.events.Write, anomalies: tr.anomalies, engine: newEngine(cfg),
 	}
 	router, closers, err := w.router()
 	require.NoError(t, err)

@@ -126,6 +126,9 @@ type PersistConfig struct {
 	BatchSize    int           `env:"PERSIST_BATCH_SIZE, default=5000"`
 	BatchTimeout time.Duration `env:"PERSIST_BATCH_TIMEOUT, default=5ms"`
 	Writers      int           `env:"PERSIST_WRITERS, default=2"`
+	// MaxInFlightPerPartition bounds the messages of one partition that
+	// persist holds at once (delivered, not yet acknowledged).
+	MaxInFlightPerPartition int `env:"PERSIST_MAX_IN_FLIGHT_PER_PARTITION, default=1000"`
 }
 
 // RetryConfig bounds the handler retries before a message is poisoned.
@@ -283,6 +286,7 @@ func (c Config) validate() error {
 	positive("PERSIST_BATCH_SIZE", float64(c.Persist.BatchSize))
 	positiveDur("PERSIST_BATCH_TIMEOUT", c.Persist.BatchTimeout)
 	positive("PERSIST_WRITERS", float64(c.Persist.Writers))
+	positive("PERSIST_MAX_IN_FLIGHT_PER_PARTITION", float64(c.Persist.MaxInFlightPerPartition))
 	if c.Retry.MaxRetries < 0 {
 		bad("RETRY_MAX_RETRIES", "must be 0 or more, got %d", c.Retry.MaxRetries)
 	}

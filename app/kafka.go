@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heartbeat/heartbeat/app/windowed"
 	"github.com/heartbeat/heartbeat/messages"
 )
 
@@ -195,6 +196,26 @@ func (a *App) NewSubscriber(group string) (message.Subscriber, error) {
 	}, a.WLogger)
 	if err != nil {
 		return nil, fmt.Errorf("kafka subscriber for group %s: %w", group, err)
+	}
+	return sub, nil
+}
+
+// NewWindowedSubscriber returns the high-throughput subscriber of the persist
+// path (package windowed): many messages per partition in flight, so that
+// persist's batches fill, and offsets committed only over contiguously
+// acknowledged records.
+func (a *App) NewWindowedSubscriber(group string) (message.Subscriber, error) {
+	opts := append([]kgo.Opt{kgo.ClientID(a.Config.Kafka.ClientID)}, a.KafkaOpts...)
+	sub, err := windowed.NewSubscriber(windowed.Config{
+		Brokers:                 a.Brokers,
+		ConsumerGroup:           group,
+		ClientOpts:              opts,
+		MaxInFlightPerPartition: a.Config.Persist.MaxInFlightPerPartition,
+		NackResendSleep:         time.Second,
+		DrainTimeout:            a.Config.ShutdownTimeout,
+	}, a.WLogger)
+	if err != nil {
+		return nil, fmt.Errorf("windowed subscriber for group %s: %w", group, err)
 	}
 	return sub, nil
 }

@@ -3,6 +3,7 @@ package sql
 import (
 	"context"
 	"fmt"
+	"sort"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -88,7 +89,9 @@ func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int6
 	return inserted, nil
 }
 
-// checkpoints returns the highest offset per source partition of rows.
+// checkpoints returns the highest offset per source partition of rows, in
+// (topic, partition) order: concurrent writers then lock checkpoint rows in
+// the same order and cannot deadlock.
 func checkpoints(rows []EventRow) (topics []string, parts []int32, offsets []int64) {
 	type tp struct {
 		t string
@@ -105,7 +108,19 @@ func checkpoints(rows []EventRow) (topics []string, parts []int32, offsets []int
 		}
 		offsets[i] = max(offsets[i], r.Source.Offset)
 	}
-	return topics, parts, offsets
+	order := make([]int, len(topics))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool {
+		x, y := order[a], order[b]
+		return topics[x] < topics[y] || topics[x] == topics[y] && parts[x] < parts[y]
+	})
+	st, sp, so := make([]string, len(order)), make([]int32, len(order)), make([]int64, len(order))
+	for i, j := range order {
+		st[i], sp[i], so[i] = topics[j], parts[j], offsets[j]
+	}
+	return st, sp, so
 }
 
 func eventSource(rows []EventRow) pgx.CopyFromSource {
