@@ -23,6 +23,4 @@
 //
 // Each message's context carries its Kafka coordinates
 // ([messages.SourceFromContext]).
-//
-// [message.Subscriber]: https://pkg.go.dev/github.com/ThreeDotsLabs/watermill/message#Subscriber
 package windowed

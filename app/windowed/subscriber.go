@@ -77,7 +77,7 @@ func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (*Subscriber, err
 
 // Subscribe joins the consumer group for topic and returns the channel its
 // records arrive on. The channel is closed when ctx is done or the subscriber
-// is closed. A Subscriber serves one topic; subscribe again on a new one.
+// is closed. A Subscriber serves one topic: make another for another topic.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -88,6 +88,10 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, fmt.Errorf("subscriber already consumes %s: one topic per subscriber", s.topic)
 	}
 
+	// The client calls back (AdjustFetchOffsetsFn, OnPartitions*) as soon
+	// as it exists: what the callbacks read is set before it is made.
+	logger := s.logger
+	s.topic, s.logger = topic, logger.With(watermill.LogFields{"topic": topic})
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(s.cfg.Brokers...),
 		kgo.ConsumerGroup(s.cfg.ConsumerGroup),
@@ -110,11 +114,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	client, err := kgo.NewClient(append(opts, s.cfg.ClientOpts...)...)
 	if err != nil {
+		s.topic, s.logger = "", logger
 		return nil, fmt.Errorf("create kafka client for %s: %w", topic, err)
 	}
 
-	s.topic, s.client = topic, client
-	s.logger = s.logger.With(watermill.LogFields{"topic": topic})
+	s.client = client
 	s.out = make(chan *message.Message)
 	pollCtx, cancel := context.WithCancel(context.Background())
 	s.cancelPoll = cancel

@@ -120,7 +120,7 @@ func TestSubscriber_NackRedelivers(t *testing.T) {
 			msg.Nack()
 			continue
 		}
-		log.ack(t, msg)
+		log.ack(msg)
 	}
 	require.NotEmpty(t, nacked)
 	for src := range nacked {
@@ -191,7 +191,7 @@ func TestSubscriber_RestartResumes(t *testing.T) {
 		src := source(t, msg)
 		require.Equal(t, next[src.Partition], src.Offset)
 		next[src.Partition]++
-		log.ack(t, msg)
+		log.ack(msg)
 	}
 	require.NoError(t, first.Close())
 	for p := range int32(partitions) {
@@ -207,7 +207,7 @@ func TestSubscriber_RestartResumes(t *testing.T) {
 		src := source(t, msg)
 		require.Equal(t, max(next[src.Partition], 0), src.Offset, "resumes at the commit, in order")
 		next[src.Partition] = src.Offset + 1
-		log.ack(t, msg)
+		log.ack(msg)
 	}
 	for src, n := range log.acked {
 		require.Equal(t, 1, n, "%v delivered twice", src)
@@ -217,7 +217,7 @@ func TestSubscriber_RestartResumes(t *testing.T) {
 
 // consume acks what arrives on ch in small batches, so that some messages are
 // always in flight, and counts them in n, until ch closes.
-func consume(t testing.TB, ch <-chan *message.Message, log *ackLog, n *atomic.Int64) <-chan struct{} {
+func consume(ch <-chan *message.Message, log *ackLog, n *atomic.Int64) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -226,7 +226,7 @@ func consume(t testing.TB, ch <-chan *message.Message, log *ackLog, n *atomic.In
 		var pending []*message.Message
 		flush := func() {
 			for _, msg := range pending {
-				log.ack(t, msg)
+				log.ack(msg)
 			}
 			n.Add(int64(len(pending)))
 			pending = pending[:0]
@@ -262,11 +262,11 @@ func TestSubscriber_Rebalance(t *testing.T) {
 	c.produce(t, 200, all...)
 
 	_, ch1 := subscribe(t, c, group, small)
-	done1 := consume(t, ch1, log, &n1)
+	done1 := consume(ch1, log, &n1)
 	require.Eventually(t, func() bool { return n1.Load() >= 1000 }, waitFor, tick)
 
 	second, ch2 := subscribe(t, c, group, small)
-	done2 := consume(t, ch2, log, &n2)
+	done2 := consume(ch2, log, &n2)
 	// Keep the stream going until the second member has taken its share.
 	require.Eventually(t, func() bool {
 		c.produce(t, 5, all...)
