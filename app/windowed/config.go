@@ -28,7 +28,9 @@ type Config struct {
 	// MaxInFlightPerPartition bounds a partition's window: the records
 	// from the oldest unacknowledged one to the newest delivered one.
 	// Fetching from the partition pauses when the window reaches it and
-	// resumes when acks shrink the window below it. Default 5000.
+	// resumes when acks shrink the window below it; records already fetched
+	// are still delivered, so the window can overshoot by one fetch.
+	// Default 5000.
 	MaxInFlightPerPartition int
 	// MaxPollRecords bounds the records taken from the client in one poll.
 	// Default 10000.
