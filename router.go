@@ -14,6 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/handlers"
 	"github.com/heartbeat/heartbeat/handlers/rules"
@@ -72,7 +74,7 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 
 	engine := newEngine(cfg)
 	w := wiring{
-		cfg: cfg, metrics: m, log: a.Log, wlog: a.WLogger, pub: pub,
+		cfg: cfg, metrics: m, registry: a.Registry, log: a.Log, wlog: a.WLogger, pub: pub,
 		subscriber: a.NewSubscriber, batchSubscriber: a.NewWindowedSubscriber,
 		events:    hbsql.NewEventWriter(a.Pool, topics.GroupDB).Write,
 		anomalies: hbsql.NewAnomalyWriter(a.Pool, a.WLogger),
@@ -85,7 +87,6 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		return nil, err
 	}
 	p.Router = router
-	metrics.NewPrometheusMetricsBuilder(a.Registry, "heartbeat", "").AddPrometheusRouterMetrics(router)
 	if cfg.Runs(app.HandlerDetect) {
 		fwd, err := newForwarder(a, pub)
 		if err != nil {
@@ -106,18 +107,28 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 				return nil
 			}})
 	}
-	p.Runners = append(p.Runners, app.Runner{Name: "router", Run: router.Run})
+	var groups []string
+	if cfg.Runs(app.HandlerPersist) {
+		groups = append(groups, topics.GroupDB)
+	}
+	if cfg.Runs(app.HandlerDetect) {
+		groups = append(groups, topics.GroupAnomaly)
+	}
+	p.Runners = append(p.Runners,
+		app.Runner{Name: "router", Run: router.Run},
+		app.Runner{Name: "consumer lag", Run: func(ctx context.Context) error { return a.ConsumerLag(ctx, groups, 5*time.Second) }})
 	return p, nil
 }
 
 // wiring is what the router is built from; tests build it with Watermill's
 // GoChannel pub/sub and in-memory stores.
 type wiring struct {
-	cfg     app.Config
-	metrics *app.Metrics
-	log     *slog.Logger
-	wlog    watermill.LoggerAdapter
-	pub     message.Publisher
+	cfg      app.Config
+	metrics  *app.Metrics
+	registry prometheus.Registerer
+	log      *slog.Logger
+	wlog     watermill.LoggerAdapter
+	pub      message.Publisher
 	// subscriber is for per-message delivery (detect: one message per
 	// partition at a time, in order); batchSubscriber for persist, whose
 	// batches need many messages per partition in flight.
@@ -145,26 +156,46 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 	if err != nil {
 		return nil, nil, err
 	}
-	// Outermost first. Recoverer sits inside Retry so that a panic is an
-	// error like any other: retried, then poisoned, never a stuck partition.
+	// Watermill's handler metrics outermost, so a message counts as a
+	// success when it is acked (stored, routed as invalid, or poisoned).
+	if w.registry != nil {
+		metrics.NewPrometheusMetricsBuilder(w.registry, "heartbeat", "").AddPrometheusRouterMetrics(router)
+	}
+	// Outermost first; handle() adds the per-handler rest.
 	router.AddMiddleware(
 		hbmw.Consumed(m.Consumed),
 		hbmw.Source,
 		hbmw.CorrelationID(watermill.NewUUID),
 		wmmw.CorrelationID,
 		poison,
-		wmmw.Retry{
-			MaxRetries:      cfg.Retry.MaxRetries,
-			InitialInterval: cfg.Retry.InitialInterval,
-			MaxInterval:     cfg.Retry.MaxInterval,
-			Multiplier:      2,
-			OnRetryHook:     func(int, time.Duration) {},
-			Logger:          w.wlog,
-		}.Middleware,
-		(&hbmw.Backpressure{InitialInterval: cfg.Retry.InitialInterval, MaxInterval: cfg.Retry.MaxInterval,
-			Logger: w.log, Failures: m.TransientFails, Paused: m.PausedSeconds}).Middleware,
-		wmmw.Recoverer,
 	)
+	backpressure := &hbmw.Backpressure{InitialInterval: cfg.Retry.InitialInterval, MaxInterval: cfg.Retry.MaxInterval,
+		Logger: w.log, Failures: m.TransientFails, Paused: m.PausedSeconds}
+	// handle adds the per-handler middleware inside the poison queue: retries
+	// (counted by handler), waiting out outages, and Recoverer — inside Retry,
+	// so that a panic is an error like any other: retried, then poisoned,
+	// never a stuck partition.
+	handle := func(h *message.Handler, name string, inner ...message.HandlerMiddleware) {
+		m.InitHandler(name)
+		retries := m.Retries.WithLabelValues(name)
+		h.AddMiddleware(append([]message.HandlerMiddleware{
+			wmmw.Retry{
+				MaxRetries:      cfg.Retry.MaxRetries,
+				InitialInterval: cfg.Retry.InitialInterval,
+				MaxInterval:     cfg.Retry.MaxInterval,
+				Multiplier:      2,
+				ShouldRetry: func(p wmmw.RetryParams) bool {
+					if p.RetryNum < cfg.Retry.MaxRetries {
+						retries.Inc()
+					}
+					return true
+				},
+				Logger: w.wlog,
+			}.Middleware,
+			backpressure.Middleware,
+			wmmw.Recoverer,
+		}, inner...)...)
+	}
 
 	limits := cfg.Validation.Limits()
 	if cfg.Runs(app.HandlerPersist) {
@@ -182,11 +213,11 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 		}))
 		closers = append(closers, batcher.Close)
 		persist := &handlers.Persist{Limits: limits, Batcher: batcher, Now: time.Now}
-		h := router.AddConsumerHandler(app.HandlerPersist, topics.TopicRaw, sub, persist.Handle)
-		h.AddMiddleware(hbmw.InvalidEvents{Publisher: w.pub, Topic: topics.TopicInvalid, Now: time.Now,
-			OnRouted: func(handler string, class messages.Class) { m.Invalid.WithLabelValues(handler, string(class)).Inc() },
-			Settle:   persist.Settle,
-		}.Middleware)
+		handle(router.AddConsumerHandler(app.HandlerPersist, topics.TopicRaw, sub, persist.Handle), app.HandlerPersist,
+			hbmw.InvalidEvents{Publisher: w.pub, Topic: topics.TopicInvalid, Now: time.Now,
+				OnRouted: func(handler string, class messages.Class) { m.Invalid.WithLabelValues(handler, string(class)).Inc() },
+				Settle:   persist.Settle,
+			}.Middleware)
 	}
 	if cfg.Runs(app.HandlerDetect) {
 		sub, err := w.subscriber(topics.GroupAnomaly)
@@ -199,7 +230,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 			OnHistory: func(outcome string) { m.StateRestores.WithLabelValues(outcome).Inc() },
 			Logger:    w.log,
 		}
-		router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, detect.Handle)
+		handle(router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, detect.Handle), app.HandlerDetect)
 	}
 	return router, closers, nil
 }

@@ -91,7 +91,7 @@ func startTestRouter(t *testing.T, handlers string, fail func(int) error) *testR
 	tr := &testRouter{pubsub: ps, events: &fakeEvents{fail: fail}, anomalies: &fakeAnomalies{seen: map[string]messages.Anomaly{}},
 		metrics: app.NewMetrics(app.NewRegistry()), cfg: cfg}
 	w := wiring{
-		cfg: cfg, metrics: tr.metrics, log: app.NewLogger("error"), wlog: logger, pub: ps,
+		cfg: cfg, metrics: tr.metrics, registry: app.NewRegistry(), log: app.NewLogger("error"), wlog: logger, pub: ps,
 		subscriber:      func(string) (message.Subscriber, error) { return ps, nil },
 		batchSubscriber: func(string) (message.Subscriber, error) { return ps, nil },
 		events:          tr.events.Write, anomalies: tr.anomalies, engine: newEngine(cfg),
@@ -216,6 +216,7 @@ func TestPersistRetriesThenPoisons(t *testing.T) {
 	calls, _ := tr.events.snapshot()
 	require.Equal(t, tr.cfg.Retry.MaxRetries+1, calls, "one try and MaxRetries retries")
 	require.Equal(t, 1.0, testutil.ToFloat64(tr.metrics.DLQ.WithLabelValues("persist")))
+	require.Equal(t, float64(tr.cfg.Retry.MaxRetries), testutil.ToFloat64(tr.metrics.Retries.WithLabelValues("persist")))
 }
 
 func TestPersistWaitsOutTransientFailuresInsteadOfPoisoning(t *testing.T) {

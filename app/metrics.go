@@ -65,6 +65,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 }
 
+// InitHandler creates the labelled series of a handler at zero, so that
+// Prometheus sees the first poisoned or invalid message as an increase.
+func (m *Metrics) InitHandler(handler string) {
+	m.Consumed.WithLabelValues(handler)
+	m.DLQ.WithLabelValues(handler)
+	m.Retries.WithLabelValues(handler)
+	m.TransientFails.WithLabelValues(handler)
+	m.PausedSeconds.WithLabelValues(handler)
+	switch handler {
+	case "persist":
+		m.Invalid.WithLabelValues(handler, "schema")
+		m.Invalid.WithLabelValues(handler, "domain")
+	case "detect":
+		for _, t := range [][2]string{{"LOW_HEART_RATE", "high"}, {"HIGH_HEART_RATE", "high"}, {"SPIKE", "medium"}} {
+			m.Anomalies.WithLabelValues(t[0], t[1])
+		}
+	}
+}
+
 // NewRegistry returns a registry with the Go runtime and process collectors.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
