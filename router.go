@@ -151,7 +151,9 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 	if err != nil {
 		return nil, nil, err
 	}
-	poison, err := wmmw.PoisonQueueWithFilter(dlqCounter{w.pub, m}, topics.TopicDLQ,
+	// Room for the poison metadata and the record's own overhead.
+	dlq := hbmw.BoundedPublisher{Publisher: dlqCounter{w.pub, m}, MaxBytes: app.MaxMessageBytes - 16<<10}
+	poison, err := wmmw.PoisonQueueWithFilter(dlq, topics.TopicDLQ,
 		func(err error) bool { return !hbmw.IsTransient(err) })
 	if err != nil {
 		return nil, nil, err
