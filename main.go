@@ -1,6 +1,7 @@
 // Command heartbeat runs the heart-rate pipeline: `heartbeat` runs the
 // handlers ROUTER_HANDLERS selects, `heartbeat broker` runs only the
-// in-process Kafka broker, `heartbeat healthcheck URL` probes a service's
+// in-process Kafka broker, `heartbeat dlq list|replay` inspects and replays
+// the poison queue, `heartbeat healthcheck URL` probes a service's
 // /healthz (for container health checks, where there is no curl).
 // Configuration comes from the environment; see README.md.
 package main
@@ -14,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/dlq"
 )
 
 func main() {
@@ -38,8 +40,20 @@ func run(ctx context.Context, args []string) error {
 	case len(args) == 0:
 	case args[0] == "broker" && len(args) == 1:
 		return app.RunBroker(ctx, cfg, log)
+	case args[0] == "dlq":
+		// The DLQ tools need only Kafka: the brokers of KAFKA_BOOTSTRAP_SERVERS,
+		// or the shared broker of `heartbeat broker`.
+		brokers := cfg.Kafka.BootstrapServers
+		if len(brokers) == 0 {
+			brokers = []string{cfg.Broker.Addr}
+		}
+		opts, err := cfg.Kafka.Security.FranzOpts()
+		if err != nil {
+			return err
+		}
+		return dlq.Main(ctx, brokers, cfg.Kafka.TopicDLQ, opts, args[1:], os.Stdout)
 	default:
-		return fmt.Errorf("unknown command %q; usage: heartbeat [broker | healthcheck URL]", strings.Join(args, " "))
+		return fmt.Errorf("unknown command %q; usage: heartbeat [broker | dlq list|replay | healthcheck URL]", strings.Join(args, " "))
 	}
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
