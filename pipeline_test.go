@@ -365,6 +365,17 @@ func verify(t *testing.T, broker string, pool *pgxpool.Pool, e expectation) {
 	}
 	require.Len(t, gotInvalid, len(e.invalid))
 
+	// The rollups agree with the readings they summarise.
+	var mismatched int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM (
+		SELECT date_trunc('minute', event_time) AS minute, heart_rate, count(*) AS events FROM heartbeat_events GROUP BY 1, 2
+		EXCEPT SELECT minute, heart_rate, events FROM heartbeat_minute_rates) d`).Scan(&mismatched))
+	require.Zero(t, mismatched, "heartbeat_minute_rates equals the per-minute counts of heartbeat_events")
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM (
+		(SELECT DISTINCT ON (customer_id) customer_id, event_time FROM heartbeat_events ORDER BY customer_id, event_time DESC)
+		EXCEPT SELECT customer_id, last_event_time FROM customer_last_seen) d`).Scan(&mismatched))
+	require.Zero(t, mismatched, "customer_last_seen holds each customer's latest reading")
+
 	// Every anomaly message was forwarded, so the outbox can be emptied
 	// (once the forwarder has recorded its last ack).
 	var pruned int64

@@ -72,6 +72,17 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		return p, nil
 	}
 
+	if cfg.Runs(app.HandlerPersist) {
+		// Partitions for every reading that can be valid, before consuming.
+		if _, err := hbsql.EnsurePartitions(context.Background(), a.Pool, time.Now(), cfg.Validation.MaxEventAge); err != nil {
+			return nil, err
+		}
+		p.Runners = append(p.Runners, app.Runner{Name: "partition maintenance", Run: func(ctx context.Context) error {
+			every(ctx, time.Hour, func() { maintainPartitions(ctx, a) })
+			return nil
+		}})
+		maintainPartitions(context.Background(), a)
+	}
 	engine := newEngine(cfg)
 	w := wiring{
 		cfg: cfg, metrics: m, registry: a.Registry, log: a.Log, wlog: a.WLogger, pub: pub,
@@ -278,6 +289,25 @@ func newSimulator(a *app.App, pub message.Publisher) *simulate.Simulator {
 		OnPublished: func(simulate.Event) { m.Produced.Inc() },
 		OnError:     func(error) { m.ProduceErrors.Inc() },
 		Logger:      a.Log,
+	}
+}
+
+// maintainPartitions creates the coming days' partitions of heartbeat_events
+// and drops those past HEARTBEAT_RETENTION_DAYS.
+func maintainPartitions(ctx context.Context, a *app.App) {
+	cfg := a.Config
+	if n, err := hbsql.EnsurePartitions(ctx, a.Pool, time.Now(), cfg.Validation.MaxEventAge); err != nil {
+		a.Log.Warn("partition maintenance", "err", err)
+	} else if n > 0 {
+		a.Log.Info("heartbeat_events partitions created", "count", n)
+	}
+	if cfg.Persist.RetentionDays > 0 {
+		dropped, err := hbsql.DropPartitions(ctx, a.Pool, time.Now(), cfg.Persist.RetentionDays)
+		if err != nil {
+			a.Log.Warn("retention", "err", err)
+		} else if len(dropped) > 0 {
+			a.Log.Info("heartbeat_events partitions dropped (retention)", "partitions", dropped, "retention_days", cfg.Persist.RetentionDays)
+		}
 	}
 }
 

@@ -129,6 +129,9 @@ type PersistConfig struct {
 	// MaxInFlightPerPartition bounds the messages of one partition that
 	// persist holds at once (delivered, not yet acknowledged).
 	MaxInFlightPerPartition int `env:"PERSIST_MAX_IN_FLIGHT_PER_PARTITION, default=1000"`
+	// RetentionDays drops daily partitions of heartbeat_events older than
+	// that many days; 0 keeps everything.
+	RetentionDays int `env:"HEARTBEAT_RETENTION_DAYS, default=0"`
 }
 
 // RetryConfig bounds the handler retries before a message is poisoned.
@@ -287,6 +290,11 @@ func (c Config) validate() error {
 	positiveDur("PERSIST_BATCH_TIMEOUT", c.Persist.BatchTimeout)
 	positive("PERSIST_WRITERS", float64(c.Persist.Writers))
 	positive("PERSIST_MAX_IN_FLIGHT_PER_PARTITION", float64(c.Persist.MaxInFlightPerPartition))
+	if c.Persist.RetentionDays < 0 {
+		bad("HEARTBEAT_RETENTION_DAYS", "must be 0 (keep everything) or a number of days, got %d", c.Persist.RetentionDays)
+	} else if r := time.Duration(c.Persist.RetentionDays) * 24 * time.Hour; r > 0 && r < c.Validation.MaxEventAge {
+		bad("HEARTBEAT_RETENTION_DAYS", "%d days is shorter than MAX_EVENT_AGE %s: valid readings would land in dropped partitions", c.Persist.RetentionDays, c.Validation.MaxEventAge)
+	}
 	if c.Retry.MaxRetries < 0 {
 		bad("RETRY_MAX_RETRIES", "must be 0 or more, got %d", c.Retry.MaxRetries)
 	}

@@ -31,10 +31,27 @@ const createStaging = `CREATE TEMP TABLE IF NOT EXISTS ` + stagingTable + ` (
 
 var stagingColumns = []string{"event_id", "customer_id", "event_time", "heart_rate", "source_topic", "source_partition", "source_offset"}
 
-const mergeStaging = `INSERT INTO heartbeat_events
-	(event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
+// mergeStaging moves a batch into heartbeat_events and, for the rows that
+// were new (not redelivered), maintains the per-minute rollups and each
+// customer's last reading in the same statement. Rollup rows are written in
+// key order, so concurrent writers lock them in the same order.
+const mergeStaging = `WITH ins AS (
+	INSERT INTO heartbeat_events
+		(event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
 	SELECT event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset FROM ` + stagingTable + `
-	ON CONFLICT (event_id) DO NOTHING`
+	ON CONFLICT DO NOTHING
+	RETURNING customer_id, event_time, heart_rate
+), minutes AS (
+	INSERT INTO heartbeat_minute_rates (minute, heart_rate, events)
+	SELECT date_trunc('minute', event_time), heart_rate, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+	ON CONFLICT (minute, heart_rate) DO UPDATE SET events = heartbeat_minute_rates.events + EXCLUDED.events
+), seen AS (
+	INSERT INTO customer_last_seen (customer_id, last_event_time, last_heart_rate)
+	SELECT DISTINCT ON (customer_id) customer_id, event_time, heart_rate FROM ins ORDER BY customer_id, event_time DESC
+	ON CONFLICT (customer_id) DO UPDATE SET last_event_time = EXCLUDED.last_event_time, last_heart_rate = EXCLUDED.last_heart_rate
+	WHERE customer_last_seen.last_event_time < EXCLUDED.last_event_time
+)
+SELECT count(*) FROM ins`
 
 // The checkpoint only moves forward: batches of one partition may commit out
 // of order when several writers run.
@@ -71,11 +88,9 @@ func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int6
 			return fmt.Errorf("copy %d rows: %w", len(rows), err)
 		}
 		if n > 0 {
-			tag, err := tx.Exec(ctx, mergeStaging)
-			if err != nil {
+			if err := tx.QueryRow(ctx, mergeStaging).Scan(&inserted); err != nil {
 				return fmt.Errorf("merge %d rows: %w", n, err)
 			}
-			inserted = tag.RowsAffected()
 		}
 		topics, parts, offs := checkpoints(rows)
 		if _, err := tx.Exec(ctx, upsertCheckpoint, w.group, topics, parts, offs); err != nil {

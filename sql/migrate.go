@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"path"
 	"sort"
 	"strconv"
@@ -61,6 +62,11 @@ func Migrations() ([]Migration, error) {
 // Migrate applies the migrations not yet applied, each in its own
 // transaction, under an advisory lock. It returns the versions applied.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
+	return MigrateTo(ctx, pool, math.MaxInt)
+}
+
+// MigrateTo applies the migrations up to version last.
+func MigrateTo(ctx context.Context, pool *pgxpool.Pool, last int) ([]int, error) {
 	ms, err := Migrations()
 	if err != nil {
 		return nil, err
@@ -80,6 +86,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 	}
 	var applied []int
 	for _, m := range ms {
+		if m.Version > last {
+			break
+		}
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			tag, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2) ON CONFLICT DO NOTHING`, m.Version, m.Name)
 			if err != nil || tag.RowsAffected() == 0 {
