@@ -18,7 +18,7 @@ import (
 
 // database creates a fresh, empty database on HEARTBEAT_TEST_DATABASE_URL's
 // server (default: the local one) and drops it after the test.
-func database(t *testing.T) *pgxpool.Pool {
+func database(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	base := os.Getenv("HEARTBEAT_TEST_DATABASE_URL")
 	if base == "" {
