@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/dashbench"
 	"github.com/heartbeat/heartbeat/app/dlq"
 )
 
@@ -40,6 +41,8 @@ func run(ctx context.Context, args []string) error {
 	case len(args) == 0:
 	case args[0] == "broker" && len(args) == 1:
 		return app.RunBroker(ctx, cfg, log)
+	case args[0] == "bench" && len(args) > 1 && args[1] == "-dashboards":
+		return dashbench.Main(ctx, cfg.Postgres.DatabaseURL, args[2:], os.Stdout)
 	case args[0] == "dlq":
 		// The DLQ tools need only Kafka: the brokers of KAFKA_BOOTSTRAP_SERVERS,
 		// or the shared broker of `heartbeat broker`.
