@@ -37,8 +37,15 @@ func (p *Persist) Settle(msg *message.Message) error {
 	if !ok || src.Offset < 0 {
 		return nil
 	}
-	return p.Batcher.Submit(msg.Context(), hbsql.EventRow{Source: src, CheckpointOnly: true})
+	// The envelope is already out: finish recording it even if the message's
+	// context ends now (shutdown), so a restart does not publish it again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), settleTimeout)
+	defer cancel()
+	return p.Batcher.Submit(ctx, hbsql.EventRow{Source: src, CheckpointOnly: true})
 }
+
+// settleTimeout bounds Settle once the message's context has ended.
+const settleTimeout = 5 * time.Second
 
 // EventWrite adapts a batch write that reports how many rows were new
 // (hbsql.EventWriter.Write) to a WriteFunc, reporting each committed batch.
