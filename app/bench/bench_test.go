@@ -1,0 +1,94 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/heartbeat/heartbeat/app/bench"
+)
+
+// testDatabaseURL is the server the database tests create their databases
+// on: HEARTBEAT_TEST_DATABASE_URL, or the local server.
+func testDatabaseURL() string {
+	if u := os.Getenv("HEARTBEAT_TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// TestBenchSmoke runs every phase briefly against the built binary and
+// checks the JSON line: every number reported, positive, nothing lost or
+// duplicated.
+func TestBenchSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs the pipeline")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, testDatabaseURL())
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required under CI=true: %v", err)
+		}
+		t.Skipf("PostgreSQL not available (set HEARTBEAT_TEST_DATABASE_URL): %v", err)
+	}
+	require.NoError(t, conn.Close(ctx))
+
+	bin := filepath.Join(t.TempDir(), "heartbeat")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = "../.."
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+
+	var stdout, stderr bytes.Buffer
+	err = bench.Main(ctx, []string{
+		"-binary", bin, "-database-url", testDatabaseURL(), "-json",
+		"-duration", "2s", "-warmup", "1s", "-customers", "100", "-drain-events", "20000",
+		"-copy-rows", "50000", "-per-row-time", "1s", "-rss-customers", "10000",
+	}, &stdout, &stderr)
+	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
+	t.Logf("stdout:\n%s", stdout.String())
+
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &got), "last line: %s", lines[len(lines)-1])
+	for _, key := range []string{
+		"copy_ceiling_rows_per_s", "per_row_insert_rows_per_s",
+		"ingest_events_per_s", "ingest_vs_copy", "ingest_vs_per_row",
+		"drain_rows_per_s", "drain_vs_copy", "detect_events_per_s",
+		"anomaly_latency_p50_ms", "anomaly_latency_p99_ms",
+		"anomaly_row_latency_p50_ms", "anomaly_row_latency_p99_ms",
+		"peak_rss_mb", "cores", "gomaxprocs",
+	} {
+		v, ok := got[key].(float64)
+		require.True(t, ok, "key %s missing or not a number in %v", key, got)
+		require.Positive(t, v, key)
+	}
+	for _, key := range []string{"lost", "duplicated"} {
+		v, ok := got[key].(float64)
+		require.True(t, ok, "key %s missing or not a number", key)
+		require.Zero(t, v, key)
+	}
+	require.NotEmpty(t, got["postgres_version"])
+
+	// The bench dropped its database.
+	name := regexp.MustCompile(`database (heartbeat_bench_[0-9a-f]+) created`).FindStringSubmatch(stderr.String())
+	require.NotNil(t, name, "stderr names the bench database:\n%s", stderr.String())
+	conn, err = pgx.Connect(ctx, testDatabaseURL())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var left bool
+	require.NoError(t, conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name[1]).Scan(&left))
+	require.False(t, left, "database %s left behind", name[1])
+}

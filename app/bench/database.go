@@ -1,0 +1,163 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	hbsql "github.com/heartbeat/heartbeat/sql"
+)
+
+// database is the bench's own database on the server under test.
+type database struct {
+	name   string
+	url    string // of the bench database, for the children's DATABASE_URL
+	admin  *pgx.ConnConfig
+	pool   *pgxpool.Pool
+	server string // PostgreSQL version
+}
+
+// createDatabase creates heartbeat_bench_<random> on the server of
+// serverURL and applies the migrations.
+func createDatabase(ctx context.Context, serverURL string) (*database, error) {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	d := &database{name: "heartbeat_bench_" + hex.EncodeToString(b[:])}
+	admin, err := pgx.ParseConfig(withDatabase(serverURL, "postgres"))
+	if err != nil {
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	d.admin = admin
+	conn, err := pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d as %s: %w", admin.Host, admin.Port, admin.User, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&d.server); err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{d.name}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", d.name, err)
+	}
+	d.url = withDatabase(serverURL, d.name)
+	cfg, err := pgxpool.ParseConfig(d.url)
+	if err != nil {
+		d.drop(ctx)
+		return nil, err
+	}
+	cfg.MaxConns = 4
+	if d.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		d.drop(ctx)
+		return nil, err
+	}
+	if _, err := hbsql.Migrate(ctx, d.pool); err != nil {
+		d.drop(ctx)
+		return nil, fmt.Errorf("migrate %s: %w", d.name, err)
+	}
+	return d, nil
+}
+
+// withDatabase returns the connection string s naming database name.
+func withDatabase(s, name string) string {
+	if u, err := url.Parse(s); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + name
+		return u.String()
+	}
+	// key=value form: a later setting wins.
+	return s + " dbname=" + name
+}
+
+// drop closes the pool and drops the database, disconnecting what is left.
+func (d *database) drop(ctx context.Context) error {
+	if d.pool != nil {
+		d.pool.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, d.admin)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{d.name}.Sanitize()+" WITH (FORCE)")
+	return err
+}
+
+// reset empties every table the pipeline writes, so a phase starts from
+// nothing, and checkpoints so that the previous phase's WAL is not flushed
+// during the next one.
+func (d *database) reset(ctx context.Context) error {
+	rows, err := d.pool.Query(ctx, `SELECT quote_ident(c.relname) FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+		  AND c.relname NOT IN ('schema_migrations', 'bench_copy', 'bench_per_row')`)
+	if err != nil {
+		return err
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	if len(tables) > 0 {
+		if _, err := d.pool.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")); err != nil {
+			return fmt.Errorf("empty the tables: %w", err)
+		}
+	}
+	_, _ = d.pool.Exec(ctx, "CHECKPOINT") // needs a superuser or pg_checkpoint; best effort
+	return nil
+}
+
+// idSet is a set of event ids.
+type idSet map[[16]byte]struct{}
+
+// integrity is what a phase's verification found.
+type integrity struct {
+	Expected   int64 // valid readings the phase produced
+	Stored     int64 // rows in heartbeat_events
+	Lost       int64 // expected ids not stored
+	Duplicated int64 // count(*) - count(DISTINCT event_id)
+	Unexpected int64 // stored ids nobody produced
+}
+
+// verify compares heartbeat_events with the ids that were produced.
+func (d *database) verify(ctx context.Context, want idSet) (integrity, error) {
+	r := integrity{Expected: int64(len(want))}
+	seen := make(map[[16]byte]struct{}, len(want))
+	rows, err := d.pool.Query(ctx, "SELECT event_id FROM heartbeat_events")
+	if err != nil {
+		return r, err
+	}
+	var id pgtype.UUID
+	_, err = pgx.ForEachRow(rows, []any{&id}, func() error {
+		r.Stored++
+		if _, dup := seen[id.Bytes]; dup {
+			r.Duplicated++
+			return nil
+		}
+		seen[id.Bytes] = struct{}{}
+		if _, ok := want[id.Bytes]; !ok {
+			r.Unexpected++
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("read heartbeat_events: %w", err)
+	}
+	r.Lost = r.Expected - (int64(len(seen)) - r.Unexpected)
+	return r, nil
+}
+
+// count is SELECT count(*) of table.
+func (d *database) count(ctx context.Context, table string) (int64, error) {
+	var n int64
+	err := d.pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n)
+	return n, err
+}

@@ -1,0 +1,181 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/windowed"
+	"github.com/heartbeat/heartbeat/simulate"
+)
+
+// drainPhase produces -drain-events valid readings, then starts persist
+// alone and times it from its start to its last committed row.
+func (r *runner) drainPhase(ctx context.Context) error {
+	b, err := startBroker(ctx, r.cfg.Kafka)
+	if err != nil {
+		return err
+	}
+	r.drained = b // closed by the next phase, after detect used it
+	start := time.Now()
+	want, err := r.preload(ctx, b, r.o.DrainEvents)
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	r.progress("drain: produced %d readings in %s (%.0f/s)", len(want), took.Round(time.Millisecond), float64(len(want))/took.Seconds())
+
+	t0 := time.Now()
+	persist, err := r.start(ctx, "drain-persist", r.env(b, map[string]string{"ROUTER_HANDLERS": app.HandlerPersist}))
+	if err != nil {
+		return err
+	}
+	defer persist.stop()
+	meter := r.startCPU(persist)
+	peaks := sampleRuntime(ctx, persist)
+	waitProfile := r.profile(ctx, persist, PhaseDrain, min(r.o.Duration, 10*time.Second))
+	var first time.Time
+	end, err := waitInserts(ctx, persist, int64(len(want)), &first)
+	if err != nil {
+		return err
+	}
+	r.cpu(PhaseDrain, meter.stop())
+	r.note(PhaseDrain, "persist held %s", peaks())
+	waitProfile()
+	if b, err := readBatches(ctx, persist); err == nil {
+		r.note(PhaseDrain, "%s", b.describe(batchStats{}, end.Sub(first).Seconds(), r.cfg.Persist.Writers))
+	}
+	r.res.DrainEvents = int64(len(want))
+	r.res.DrainSeconds = end.Sub(t0).Seconds()
+	r.res.DrainFirstRow = first.Sub(t0).Seconds()
+	r.res.Drain = float64(len(want)) / r.res.DrainSeconds
+	r.progress("drain: %d rows in %.2fs from persist's start (first row after %.2fs): %.0f rows/s",
+		len(want), r.res.DrainSeconds, r.res.DrainFirstRow, r.res.Drain)
+	if rss, err := persist.peakRSS(); err == nil {
+		r.res.DrainRSS = mb(rss)
+	}
+	check, err := r.db.verify(ctx, want)
+	if err != nil {
+		return err
+	}
+	r.res.DrainCheck = check
+	r.progress("drain: %+v", check)
+	r.stop(persist)
+	return nil
+}
+
+// preload produces n valid readings of the simulator's generator (keyed by
+// customer, as the simulator publishes them) with franz-go, and returns
+// their event ids. Event times end about now, a millisecond apart at most.
+func (r *runner) preload(ctx context.Context, b *broker, n int) (idSet, error) {
+	cl, err := b.client(kgo.DefaultProduceTopic(r.cfg.Kafka.TopicRaw), kgo.MaxBufferedRecords(100_000), uncompressed)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	gen := simulate.NewGenerator(simulate.GeneratorConfig{
+		Customers: r.o.Customers, Seed: randUint64(),
+		LateRatio: r.cfg.Sim.LateRatio, AnomalyRatio: r.cfg.Sim.AnomalyRatio,
+	})
+	step := min(time.Millisecond, 12*time.Hour/time.Duration(n))
+	base := time.Now().Add(-time.Duration(n)*step - 10*time.Second)
+	want := make(idSet, n)
+	var failed atomic.Int64
+	var firstErr error
+	var once sync.Once
+	done := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.Add(1)
+			once.Do(func() { firstErr = err })
+		}
+	}
+	for i := range n {
+		ev := gen.Next(base.Add(time.Duration(i) * step))
+		id, err := uuid.Parse(ev.ID)
+		if err != nil {
+			return nil, err
+		}
+		want[id] = struct{}{}
+		rec := &kgo.Record{Key: []byte(ev.Key), Value: ev.Payload,
+			Headers: []kgo.RecordHeader{{Key: windowed.UUIDHeaderKey, Value: []byte(ev.ID)}}}
+		cl.Produce(ctx, rec, done)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		return nil, err
+	}
+	if f := failed.Load(); f > 0 {
+		return nil, fmt.Errorf("preload: %d of %d records not produced: %w", f, n, firstErr)
+	}
+	return want, nil
+}
+
+// detectPhase runs detect alone over the topic the drain phase filled, in a
+// fresh consumer group. heartbeat_events and persist's checkpoint are
+// complete by then, so when detect rebuilds a customer's state it finds the
+// history at once instead of waiting DETECT_HISTORY_WAIT for persist.
+func (r *runner) detectPhase(ctx context.Context) error {
+	b := r.drained
+	n := r.res.DrainEvents
+	group := fmt.Sprintf("bench.detect.%x", randUint64())
+	t0 := time.Now()
+	det, err := r.start(ctx, "detect", r.env(b, map[string]string{
+		"ROUTER_HANDLERS":              app.HandlerDetect,
+		"KAFKA_CONSUMER_GROUP_ANOMALY": group,
+	}))
+	if err != nil {
+		return err
+	}
+	defer det.stop()
+	meter := r.startCPU(det)
+	peaks := sampleRuntime(ctx, det)
+	waitProfile := r.profile(ctx, det, PhaseDetect, min(r.o.Duration, 10*time.Second))
+	consumed := func() (float64, error) { return det.metric(ctx, mConsumed, `handler="detect"`) }
+	var tFirst time.Time
+	var cFirst float64
+	var tEnd time.Time
+	var cEnd float64
+	for {
+		if det.exited() {
+			return det.failure()
+		}
+		c, err := consumed()
+		now := time.Now()
+		if err == nil && c > 0 {
+			if tFirst.IsZero() {
+				tFirst, cFirst = now, c
+			}
+			tEnd, cEnd = now, c
+			if int64(c) >= n || now.Sub(tFirst) >= r.o.Duration {
+				break
+			}
+		}
+		if tFirst.IsZero() && now.Sub(t0) > time.Minute {
+			return fmt.Errorf("detect consumed nothing within a minute (log: %s)", det.logPath)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if tEnd.Sub(tFirst) <= 0 {
+		return fmt.Errorf("detect consumed all %d events before a second sample; raise -drain-events", n)
+	}
+	r.cpu(PhaseDetect, meter.stop())
+	r.note(PhaseDetect, "detect held %s", peaks())
+	waitProfile()
+	r.res.Detect = (cEnd - cFirst) / tEnd.Sub(tFirst).Seconds()
+	r.res.DetectConsumed = int64(cEnd)
+	r.res.DetectAnomalies, _ = det.metric(ctx, mAnomaly)
+	if rss, err := det.peakRSS(); err == nil {
+		r.res.DetectRSS = mb(rss)
+	}
+	r.progress("detect: %.0f events/s (%.0f consumed, %.0f anomalies recorded, first after %.2fs)",
+		r.res.Detect, cEnd, r.res.DetectAnomalies, tFirst.Sub(t0).Seconds())
+	r.stop(det)
+	return nil
+}
