@@ -144,3 +144,225 @@ func (d *Detect) restore(ctx context.Context, h messages.Heartbeat) error {
 	}
 	return nil
 }
+
+// EpisodeStore records episode openings and closings with their outgoing
+// messages atomically, and reloads a customer's recent episodes.
+type EpisodeStore interface {
+	WriteEpisodes(ctx context.Context, ws []hbsql.EpisodeWrite) (written []bool, err error)
+	RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]rules.Episode, error)
+}
+
+// EpisodeHistory reads a customer's stored readings: prime, its latest
+// before warmFrom, and those from warmFrom on, in the partition's order,
+// all from records of src's partition before src.
+type EpisodeHistory interface {
+	Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *rules.Reading, rs []rules.Reading, err error)
+}
+
+// DetectEpisodes is the detector of DETECTION_MODE=episode: it validates
+// readings as Persist does and evaluates the valid ones against the episode
+// rules ([rules.EpisodeEngine]). Each episode is one anomalies row, inserted
+// when it opens and updated when it closes; the opening and the closing are
+// each published on events.anomaly.v1 through the outbox, in the
+// transaction that changes the row. The state moves on only after it
+// commits.
+//
+// After a restart, a rebalance or an eviction, a customer's state is
+// rebuilt before its first reading is evaluated: its open and recently
+// ended episodes from the anomalies table, then its stored readings
+// replayed through the same rules (see [rules.EpisodeParams.RestoreWindow]).
+type DetectEpisodes struct {
+	Limits messages.Limits
+	Engine *rules.EpisodeEngine
+	Store  EpisodeStore
+	// History, when set, rebuilds the state of a customer the engine does
+	// not know.
+	History      EpisodeHistory
+	AnomalyTopic string
+	Now          func() time.Time
+	// OnAnomaly is called for each newly recorded opening (metrics).
+	OnAnomaly func(a messages.Anomaly)
+	// OnHistory is called after each rebuild with its outcome.
+	OnHistory func(outcome string)
+	Logger    *slog.Logger
+}
+
+// EpisodeAnomaly is the message on events.anomaly.v1 of an episode opening
+// (status "open") or closing ("closed"): the per-event anomaly's fields, for
+// the episode's first reading, and the episode's. The opening's message id
+// is the anomaly id; the closing's is derived from it.
+type EpisodeAnomaly struct {
+	messages.Anomaly
+	Status     string     `json:"status"`
+	StartedAt  time.Time  `json:"started_at"`
+	OpenedAt   time.Time  `json:"opened_at"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	PeakRate   int        `json:"peak_heart_rate"`
+	TroughRate int        `json:"trough_heart_rate"`
+	Samples    int        `json:"samples"`
+	DurationMS int64      `json:"duration_ms"`
+}
+
+// Handle implements message.NoPublishHandlerFunc.
+func (d *DetectEpisodes) Handle(msg *message.Message) error {
+	now := d.Now()
+	h, err := d.Limits.Validate(msg.Payload, now)
+	if err != nil {
+		if _, invalid := messages.AsValidationError(err); invalid {
+			return nil
+		}
+		return err
+	}
+	src, hasSrc := messages.SourceFromContext(msg.Context())
+	if !d.Engine.Known(src.Partition, h.CustomerID) && d.History != nil && hasSrc && src.Offset >= 0 {
+		if err := d.restore(msg.Context(), h, src); err != nil {
+			return err
+		}
+	}
+	changes, apply := d.Engine.Evaluate(src.Partition, h, now)
+	if len(changes) == 0 {
+		apply()
+		return nil
+	}
+	ws := make([]hbsql.EpisodeWrite, 0, len(changes))
+	for _, c := range changes {
+		w, err := d.episodeWrite(c, now, msg)
+		if err != nil {
+			return err
+		}
+		ws = append(ws, w)
+	}
+	written, err := d.Store.WriteEpisodes(msg.Context(), ws)
+	if err != nil {
+		return err
+	}
+	apply()
+	for i, w := range ws {
+		if written[i] && w.Row.Status == hbsql.EpisodeOpen && d.OnAnomaly != nil {
+			d.OnAnomaly(w.Row.Anomaly)
+		}
+	}
+	return nil
+}
+
+func (d *DetectEpisodes) episodeWrite(c rules.Change, now time.Time, in *message.Message) (hbsql.EpisodeWrite, error) {
+	row, err := NewEpisodeRow(c, d.Engine.Params(), now)
+	if err != nil {
+		return hbsql.EpisodeWrite{}, err
+	}
+	body, err := json.Marshal(EpisodeAnomaly{Anomaly: row.Anomaly, Status: row.Status, StartedAt: row.StartedAt,
+		OpenedAt: row.OpenedAt, EndedAt: row.EndedAt, PeakRate: row.PeakRate, TroughRate: row.TroughRate,
+		Samples: row.Samples, DurationMS: row.DurationMS})
+	if err != nil {
+		return hbsql.EpisodeWrite{}, err
+	}
+	id := row.AnomalyID
+	if row.Status == hbsql.EpisodeClosed {
+		id = messages.AnomalyID(row.AnomalyID, "closed")
+	}
+	out := message.NewMessage(id, body)
+	out.Metadata.Set(wmmw.CorrelationIDMetadataKey, wmmw.MessageCorrelationID(in))
+	out.Metadata.Set(messages.KeyMetadata, row.CustomerID)
+	out.Metadata.Set("anomaly_type", row.Type)
+	out.Metadata.Set("anomaly_status", row.Status)
+	return hbsql.EpisodeWrite{Row: row, Topic: d.AnomalyTopic, Msg: out}, nil
+}
+
+// NewEpisodeRow is the anomalies row of change c, detected at detectedAt.
+func NewEpisodeRow(c rules.Change, p rules.EpisodeParams, detectedAt time.Time) (hbsql.EpisodeRow, error) {
+	ep := c.Episode
+	details := map[string]any{"threshold": ep.Threshold}
+	switch ep.Rule {
+	case rules.SustainedHigh:
+		details["hold_at_or_above"] = p.SustainedHigh - p.Hysteresis
+	case rules.SustainedLow:
+		details["hold_at_or_below"] = p.SustainedLow + p.Hysteresis
+	case rules.Spike:
+		details["previous_heart_rate"] = ep.Base
+		details["delta"] = ep.Delta()
+		details["confirm_readings"] = p.SpikeConfirm
+	case rules.SignalLoss:
+		details["last_heart_rate"] = ep.Start.Rate
+	}
+	if ep.Rule == rules.SustainedHigh || ep.Rule == rules.SustainedLow {
+		details["sustain_s"] = p.SustainFor.Seconds()
+	}
+	if ep.Opened.EventID != "" {
+		details["opened_event_id"] = ep.Opened.EventID
+		details["opened_heart_rate"] = ep.Opened.Rate
+	}
+	row := hbsql.EpisodeRow{
+		Status: hbsql.EpisodeOpen, StartedAt: ep.Start.Time.UTC(), OpenedAt: ep.OpenedAt.UTC(),
+		PeakRate: ep.Peak, TroughRate: ep.Trough, Samples: ep.Samples, DurationMS: ep.Duration().Milliseconds(),
+	}
+	if c.Kind == rules.Closed {
+		details = map[string]any{"close_reason": ep.CloseReason}
+		end := ep.End.UTC()
+		row.Status, row.EndedAt = hbsql.EpisodeClosed, &end
+	}
+	raw, err := json.Marshal(details)
+	if err != nil {
+		return hbsql.EpisodeRow{}, err
+	}
+	var prev *int
+	if ep.Rule == rules.Spike {
+		b := ep.Base
+		prev = &b
+	}
+	row.Anomaly = messages.Anomaly{
+		AnomalyID: ep.ID(), EventID: ep.Start.EventID, CustomerID: ep.CustomerID, Type: ep.Rule, Severity: ep.Severity,
+		HeartRate: ep.Start.Rate, PreviousHeartRate: prev, EventTime: ep.Start.Time.UTC(), DetectedAt: detectedAt.UTC(),
+		Details: raw,
+	}
+	return row, nil
+}
+
+func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src messages.Source) error {
+	p := d.Engine.Params()
+	recent, err := d.Store.RecentEpisodes(ctx, h.CustomerID, p.RecentSince(h.Timestamp))
+	if err != nil {
+		return err
+	}
+	var starts []time.Time
+	for _, ep := range recent {
+		starts = append(starts, ep.Start.Time)
+	}
+	warmFrom, fullFrom := p.RestoreWindow(h.Timestamp, starts)
+	prime, readings, err := d.History.Readings(ctx, h, src, warmFrom)
+	outcome := "found"
+	switch {
+	case errors.Is(err, hbsql.ErrHistoryIncomplete):
+		// Persist is not running or far behind: go on from the recorded
+		// episodes alone rather than stall detection; pending timers start
+		// again.
+		outcome = "incomplete"
+		if d.Logger != nil {
+			d.Logger.Warn("detector state not rebuilt: persist has not stored the earlier readings", "customer_id", h.CustomerID, "err", err)
+		}
+		prime, readings = nil, nil
+	case err != nil:
+		return err
+	case prime == nil && len(readings) == 0:
+		outcome = "none"
+	}
+	open := d.Engine.Restore(src.Partition, h.CustomerID, prime, readings, fullFrom, recent)
+	if d.Logger != nil && outcome != "incomplete" {
+		want := map[string]bool{}
+		for _, ep := range recent {
+			if !ep.Closed {
+				want[ep.ID()] = true
+			}
+		}
+		for _, ep := range open {
+			delete(want, ep.ID())
+		}
+		if len(want) > 0 {
+			d.Logger.Warn("episodes recorded open were not rebuilt from the stored readings; they stay open until a reading closes them",
+				"customer_id", h.CustomerID, "episodes", len(want))
+		}
+	}
+	if d.OnHistory != nil {
+		d.OnHistory(outcome)
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package sql
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 )
 
@@ -83,4 +85,195 @@ func PruneOutbox(ctx context.Context, pool *pgxpool.Pool, keep time.Duration) (i
 		return 0, fmt.Errorf("prune outbox: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// Episodes (DETECTION_MODE=episode). An episode is one anomalies row,
+// inserted with status 'open' when it opens and updated to 'closed' once
+// when it closes; each of the two is one transaction with its outbox
+// message. The detector rebuilds a customer's state from the row (which
+// episodes are open) and from heartbeat_events (the readings that drive the
+// timers), so no detector state is written per reading.
+
+// EpisodeRow is an anomalies row of an episode: the per-event columns (the
+// episode's first reading as event_id, event_time and heart_rate) and the
+// episode's own.
+type EpisodeRow struct {
+	messages.Anomaly
+	Status     string // "open" or "closed"
+	StartedAt  time.Time
+	OpenedAt   time.Time
+	EndedAt    *time.Time
+	PeakRate   int
+	TroughRate int
+	Samples    int
+	DurationMS int64
+}
+
+// Episode statuses.
+const (
+	EpisodeOpen   = "open"
+	EpisodeClosed = "closed"
+)
+
+// EpisodeWrite is an episode opening or closing and its outbox message.
+type EpisodeWrite struct {
+	Row   EpisodeRow
+	Topic string
+	Msg   *message.Message
+}
+
+const insertEpisode = `INSERT INTO anomalies
+	(anomaly_id, event_id, customer_id, anomaly_type, severity, heart_rate, event_time, detected_at, details,
+	 status, started_at, opened_at, ended_at, peak_rate, trough_rate, samples, duration_ms, closed_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+	        CASE WHEN $10 = 'closed' THEN $8::timestamptz END)
+	ON CONFLICT DO NOTHING`
+
+// closeEpisode closes an open row only, so that a redelivered close
+// changes nothing and queues no second message.
+const closeEpisode = `UPDATE anomalies SET status = 'closed', ended_at = $2, peak_rate = $3, trough_rate = $4,
+	samples = $5, duration_ms = $6, details = details || $7, closed_at = $8
+	WHERE anomaly_id = $1 AND status = 'open'`
+
+// WriteEpisodes records the openings and closings of one reading, with their
+// outbox messages, in one transaction, in order. An opening inserts the row
+// unless it exists; a closing updates the row if it is open, or inserts it
+// closed if it was never recorded. Each message is queued only with the
+// row change it announces, so a redelivered reading duplicates nothing.
+// written tells, per write, whether it changed a row.
+func (w *AnomalyWriter) WriteEpisodes(ctx context.Context, ws []EpisodeWrite) (written []bool, err error) {
+	written = make([]bool, len(ws))
+	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+		var pub message.Publisher
+		for i, e := range ws {
+			r := e.Row
+			changed := false
+			if r.Status == EpisodeClosed {
+				tag, err := tx.Exec(ctx, closeEpisode, r.AnomalyID, r.EndedAt, int16(r.PeakRate), int16(r.TroughRate),
+					r.Samples, r.DurationMS, r.Details, r.DetectedAt)
+				if err != nil {
+					return fmt.Errorf("close episode %s: %w", r.AnomalyID, err)
+				}
+				changed = tag.RowsAffected() == 1
+			}
+			if !changed {
+				var closed bool
+				if closed, err = w.insertEpisode(ctx, tx, r); err != nil {
+					return err
+				}
+				changed = closed
+			}
+			if !changed {
+				continue
+			}
+			written[i] = true
+			if pub == nil {
+				sqlPub, err := wmsql.NewPublisher(wmsql.TxFromPgx(tx), wmsql.PublisherConfig{SchemaAdapter: OutboxSchema()}, w.logger)
+				if err != nil {
+					return err
+				}
+				pub = forwarder.NewPublisher(sqlPub, forwarder.PublisherConfig{ForwarderTopic: OutboxTopic})
+			}
+			if err := pub.Publish(e.Topic, e.Msg); err != nil {
+				return fmt.Errorf("queue episode message: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record %d episode changes: %w", len(ws), err)
+	}
+	return written, nil
+}
+
+func (w *AnomalyWriter) insertEpisode(ctx context.Context, tx pgx.Tx, r EpisodeRow) (bool, error) {
+	tag, err := tx.Exec(ctx, insertEpisode, r.AnomalyID, r.EventID, r.CustomerID, r.Type, r.Severity,
+		int16(r.HeartRate), r.EventTime, r.DetectedAt, r.Details,
+		r.Status, r.StartedAt, r.OpenedAt, r.EndedAt, int16(r.PeakRate), int16(r.TroughRate), r.Samples, r.DurationMS)
+	if err != nil {
+		return false, fmt.Errorf("insert episode %s: %w", r.AnomalyID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// RecentEpisodes returns customer's episodes that are open or ended at or
+// after since, with what rebuilding its state needs of them: rule, first
+// reading, opening time, end, and the figures recorded.
+func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]rules.Episode, error) {
+	rows, err := w.pool.Query(ctx, `SELECT anomaly_type, severity, event_id::text, started_at, heart_rate, opened_at, status, ended_at,
+		       peak_rate, trough_rate, samples, duration_ms
+		FROM anomalies WHERE customer_id = $1 AND status IS NOT NULL AND (status = 'open' OR ended_at >= $2)`, customer, since)
+	if err != nil {
+		return nil, fmt.Errorf("episodes of %s: %w", customer, err)
+	}
+	var out []rules.Episode
+	var ep rules.Episode
+	var rate, peak, trough int16
+	var status string
+	var ended *time.Time
+	var samples int32
+	var durationMS int64
+	_, err = pgx.ForEachRow(rows, []any{&ep.Rule, &ep.Severity, &ep.Start.EventID, &ep.Start.Time, &rate, &ep.OpenedAt, &status, &ended,
+		&peak, &trough, &samples, &durationMS}, func() error {
+		e := ep
+		e.CustomerID, e.Start.Rate, e.Closed = customer, int(rate), status == EpisodeClosed
+		e.Peak, e.Trough, e.Samples = int(peak), int(trough), int(samples)
+		e.Last = e.Start
+		e.Last.Time = e.Start.Time.Add(time.Duration(durationMS) * time.Millisecond)
+		if ended != nil {
+			e.End = *ended
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("episodes of %s: %w", customer, err)
+	}
+	return out, nil
+}
+
+// EpisodeHistory reads a customer's stored readings to rebuild its episode
+// state, once persist has stored them (see [History]).
+type EpisodeHistory struct{ h *History }
+
+// NewEpisodeHistory reads through h: its pool, persist group and wait.
+func NewEpisodeHistory(h *History) *EpisodeHistory { return &EpisodeHistory{h: h} }
+
+// Readings returns the readings of h.CustomerID stored from records of src's
+// partition before src: prime, the latest before warmFrom (nil if none),
+// and those from warmFrom on, in offset order.
+func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *rules.Reading, rs []rules.Reading, err error) {
+	if err := hs.h.waitFor(ctx, src); err != nil {
+		return nil, nil, err
+	}
+	var p rules.Reading
+	var rate int16
+	err = hs.h.pool.QueryRow(ctx, `SELECT event_id::text, event_time, heart_rate FROM heartbeat_events
+		WHERE customer_id = $1 AND source_topic = $2 AND source_partition = $3 AND source_offset < $4 AND event_time < $5
+		ORDER BY event_time DESC, source_offset LIMIT 1`,
+		h.CustomerID, src.Topic, src.Partition, src.Offset, warmFrom).Scan(&p.EventID, &p.Time, &rate)
+	switch {
+	case err == nil:
+		p.Rate = int(rate)
+		prime = &p
+	case !errors.Is(err, pgx.ErrNoRows):
+		return nil, nil, fmt.Errorf("look up readings of %s: %w", h.CustomerID, err)
+	}
+	rows, err := hs.h.pool.Query(ctx, `SELECT event_id::text, event_time, heart_rate FROM heartbeat_events
+		WHERE customer_id = $1 AND source_topic = $2 AND source_partition = $3 AND source_offset < $4 AND event_time >= $5
+		ORDER BY source_offset`,
+		h.CustomerID, src.Topic, src.Partition, src.Offset, warmFrom)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read readings of %s: %w", h.CustomerID, err)
+	}
+	var r rules.Reading
+	_, err = pgx.ForEachRow(rows, []any{&r.EventID, &r.Time, &rate}, func() error {
+		r.Rate = int(rate)
+		rs = append(rs, r)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read readings of %s: %w", h.CustomerID, err)
+	}
+	return prime, rs, nil
 }

@@ -1,0 +1,195 @@
+package evaluate
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/simulate"
+)
+
+// Main is `heartbeat evaluate [flags]`: it scores the rules of the
+// environment (ANOMALY_*, DETECTION_MODE's parameters, HEART_RATE_MIN/MAX)
+// on a labelled scenario and prints a table, or with -json one JSON object
+// on the last line. The scenario is deterministic: SIM_SEED (or -seed)
+// chooses it.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	sc := DefaultScenario()
+	fs := flag.NewFlagSet("evaluate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print the report as one JSON object on the last line")
+	seed := fs.Uint64("seed", 0, "scenario seed (default: SIM_SEED, or 1 when that is 0)")
+	customers := fs.Int("customers", sc.Physiology.Customers, "simulated customers")
+	span := fs.Duration("span", sc.Physiology.Span, "simulated time")
+	day := fs.Duration("day", sc.Physiology.DayLength, "length of a simulated day (compresses the sleep cycle; 24h is real time)")
+	labelsFile := fs.String("labels", "", "write the ground truth to this CSV file (customer_id,type,class,start,end)")
+	exportFile := fs.String("export", "", "write the scenario's readings to this CSV file, replayable with `heartbeat replay`")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: heartbeat evaluate [-json] [-seed N] [-customers N] [-span D] [-day D] [-labels FILE] [-export FILE]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("evaluate: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := app.LoadConfig(ctx, nil)
+	if err != nil {
+		return err
+	}
+	det, err := app.LoadDetectionConfig(ctx, nil, cfg.Anomaly)
+	if err != nil {
+		return err
+	}
+	sc.Episode = det.EpisodeParams(cfg.Anomaly)
+	sc.PerEvent.Low, sc.PerEvent.High, sc.PerEvent.SpikeDelta = cfg.Anomaly.LowThreshold, cfg.Anomaly.HighThreshold, cfg.Anomaly.SpikeDelta
+	sc.MinRate, sc.MaxRate = cfg.Validation.HeartRateMin, cfg.Validation.HeartRateMax
+	switch {
+	case *seed != 0:
+		sc.Physiology.Seed = *seed
+	case cfg.Sim.Seed != 0:
+		sc.Physiology.Seed = cfg.Sim.Seed
+	}
+	if *customers <= 0 || *span <= 0 || *day <= 0 {
+		return errors.New("evaluate: -customers, -span and -day must be positive")
+	}
+	sc.Physiology.Customers, sc.Physiology.Span, sc.Physiology.DayLength = *customers, *span, *day
+
+	var export func(simulate.PhysReading)
+	var exported []simulate.PhysReading
+	if *exportFile != "" {
+		export = func(r simulate.PhysReading) { exported = append(exported, r) }
+	}
+	started := time.Now()
+	rep, err := Run(sc, export)
+	if err != nil {
+		return err
+	}
+	took := time.Since(started)
+	if *labelsFile != "" || *exportFile != "" {
+		gen := simulate.NewPhysiology(sc.Physiology)
+		if *labelsFile != "" {
+			if err := writeFile(*labelsFile, func(w io.Writer) error { return simulate.WriteLabels(w, gen.Labels()) }); err != nil {
+				return err
+			}
+		}
+		if *exportFile != "" {
+			if err := writeFile(*exportFile, func(w io.Writer) error { return simulate.WriteCSV(w, gen.CustomerIDs(), exported) }); err != nil {
+				return err
+			}
+		}
+	}
+	if *asJSON {
+		b, err := json.Marshal(rep)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	return PrintTable(stdout, rep, took)
+}
+
+func writeFile(name string, write func(io.Writer) error) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	if err := write(w); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err := w.Flush(); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return f.Close()
+}
+
+// PrintTable writes rep for people.
+func PrintTable(w io.Writer, rep Report, took time.Duration) error {
+	s := rep.Scenario
+	var labels []string
+	for _, t := range slices.Sorted(func(yield func(string) bool) {
+		for k := range s.Labels {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		labels = append(labels, fmt.Sprintf("%s %d", t, s.Labels[t]))
+	}
+	fmt.Fprintf(w, "scenario: seed %d, %d customers, %.0f h simulated (a day of %.0f h), %d readings (%d refused as out of range), evaluated in %s\n",
+		s.Seed, s.Customers, s.Hours, s.DayHours, s.Readings, s.Refused, took.Round(10*time.Millisecond))
+	fmt.Fprintf(w, "labels: %s\n\n", strings.Join(labels, ", "))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\tdefault (episode)\tper_event (seed)\t")
+	d, p := rep.Default, rep.PerEvent
+	rows := []struct {
+		name string
+		a, b string
+	}{
+		{"precision", f3(d.Precision), f3(p.Precision)},
+		{"recall", f3(d.Recall), f3(p.Recall)},
+		{"F1", f3(d.F1), f3(p.F1)},
+		{"alerts per true episode", f3(d.AlertsPerEpisode), f3(p.AlertsPerEpisode)},
+		{"detection delay, median", dur(d.DelayMedianS), dur(p.DelayMedianS)},
+		{"detection delay, mean", dur(d.DelayMeanS), dur(p.DelayMeanS)},
+		{"artefacts raising an alert", f3(d.ArtefactAlertRate), f3(p.ArtefactAlertRate)},
+		{"NAB-style score (0 none, 100 perfect)", fmt.Sprintf("%.1f", d.NABScore), fmt.Sprintf("%.1f", p.NABScore)},
+		{"alerts (true / all)", fmt.Sprintf("%d / %d", d.TrueAlerts, d.Alerts), fmt.Sprintf("%d / %d", p.TrueAlerts, p.Alerts)},
+		{"episodes detected", fmt.Sprintf("%d / %d", d.Detected, d.Episodes), fmt.Sprintf("%d / %d", p.Detected, p.Episodes)},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", r.name, r.a, r.b)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "by type\tmode\trule\trule precision\trecall\talerts/episode\tmedian delay\tNAB\talert rate\t")
+	for _, typ := range []string{simulate.LabelRestingTachycardia, simulate.LabelBradycardia, simulate.LabelSuddenJump, simulate.LabelDeviceOff,
+		simulate.LabelArtefactSpike, simulate.LabelArtefactDropout, simulate.LabelArtefactFlat} {
+		for _, mode := range []string{ModeDefault, ModePerEvent} {
+			tm, ok := rep.ByType[typ][mode]
+			if !ok {
+				continue
+			}
+			rule := tm.ExpectedRule
+			if rule == "" && tm.AlertRate == nil {
+				rule = "(none)"
+			}
+			fmt.Fprintf(tw, "%s (%d)\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", typ, tm.Labels, mode, rule,
+				opt(tm.RulePrecision, f3), opt(tm.Recall, f3), opt(tm.AlertsPerEpisode, f3), opt(tm.DelayMedianS, dur),
+				opt(tm.NABScore, func(x float64) string { return fmt.Sprintf("%.1f", x) }), opt(tm.AlertRate, f3))
+		}
+	}
+	return tw.Flush()
+}
+
+func f3(x float64) string { return fmt.Sprintf("%.3f", x) }
+
+func dur(s float64) string { return (time.Duration(s) * time.Second).String() }
+
+func opt(x *float64, f func(float64) string) string {
+	if x == nil {
+		return "-"
+	}
+	return f(*x)
+}

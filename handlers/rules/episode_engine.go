@@ -1,0 +1,362 @@
+package rules
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// EpisodeEngine evaluates readings against the episode rules: SUSTAINED_HIGH,
+// SUSTAINED_LOW, SPIKE confirmed by the following readings, and
+// SIGNAL_LOSS. State is kept per partition ("lane"): a partition's event-time
+// watermark — the latest reading time seen on it — is what lets a silent
+// customer's SIGNAL_LOSS open without any wall-clock timer, so replays and
+// evaluations are deterministic.
+//
+// Readings of one partition must be evaluated and applied one at a time, in
+// the partition's order (the detector's subscriber delivers them so);
+// partitions are independent and may be evaluated concurrently.
+type EpisodeEngine struct {
+	p   EpisodeParams
+	now func() time.Time // wall clock, for eviction only
+
+	mu    sync.Mutex
+	lanes map[int32]*lane
+}
+
+type lane struct {
+	mu        sync.Mutex
+	customers map[string]*laneCustomer
+	// silent orders the customers without an open SIGNAL_LOSS by their last
+	// reading, so a watermark finds the ones that went silent cheaply.
+	silent    silentHeap
+	watermark time.Time
+}
+
+type laneCustomer struct {
+	id       string
+	st       customerEpisodes
+	seq      uint64    // bumped by every install, to refuse stale applies
+	lastSeen time.Time // wall clock
+	idx      int       // in lane.silent, -1 when not there
+}
+
+// NewEpisodeEngine returns an engine with parameters p, or p's validation
+// error.
+func NewEpisodeEngine(p EpisodeParams) (*EpisodeEngine, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &EpisodeEngine{p: p, now: time.Now, lanes: map[int32]*lane{}}, nil
+}
+
+// Params returns the engine's parameters.
+func (e *EpisodeEngine) Params() EpisodeParams { return e.p }
+
+func (e *EpisodeEngine) lane(partition int32) *lane {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l := e.lanes[partition]
+	if l == nil {
+		l = &lane{customers: map[string]*laneCustomer{}}
+		e.lanes[partition] = l
+	}
+	return l
+}
+
+// ReadingOf is the Reading of heartbeat h.
+func ReadingOf(h messages.Heartbeat) Reading {
+	return Reading{EventID: h.EventID, Time: h.Timestamp, Rate: h.HeartRate}
+}
+
+type pending struct {
+	lc  *laneCustomer // nil: a customer new to the lane
+	id  string
+	seq uint64
+	st  customerEpisodes
+}
+
+// Evaluate returns the episodes that reading h, read from partition,
+// opens and closes — its customer's, and those of customers of the
+// partition whose silence the reading's time reveals — and apply, which
+// moves the state past them. Call apply only once the changes are durably
+// recorded: a reading whose changes failed to commit is evaluated again, on
+// redelivery, to the same changes.
+//
+// The partition's watermark advances to h's time, but never past
+// notAfter (the detector passes its wall clock, so a sensor whose clock
+// runs ahead cannot declare everyone else silent).
+func (e *EpisodeEngine) Evaluate(partition int32, h messages.Heartbeat, notAfter time.Time) (changes []Change, apply func()) {
+	l := e.lane(partition)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	changes, ps, wm := e.evaluate(l, h, notAfter)
+	return changes, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		e.install(l, ps, wm)
+	}
+}
+
+// Process evaluates h and applies the result at once: for replays and
+// evaluations, where nothing is written. It changes the state in place.
+func (e *EpisodeEngine) Process(partition int32, h messages.Heartbeat, notAfter time.Time) []Change {
+	l := e.lane(partition)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lc := l.customers[h.CustomerID]
+	if lc == nil {
+		lc = &laneCustomer{id: h.CustomerID, idx: -1}
+		l.customers[h.CustomerID] = lc
+	}
+	changes := e.p.step(h.CustomerID, &lc.st, ReadingOf(h), nil)
+	lc.seq++
+	lc.lastSeen = e.now()
+	l.place(lc)
+	if wm := minTime(h.Timestamp, notAfter); wm.After(l.watermark) {
+		l.watermark = wm
+		limit := wm.Add(-e.p.SignalLossAfter)
+		for l.silent.Len() > 0 && !l.silent[0].st.last.Time.After(limit) {
+			o := l.silent[0]
+			changes = e.p.loseSignal(o.id, &o.st, changes)
+			o.seq++
+			l.place(o) // leaves the heap: its SIGNAL_LOSS is open
+		}
+	}
+	return changes
+}
+
+func (e *EpisodeEngine) evaluate(l *lane, h messages.Heartbeat, notAfter time.Time) ([]Change, []pending, time.Time) {
+	var changes []Change
+	lc := l.customers[h.CustomerID]
+	own := pending{lc: lc, id: h.CustomerID}
+	if lc != nil {
+		own.seq, own.st = lc.seq, lc.st.clone()
+	}
+	changes = e.p.step(h.CustomerID, &own.st, ReadingOf(h), changes)
+	ps := []pending{own}
+
+	wm := l.watermark
+	if t := minTime(h.Timestamp, notAfter); t.After(wm) {
+		wm = t
+	}
+	if wm.After(l.watermark) {
+		// Every customer whose last reading is SignalLossAfter or more
+		// before the watermark has gone silent.
+		limit := wm.Add(-e.p.SignalLossAfter)
+		l.silent.each(limit, func(o *laneCustomer) {
+			if o == lc {
+				return
+			}
+			p := pending{lc: o, id: o.id, seq: o.seq, st: o.st.clone()}
+			changes = e.p.loseSignal(o.id, &p.st, changes)
+			ps = append(ps, p)
+		})
+		if e.p.lost(&ps[0].st, wm) {
+			changes = e.p.loseSignal(h.CustomerID, &ps[0].st, changes)
+		}
+	}
+	return changes, ps, wm
+}
+
+func (e *EpisodeEngine) install(l *lane, ps []pending, wm time.Time) {
+	if wm.After(l.watermark) {
+		l.watermark = wm
+	}
+	now := e.now()
+	for _, p := range ps {
+		lc := l.customers[p.id]
+		switch {
+		case lc == nil:
+			if p.lc != nil {
+				continue // evicted since: the state is rebuilt on its next reading
+			}
+			lc = &laneCustomer{id: p.id, idx: -1}
+			l.customers[p.id] = lc
+		case lc != p.lc || lc.seq != p.seq:
+			continue // moved on since this evaluation: never move back
+		}
+		lc.st = p.st
+		lc.seq++
+		lc.lastSeen = now
+		l.place(lc)
+	}
+}
+
+// place keeps lc in the silent heap exactly while it has readings and no
+// open SIGNAL_LOSS.
+func (l *lane) place(lc *laneCustomer) {
+	in := lc.st.has && lc.st.loss == nil
+	switch {
+	case in && lc.idx < 0:
+		heap.Push(&l.silent, lc)
+	case in:
+		heap.Fix(&l.silent, lc.idx)
+	case lc.idx >= 0:
+		heap.Remove(&l.silent, lc.idx)
+	}
+}
+
+// Known reports whether the engine holds state for customer on partition.
+func (e *EpisodeEngine) Known(partition int32, customer string) bool {
+	l := e.lane(partition)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.customers[customer]
+	return ok
+}
+
+// Restore rebuilds customer's state on partition from storage, as after a
+// restart, so that it is the state an uninterrupted engine holds: prime is
+// its latest reading before warmFrom (nil if none), readings are its
+// readings from warmFrom on in the order the partition delivered them
+// (see [EpisodeParams.RestoreWindow]), and recorded its episodes recorded
+// open or ended since [EpisodeParams.RecentSince]. With no readings at all
+// (storage incomplete), the episodes recorded open are taken as they are.
+// It returns the episodes open after the replay. State the engine already
+// holds for customer is kept.
+func (e *EpisodeEngine) Restore(partition int32, customer string, prime *Reading, readings []Reading, fullFrom time.Time, recorded []Episode) []Episode {
+	var st customerEpisodes
+	if prime != nil {
+		e.p.observe(&st, *prime)
+	}
+	for _, r := range readings {
+		switch {
+		case st.has && !r.Time.After(st.last.Time):
+			// late: nothing
+		case r.Time.Before(fullFrom):
+			e.p.observe(&st, r)
+		default:
+			_ = e.p.step(customer, &st, r, nil)
+		}
+	}
+	for _, ep := range recorded {
+		switch {
+		case ep.Closed:
+		case ep.Rule == SignalLoss && st.has && st.loss == nil && st.last.EventID == ep.Start.EventID:
+			// The watermark declared the silence before the restart.
+			_ = e.p.loseSignal(customer, &st, nil)
+		case !st.has && ep.Rule == SignalLoss:
+			l := ep
+			st.has, st.last, st.loss = true, ep.Start, &l
+		case !st.has && st.open == nil:
+			st.open = &openEpisode{Episode: ep}
+		}
+	}
+	l := e.lane(partition)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lc := l.customers[customer]; lc != nil {
+		return lc.st.openEpisodes()
+	}
+	lc := &laneCustomer{id: customer, st: st, lastSeen: e.now(), idx: -1}
+	l.customers[customer] = lc
+	l.place(lc)
+	return st.openEpisodes()
+}
+
+// Open returns customer's open episodes on partition.
+func (e *EpisodeEngine) Open(partition int32, customer string) []Episode {
+	l := e.lane(partition)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lc := l.customers[customer]; lc != nil {
+		return lc.st.openEpisodes()
+	}
+	return nil
+}
+
+// Evict drops customers not seen for idle (wall clock), bounding memory,
+// and returns how many it dropped. An evicted customer's state is rebuilt
+// from storage on its next reading.
+func (e *EpisodeEngine) Evict(idle time.Duration) int {
+	cutoff := e.now().Add(-idle)
+	n := 0
+	for _, l := range e.allLanes() {
+		l.mu.Lock()
+		for id, lc := range l.customers {
+			if lc.lastSeen.Before(cutoff) {
+				if lc.idx >= 0 {
+					heap.Remove(&l.silent, lc.idx)
+				}
+				delete(l.customers, id)
+				n++
+			}
+		}
+		l.mu.Unlock()
+	}
+	return n
+}
+
+// Customers returns how many customers have state.
+func (e *EpisodeEngine) Customers() int {
+	n := 0
+	for _, l := range e.allLanes() {
+		l.mu.Lock()
+		n += len(l.customers)
+		l.mu.Unlock()
+	}
+	return n
+}
+
+func (e *EpisodeEngine) allLanes() []*lane {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*lane, 0, len(e.lanes))
+	for _, l := range e.lanes {
+		out = append(out, l)
+	}
+	return out
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.IsZero() || a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// silentHeap is a min-heap of customers by last reading time.
+type silentHeap []*laneCustomer
+
+func (h silentHeap) Len() int { return len(h) }
+func (h silentHeap) Less(i, j int) bool {
+	return h[i].st.last.Time.Before(h[j].st.last.Time)
+}
+func (h silentHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *silentHeap) Push(x any) {
+	lc := x.(*laneCustomer)
+	lc.idx = len(*h)
+	*h = append(*h, lc)
+}
+func (h *silentHeap) Pop() any {
+	old := *h
+	lc := old[len(old)-1]
+	old[len(old)-1] = nil
+	lc.idx = -1
+	*h = old[:len(old)-1]
+	return lc
+}
+
+// each calls f, without removing them, for every customer whose last
+// reading is at or before limit, in no particular order.
+func (h silentHeap) each(limit time.Time, f func(*laneCustomer)) {
+	if len(h) == 0 || h[0].st.last.Time.After(limit) {
+		return
+	}
+	var walk func(i int)
+	walk = func(i int) {
+		if i >= len(h) || h[i].st.last.Time.After(limit) {
+			return
+		}
+		f(h[i])
+		walk(2*i + 1)
+		walk(2*i + 2)
+	}
+	walk(0)
+}

@@ -1,0 +1,280 @@
+package simulate_test
+
+import (
+	"bytes"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/heartbeat/heartbeat/simulate"
+)
+
+// scenario is one 12-hour simulated day of a few customers, generated once.
+type scenario struct {
+	gen      *simulate.Physiology
+	cfg      simulate.PhysiologyConfig
+	ids      []string
+	readings []simulate.PhysReading
+	byCust   map[string][]simulate.PhysReading // in delivery order
+}
+
+var day = sync.OnceValue(func() *scenario {
+	cfg := simulate.DefaultPhysiologyConfig()
+	cfg.Customers, cfg.Seed, cfg.Span, cfg.DayLength = 8, 11, 12*time.Hour, 12*time.Hour
+	cfg.LateRatio = 0.01
+	s := &scenario{gen: simulate.NewPhysiology(cfg), byCust: map[string][]simulate.PhysReading{}}
+	s.cfg, s.ids = s.gen.Config(), s.gen.CustomerIDs()
+	for {
+		r, ok := s.gen.Next()
+		if !ok {
+			break
+		}
+		s.readings = append(s.readings, r)
+		s.byCust[s.ids[r.Customer]] = append(s.byCust[s.ids[r.Customer]], r)
+	}
+	return s
+})
+
+func generate(cfg simulate.PhysiologyConfig) ([]simulate.PhysReading, []simulate.Label) {
+	g := simulate.NewPhysiology(cfg)
+	var rs []simulate.PhysReading
+	for {
+		r, ok := g.Next()
+		if !ok {
+			return rs, g.Labels()
+		}
+		rs = append(rs, r)
+	}
+}
+
+func TestPhysiologyIsDeterministicBySeed(t *testing.T) {
+	cfg := simulate.DefaultPhysiologyConfig()
+	cfg.Customers, cfg.Span, cfg.DayLength, cfg.LateRatio = 3, time.Hour, time.Hour, 0.05
+	a, la := generate(cfg)
+	b, lb := generate(cfg)
+	require.Equal(t, a, b)
+	require.Equal(t, la, lb)
+	cfg.Seed++
+	c, _ := generate(cfg)
+	require.NotEqual(t, a, c)
+}
+
+// TestPhysiologyRestingRates: resting rates ~ N(65, 10) clipped to 40–100,
+// seen in each customer's first minute (awake, before any event).
+func TestPhysiologyRestingRates(t *testing.T) {
+	cfg := simulate.DefaultPhysiologyConfig()
+	cfg.Customers, cfg.Span, cfg.SpikesPerHour, cfg.DropoutsPerHour, cfg.FlatRunsPerHour = 3000, time.Minute, 0, 0, 0
+	rs, _ := generate(cfg)
+	sums := make([]float64, cfg.Customers)
+	counts := make([]float64, cfg.Customers)
+	for _, r := range rs {
+		sums[r.Customer] += float64(r.Rate)
+		counts[r.Customer]++
+	}
+	var rests []float64
+	for i := range sums {
+		rests = append(rests, sums[i]/counts[i])
+	}
+	m, sd := meanSD(rests)
+	require.InDelta(t, 65, m, 1.0)
+	require.InDelta(t, 10, sd, 1.0)
+	require.GreaterOrEqual(t, slices.Min(rests), 36.0)
+	require.LessOrEqual(t, slices.Max(rests), 104.0)
+}
+
+func meanSD(xs []float64) (float64, float64) {
+	var s, ss float64
+	for _, x := range xs {
+		s += x
+	}
+	m := s / float64(len(xs))
+	for _, x := range xs {
+		ss += (x - m) * (x - m)
+	}
+	return m, math.Sqrt(ss / float64(len(xs)))
+}
+
+// TestPhysiologyVariation: readings a second apart differ by a median of
+// about 1 bpm.
+func TestPhysiologyVariation(t *testing.T) {
+	s := day()
+	var deltas []int
+	for _, rs := range s.byCust {
+		for i := 1; i < len(rs); i++ {
+			if rs[i].Time.Sub(rs[i-1].Time) == time.Second {
+				deltas = append(deltas, abs(rs[i].Rate-rs[i-1].Rate))
+			}
+		}
+	}
+	slices.Sort(deltas)
+	require.Equal(t, 1, deltas[len(deltas)/2], "median |Δ|")
+	require.LessOrEqual(t, deltas[len(deltas)*99/100], 5, "99th percentile |Δ|")
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// TestPhysiologySleepDip: at night (the last third of the simulated day) the
+// rate dips 10–20 % below the evening's.
+func TestPhysiologySleepDip(t *testing.T) {
+	s := day()
+	for _, id := range s.ids {
+		evening := medianRate(s.byCust[id], s.cfg.Start.Add(7*time.Hour), s.cfg.Start.Add(8*time.Hour), s.gen.Labels(), id)
+		night := medianRate(s.byCust[id], s.cfg.Start.Add(10*time.Hour), s.cfg.Start.Add(11*time.Hour), s.gen.Labels(), id)
+		require.InDelta(t, 0.85, night/evening, 0.09, "%s: night %.0f, evening %.0f", id, night, evening)
+	}
+}
+
+// medianRate is the median over [from, to) of readings outside any
+// labelled window and any exercise-like excursion.
+func medianRate(rs []simulate.PhysReading, from, to time.Time, labels []simulate.Label, id string) float64 {
+	var xs []float64
+	for _, r := range rs {
+		if r.Time.Before(from) || !r.Time.Before(to) || inLabel(labels, id, r.Time, 15*time.Minute) {
+			continue
+		}
+		xs = append(xs, float64(r.Rate))
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2]
+}
+
+func inLabel(labels []simulate.Label, id string, at time.Time, after time.Duration) bool {
+	for _, l := range labels {
+		if simulate.LabelClass(l.Type) == simulate.ClassArtefact {
+			if l.CustomerID == id && !at.Before(l.Start) && !at.After(l.End) {
+				return true
+			}
+			continue
+		}
+		if l.CustomerID == id && !at.Before(l.Start.Add(-time.Minute)) && !at.After(l.End.Add(after)) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestPhysiologyLabels(t *testing.T) {
+	s := day()
+	types := map[string]int{}
+	byCust := map[string][]simulate.Label{}
+	for _, l := range s.gen.Labels() {
+		types[l.Type]++
+		byCust[l.CustomerID] = append(byCust[l.CustomerID], l)
+		require.False(t, l.End.Before(l.Start), "%+v", l)
+		d := l.End.Sub(l.Start) + time.Second
+		switch l.Type {
+		case simulate.LabelRestingTachycardia, simulate.LabelBradycardia:
+			require.True(t, d >= 20*time.Minute && d <= 45*time.Minute, "%+v", l)
+		case simulate.LabelSuddenJump:
+			require.True(t, d >= 2*time.Minute && d <= 8*time.Minute, "%+v", l)
+		case simulate.LabelDeviceOff:
+			require.True(t, d >= 10*time.Minute && d <= 30*time.Minute, "%+v", l)
+		case simulate.LabelArtefactSpike:
+			require.Equal(t, time.Second, d)
+		case simulate.LabelArtefactDropout:
+			require.True(t, d >= 5*time.Second && d <= 91*time.Second, "%+v", l)
+		case simulate.LabelArtefactFlat:
+			require.True(t, d >= 10*time.Second && d <= 61*time.Second, "%+v", l)
+		}
+		if simulate.LabelClass(l.Type) != simulate.ClassArtefact {
+			phase := math.Mod(l.Start.Sub(s.cfg.Start).Hours(), s.cfg.DayLength.Hours()) / s.cfg.DayLength.Hours()
+			require.Less(t, phase, 2.0/3, "clinical episodes are injected while awake: %+v", l)
+		}
+	}
+	for _, typ := range []string{simulate.LabelRestingTachycardia, simulate.LabelBradycardia, simulate.LabelSuddenJump,
+		simulate.LabelArtefactSpike, simulate.LabelArtefactDropout, simulate.LabelArtefactFlat} {
+		require.Positive(t, types[typ], typ)
+	}
+	for id, ls := range byCust {
+		for i := range ls {
+			for j := i + 1; j < len(ls); j++ {
+				a, b := ls[i], ls[j]
+				require.True(t, a.End.Before(b.Start) || b.End.Before(a.Start), "%s: %+v overlaps %+v", id, a, b)
+			}
+		}
+	}
+}
+
+// TestPhysiologyEpisodesAndArtefactsShowInTheReadings checks each label
+// against the readings it describes.
+func TestPhysiologyEpisodesAndArtefactsShowInTheReadings(t *testing.T) {
+	s := day()
+	for _, l := range s.gen.Labels() {
+		rs := s.byCust[l.CustomerID]
+		at := func(t time.Time) (int, bool) {
+			for _, r := range rs {
+				if r.Time.Equal(t) {
+					return r.Rate, true
+				}
+			}
+			return 0, false
+		}
+		var in []int
+		for _, r := range rs {
+			if !r.Time.Before(l.Start) && !r.Time.After(l.End) {
+				in = append(in, r.Rate)
+			}
+		}
+		switch l.Type {
+		case simulate.LabelDeviceOff, simulate.LabelArtefactDropout:
+			require.Empty(t, in, "%+v", l)
+		case simulate.LabelArtefactFlat:
+			require.NotEmpty(t, in)
+			for _, x := range in {
+				require.Equal(t, in[0], x, "a flat run repeats one value: %+v", l)
+			}
+		case simulate.LabelArtefactSpike:
+			before, ok1 := at(l.Start.Add(-time.Second))
+			after, ok2 := at(l.Start.Add(time.Second))
+			if ok1 && ok2 && len(in) == 1 {
+				off := float64(abs(in[0]*2-before-after)) / 2
+				require.True(t, off >= 15 && off <= 45, "%+v: %d between %d and %d", l, in[0], before, after)
+			}
+		case simulate.LabelSuddenJump:
+			before, ok := at(l.Start.Add(-time.Second))
+			require.True(t, ok)
+			require.GreaterOrEqual(t, in[0]-before, 30, "%+v", l)
+		case simulate.LabelRestingTachycardia:
+			mid := in[len(in)/4 : len(in)*3/4]
+			require.GreaterOrEqual(t, slices.Min(mid), 120, "%+v", l)
+		case simulate.LabelBradycardia:
+			mid := in[len(in)/4 : len(in)*3/4]
+			require.LessOrEqual(t, slices.Max(mid), 43, "%+v", l)
+		}
+	}
+}
+
+func TestPhysiologyLateReadings(t *testing.T) {
+	s := day()
+	late, total := 0, 0
+	for _, rs := range s.byCust {
+		for i := 1; i < len(rs); i++ {
+			total++
+			if rs[i].Time.Before(rs[i-1].Time) {
+				late++
+			}
+		}
+	}
+	require.InDelta(t, 0.01, float64(late)/float64(total), 0.003)
+}
+
+func TestWriteLabelsAndCSV(t *testing.T) {
+	start := time.Date(2026, 11, 25, 7, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	require.NoError(t, simulate.WriteLabels(&b, []simulate.Label{{CustomerID: "c1", Type: simulate.LabelBradycardia, Start: start, End: start.Add(time.Minute)}}))
+	require.Equal(t, "customer_id,type,class,start,end\nc1,BRADYCARDIA,clinical,2026-11-25T07:00:00Z,2026-11-25T07:01:00Z\n", b.String())
+	b.Reset()
+	require.NoError(t, simulate.WriteCSV(&b, []string{"c1"}, []simulate.PhysReading{{Customer: 0, Time: start.Add(1500 * time.Millisecond), Rate: 61}}))
+	require.Equal(t, "customer_id,timestamp,heart_rate\nc1,2026-11-25T07:00:01.500Z,61\n", b.String())
+	require.True(t, strings.HasPrefix(b.String(), "customer_id,timestamp,heart_rate\n"))
+}
