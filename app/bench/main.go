@@ -148,6 +148,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.ProfileDir, "profile", "", "directory for CPU and heap profiles of the children (served on PPROF_ADDR)")
 	fs.StringVar(&o.Binary, "binary", "", "heartbeat executable the pipeline children run (default: this one)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if fs.NArg() > 0 {
