@@ -1,7 +1,9 @@
 // Command heartbeat runs the heart-rate pipeline: `heartbeat` runs the
 // handlers ROUTER_HANDLERS selects, `heartbeat broker` runs only the
 // in-process Kafka broker, `heartbeat dlq list|replay` inspects and replays
-// the poison queue, `heartbeat healthcheck URL` probes a service's
+// the poison queue, `heartbeat replay FILE.csv` publishes a recording,
+// `heartbeat evaluate` scores the detector, `heartbeat bench` measures the
+// pipeline, `heartbeat healthcheck URL` probes a service's
 // /healthz (for container health checks, where there is no curl).
 // Configuration comes from the environment; see README.md.
 package main
@@ -11,12 +13,16 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/bench"
 	"github.com/heartbeat/heartbeat/app/dashbench"
 	"github.com/heartbeat/heartbeat/app/dlq"
+	"github.com/heartbeat/heartbeat/app/evaluate"
+	"github.com/heartbeat/heartbeat/app/replay"
 )
 
 func main() {
@@ -29,8 +35,16 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	if len(args) == 2 && args[0] == "healthcheck" {
+	// Commands that read their own configuration.
+	switch {
+	case len(args) == 2 && args[0] == "healthcheck":
 		return app.HealthCheck(ctx, args[1])
+	case len(args) > 0 && args[0] == "replay":
+		return replay.Main(ctx, args[1:], os.Stdout, os.Stderr)
+	case len(args) > 0 && args[0] == "evaluate":
+		return evaluate.Main(ctx, args[1:], os.Stdout, os.Stderr)
+	case len(args) > 0 && args[0] == "bench" && !slices.Contains(args, "-dashboards"):
+		return bench.Main(ctx, args[1:], os.Stdout, os.Stderr)
 	}
 	cfg, err := app.LoadConfig(ctx, nil)
 	if err != nil {
@@ -41,8 +55,8 @@ func run(ctx context.Context, args []string) error {
 	case len(args) == 0:
 	case args[0] == "broker" && len(args) == 1:
 		return app.RunBroker(ctx, cfg, log)
-	case args[0] == "bench" && len(args) > 1 && args[1] == "-dashboards":
-		return dashbench.Main(ctx, cfg.Postgres.DatabaseURL, args[2:], os.Stdout)
+	case args[0] == "bench": // -dashboards
+		return dashbench.Main(ctx, cfg.Postgres.DatabaseURL, slices.DeleteFunc(args[1:], func(a string) bool { return a == "-dashboards" }), os.Stdout)
 	case args[0] == "dlq":
 		// The DLQ tools need only Kafka: the brokers of KAFKA_BOOTSTRAP_SERVERS,
 		// or the shared broker of `heartbeat broker`.
@@ -56,7 +70,7 @@ func run(ctx context.Context, args []string) error {
 		}
 		return dlq.Main(ctx, brokers, cfg.Kafka.TopicDLQ, opts, args[1:], os.Stdout)
 	default:
-		return fmt.Errorf("unknown command %q; usage: heartbeat [broker | dlq list|replay | healthcheck URL]", strings.Join(args, " "))
+		return fmt.Errorf("unknown command %q; usage: heartbeat [broker | dlq list|replay | replay FILE.csv | evaluate | bench [-dashboards] | healthcheck URL]", strings.Join(args, " "))
 	}
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
