@@ -122,9 +122,9 @@ func (r *runner) latencyPhase(ctx context.Context) error {
 		inRows, inMsgs := rows.events(), msgs.events()
 		missing := 0
 		for _, id := range injected {
-			_, r := inRows[id]
-			_, m := inMsgs[id]
-			if !r || !m {
+			_, asRow := inRows[id]
+			_, asMsg := inMsgs[id]
+			if !asRow || !asMsg {
 				missing++
 			}
 		}
@@ -151,7 +151,8 @@ func (r *runner) latencyPhase(ctx context.Context) error {
 	// consumable, for the anomalies seen both ways.
 	var fwd []float64
 	for id, m := range msgSeen {
-		if row, ok := rowSeen[id]; ok && seqUUID(prefix, seqOf(m.event)) == m.event && pub[seqOf(m.event)] >= measureFrom {
+		seq := seqOf(m.event)
+		if row, ok := rowSeen[id]; ok && seqUUID(prefix, seq) == m.event && seq < uint64(len(pub)) && pub[seq] >= measureFrom {
 			fwd = append(fwd, float64(m.at.Sub(row.at).Microseconds())/1000)
 		}
 	}

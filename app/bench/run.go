@@ -41,13 +41,13 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Result, error) {
 		return nil, err
 	}
 	r.res.setPipelineSettings(r.cfg)
-	if r.logDir, err = os.MkdirTemp("", "heartbeat-bench-"); err != nil {
-		return nil, err
-	}
 	if o.ProfileDir != "" {
 		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
 			return nil, err
 		}
+	}
+	if r.logDir, err = os.MkdirTemp("", "heartbeat-bench-"); err != nil {
+		return nil, err
 	}
 	r.progress("database on %s; children's logs in %s", redactURL(o.DatabaseURL), r.logDir)
 	if r.db, err = createDatabase(ctx, o.DatabaseURL); err != nil {
