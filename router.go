@@ -171,8 +171,13 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 	}
 	// Watermill's handler metrics outermost, so a message counts as a
 	// success when it is acked (stored, routed as invalid, or poisoned).
+	// Not AddPrometheusRouterMetrics: its subscriber decorator starts a
+	// goroutine per message to wait for the ack, thousands at once on
+	// persist's path; the handler middleware counts the same outcome.
 	if w.registry != nil {
-		metrics.NewPrometheusMetricsBuilder(w.registry, "heartbeat", "").AddPrometheusRouterMetrics(router)
+		b := metrics.NewPrometheusMetricsBuilder(w.registry, "heartbeat", "")
+		router.AddPublisherDecorators(b.DecoratePublisher)
+		router.AddMiddleware(b.NewRouterMiddleware().Middleware)
 	}
 	// Outermost first; handle() adds the per-handler rest.
 	router.AddMiddleware(

@@ -53,10 +53,9 @@ const StartupTimeout = 30 * time.Second
 // and, when persist or detect runs, PostgreSQL with its migrations.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a := &App{
-		Config: cfg,
-		Log:    log,
-		// Watermill's per-handler start/stop chatter is debug detail here.
-		WLogger:  watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}),
+		Config:   cfg,
+		Log:      log,
+		WLogger:  NewWatermillLogger(log),
 		Registry: NewRegistry(),
 		Brokers:  cfg.Kafka.BootstrapServers,
 	}
