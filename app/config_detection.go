@@ -41,16 +41,23 @@ func (d DetectionConfig) EpisodeParams(a AnomalyConfig) rules.EpisodeParams {
 	}
 }
 
-// Validate names each variable out of range and how to fix it.
+// Validate names each variable out of range and how to fix it: the
+// episode mode's parameters when it is the mode chosen.
 func (d DetectionConfig) Validate(a AnomalyConfig) error {
+	switch d.Mode {
+	case rules.ModePerEvent:
+		return nil
+	case rules.ModeEpisode:
+		return d.ValidateEpisode(a)
+	}
+	return fmt.Errorf("DETECTION_MODE: %q is not one of %s, %s", d.Mode, rules.ModePerEvent, rules.ModeEpisode)
+}
+
+// ValidateEpisode checks the episode mode's parameters, whatever the mode.
+func (d DetectionConfig) ValidateEpisode(a AnomalyConfig) error {
 	var errs []error
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
-	}
-	switch d.Mode {
-	case rules.ModePerEvent, rules.ModeEpisode:
-	default:
-		bad("DETECTION_MODE", "%q is not one of %s, %s", d.Mode, rules.ModePerEvent, rules.ModeEpisode)
 	}
 	if d.SustainedLow+d.Hysteresis >= d.SustainedHigh-d.Hysteresis {
 		bad("ANOMALY_SUSTAINED_LOW_THRESHOLD", "%d plus ANOMALY_HYSTERESIS %d must stay below ANOMALY_SUSTAINED_HIGH_THRESHOLD %d minus it",
@@ -75,8 +82,8 @@ func (d DetectionConfig) Validate(a AnomalyConfig) error {
 }
 
 // LoadDetectionConfig reads DetectionConfig alone from l (the process
-// environment when nil) and validates it against a: for the replay and
-// evaluate commands.
+// environment when nil) and validates it against a: for the evaluate
+// command.
 func LoadDetectionConfig(ctx context.Context, l envconfig.Lookuper, a AnomalyConfig) (DetectionConfig, error) {
 	if l == nil {
 		l = envconfig.OsLookuper()

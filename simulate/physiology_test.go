@@ -68,7 +68,7 @@ func TestPhysiologyIsDeterministicBySeed(t *testing.T) {
 // seen in each customer's first minute (awake, before any event).
 func TestPhysiologyRestingRates(t *testing.T) {
 	cfg := simulate.DefaultPhysiologyConfig()
-	cfg.Customers, cfg.Span, cfg.SpikesPerHour, cfg.DropoutsPerHour, cfg.FlatRunsPerHour = 3000, time.Minute, 0, 0, 0
+	cfg.Customers, cfg.Span, cfg.SpikesPerHour, cfg.DropoutsPerHour, cfg.FlatRunsPerHour = 2000, 20*time.Second, 0, 0, 0
 	rs, _ := generate(cfg)
 	sums := make([]float64, cfg.Customers)
 	counts := make([]float64, cfg.Customers)
@@ -136,7 +136,13 @@ func TestPhysiologySleepDip(t *testing.T) {
 
 // medianRate is the median over [from, to) of readings outside any
 // labelled window and any exercise-like excursion.
-func medianRate(rs []simulate.PhysReading, from, to time.Time, labels []simulate.Label, id string) float64 {
+func medianRate(rs []simulate.PhysReading, from, to time.Time, all []simulate.Label, id string) float64 {
+	var labels []simulate.Label
+	for _, l := range all {
+		if l.CustomerID == id && !l.End.Before(from.Add(-time.Hour)) && !l.Start.After(to) {
+			labels = append(labels, l)
+		}
+	}
 	var xs []float64
 	for _, r := range rs {
 		if r.Time.Before(from) || !r.Time.Before(to) || inLabel(labels, id, r.Time, 15*time.Minute) {
@@ -209,20 +215,22 @@ func TestPhysiologyLabels(t *testing.T) {
 // against the readings it describes.
 func TestPhysiologyEpisodesAndArtefactsShowInTheReadings(t *testing.T) {
 	s := day()
+	rate := map[string]map[time.Time]int{}
+	for id, rs := range s.byCust {
+		rate[id] = map[time.Time]int{}
+		for _, r := range rs {
+			rate[id][r.Time] = r.Rate
+		}
+	}
 	for _, l := range s.gen.Labels() {
-		rs := s.byCust[l.CustomerID]
 		at := func(t time.Time) (int, bool) {
-			for _, r := range rs {
-				if r.Time.Equal(t) {
-					return r.Rate, true
-				}
-			}
-			return 0, false
+			r, ok := rate[l.CustomerID][t]
+			return r, ok
 		}
 		var in []int
-		for _, r := range rs {
-			if !r.Time.Before(l.Start) && !r.Time.After(l.End) {
-				in = append(in, r.Rate)
+		for t := l.Start; !t.After(l.End); t = t.Add(time.Second) {
+			if r, ok := at(t); ok {
+				in = append(in, r)
 			}
 		}
 		switch l.Type {

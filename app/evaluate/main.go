@@ -55,6 +55,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := det.ValidateEpisode(cfg.Anomaly); err != nil {
+		return err
+	}
 	sc.Episode = det.EpisodeParams(cfg.Anomaly)
 	sc.PerEvent.Low, sc.PerEvent.High, sc.PerEvent.SpikeDelta = cfg.Anomaly.LowThreshold, cfg.Anomaly.HighThreshold, cfg.Anomaly.SpikeDelta
 	sc.MinRate, sc.MaxRate = cfg.Validation.HeartRateMin, cfg.Validation.HeartRateMax

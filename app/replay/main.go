@@ -25,7 +25,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	speed := fs.Float64("speed", 0, "replay at this multiple of real time (1 = as recorded); 0 = as fast as possible")
-	shift := fs.Bool("shift-to-now", false, "shift every timestamp by one offset so that the latest reading is now")
+	shift := fs.Bool("shift-to-now", false, "shift every timestamp by a whole number of hours so that the latest reading falls within the last hour")
 	topic := fs.String("topic", "", "topic to publish to (default KAFKA_TOPIC_RAW)")
 	workers := fs.Int("workers", 16, "publishing goroutines (one customer always uses the same one)")
 	fs.Usage = func() {
@@ -74,7 +74,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	now := time.Now()
 	var offset time.Duration
 	if *shift {
-		offset = rec.ShiftToNow(now)
+		offset = rec.ShiftToNow(now, cfg.Validation.MaxEventAge)
 	}
 	first, last := rec.Span()
 	v := cfg.Validation

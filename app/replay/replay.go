@@ -139,11 +139,30 @@ func (r Recording) Span() (first, last time.Time) {
 	return first, last
 }
 
-// ShiftToNow is the shift that puts the recording's latest reading at now
-// (whole seconds, so readings on whole seconds stay on them).
-func (r Recording) ShiftToNow(now time.Time) time.Duration {
-	_, last := r.Span()
-	return now.Truncate(time.Second).Sub(last).Truncate(time.Second)
+// ShiftToNow is the shift that brings the recording's latest reading to
+// within the hour before now: a whole number of hours, so that replaying
+// the file again within that hour gives every reading the same timestamp
+// and id again and stores nothing twice (heartbeat_events is keyed by event
+// id and event time). A recording too long to fit MAX_EVENT_AGE (maxAge)
+// that way is shifted by whole minutes, or seconds.
+func (r Recording) ShiftToNow(now time.Time, maxAge time.Duration) time.Duration {
+	first, last := r.Span()
+	for _, g := range []time.Duration{time.Hour, time.Minute, time.Second} {
+		shift := floor(now.Sub(last), g)
+		if g == time.Second || now.Sub(first.Add(shift)) <= maxAge-time.Minute {
+			return shift
+		}
+	}
+	return 0
+}
+
+// floor rounds d down to a multiple of g, towards the past.
+func floor(d, g time.Duration) time.Duration {
+	q := d / g
+	if d%g < 0 {
+		q--
+	}
+	return q * g
 }
 
 // Options tune Publish.

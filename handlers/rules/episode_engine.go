@@ -10,10 +10,15 @@ import (
 
 // EpisodeEngine evaluates readings against the episode rules: SUSTAINED_HIGH,
 // SUSTAINED_LOW, SPIKE confirmed by the following readings, and
-// SIGNAL_LOSS. State is kept per partition ("lane"): a partition's event-time
-// watermark — the latest reading time seen on it — is what lets a silent
-// customer's SIGNAL_LOSS open without any wall-clock timer, so replays and
-// evaluations are deterministic.
+// SIGNAL_LOSS. State is kept per partition ("lane"). SIGNAL_LOSS is decided
+// on event time, never by a wall-clock timer, so replays and evaluations
+// are deterministic: a customer's next reading after a gap of
+// SignalLossAfter records it; and the partition's watermark — the latest
+// reading time seen on it — opens it earlier for a live customer (one
+// whose latest reading arrived within SignalLossAfter of its time) that
+// has gone silent while the others' readings moved on. Replayed history is
+// not live: a recording replayed customer after customer does not declare
+// the ones replayed later silent.
 //
 // Readings of one partition must be evaluated and applied one at a time, in
 // the partition's order (the detector's subscriber delivers them so);
@@ -85,9 +90,11 @@ type pending struct {
 // recorded: a reading whose changes failed to commit is evaluated again, on
 // redelivery, to the same changes.
 //
-// The partition's watermark advances to h's time, but never past
-// notAfter (the detector passes its wall clock, so a sensor whose clock
-// runs ahead cannot declare everyone else silent).
+// notAfter is when h arrived: the detector passes its wall clock. The
+// partition's watermark advances to h's time but never past it (so a
+// sensor whose clock runs ahead cannot declare everyone else silent), and
+// h's customer is live if h arrived within SignalLossAfter of its time.
+// Zero treats every reading as arriving at its own time (evaluations).
 func (e *EpisodeEngine) Evaluate(partition int32, h messages.Heartbeat, notAfter time.Time) (changes []Change, apply func()) {
 	l := e.lane(partition)
 	l.mu.Lock()
@@ -111,7 +118,9 @@ func (e *EpisodeEngine) Process(partition int32, h messages.Heartbeat, notAfter 
 		lc = &laneCustomer{id: h.CustomerID, idx: -1}
 		l.customers[h.CustomerID] = lc
 	}
-	changes := e.p.step(h.CustomerID, &lc.st, ReadingOf(h), nil)
+	r := ReadingOf(h)
+	changes := e.p.step(h.CustomerID, &lc.st, r, nil)
+	e.p.arrived(&lc.st, r, notAfter)
 	lc.seq++
 	lc.lastSeen = e.now()
 	l.place(lc)
@@ -135,7 +144,9 @@ func (e *EpisodeEngine) evaluate(l *lane, h messages.Heartbeat, notAfter time.Ti
 	if lc != nil {
 		own.seq, own.st = lc.seq, lc.st.clone()
 	}
-	changes = e.p.step(h.CustomerID, &own.st, ReadingOf(h), changes)
+	r := ReadingOf(h)
+	changes = e.p.step(h.CustomerID, &own.st, r, changes)
+	e.p.arrived(&own.st, r, notAfter)
 	ps := []pending{own}
 
 	wm := l.watermark
@@ -185,10 +196,10 @@ func (e *EpisodeEngine) install(l *lane, ps []pending, wm time.Time) {
 	}
 }
 
-// place keeps lc in the silent heap exactly while it has readings and no
+// place keeps lc in the silent heap exactly while it is live and has no
 // open SIGNAL_LOSS.
 func (l *lane) place(lc *laneCustomer) {
-	in := lc.st.has && lc.st.loss == nil
+	in := lc.st.has && lc.st.live && lc.st.loss == nil
 	switch {
 	case in && lc.idx < 0:
 		heap.Push(&l.silent, lc)

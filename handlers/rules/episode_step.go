@@ -8,6 +8,9 @@ import "time"
 type customerEpisodes struct {
 	has  bool
 	last Reading // latest in-order reading
+	// live: the latest reading arrived within SignalLossAfter of its time,
+	// so the partition's watermark may declare the customer silent.
+	live bool
 
 	// recent holds the latest in-order readings since the last gap of
 	// SignalLossAfter, oldest first, at most 2*SpikeConfirm+3: the SPIKE
@@ -257,10 +260,18 @@ func (p *EpisodeParams) loseSignal(customer string, c *customerEpisodes, out []C
 	return append(out, Change{Kind: Opened, Episode: ep})
 }
 
-// lost reports whether the customer's silence has reached SignalLossAfter
-// by event time watermark.
+// lost reports whether the live customer's silence has reached
+// SignalLossAfter by event time watermark.
 func (p *EpisodeParams) lost(c *customerEpisodes, watermark time.Time) bool {
-	return c.has && c.loss == nil && !watermark.Before(c.last.Time.Add(p.SignalLossAfter))
+	return c.has && c.live && c.loss == nil && !watermark.Before(c.last.Time.Add(p.SignalLossAfter))
+}
+
+// arrived records whether in-order reading r, which arrived at arrival (zero:
+// at its own time), was live.
+func (p *EpisodeParams) arrived(c *customerEpisodes, r Reading, arrival time.Time) {
+	if c.has && c.last == r {
+		c.live = arrival.IsZero() || arrival.Sub(r.Time) <= p.SignalLossAfter
+	}
 }
 
 // openEpisodes lists c's open episodes.

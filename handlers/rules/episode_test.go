@@ -307,6 +307,37 @@ func TestWatermarkNeverPassesTheWallClock(t *testing.T) {
 	require.Equal(t, "quiet", cs[0].Episode.CustomerID)
 }
 
+// TestReplayedHistoryIsNotLive: readings that arrive long after their time
+// (a recording replayed customer after customer) never let the watermark
+// declare a customer silent; their own gaps still do.
+func TestReplayedHistoryIsNotLive(t *testing.T) {
+	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
+	require.NoError(t, err)
+	replayedAt := t0.Add(24 * time.Hour)
+	var all []rules.Change
+	for s := time.Duration(0); s < time.Hour; s += sec {
+		all = append(all, e.Process(0, hb("first", s, 70), replayedAt)...)
+	}
+	for s := time.Duration(0); s < 10*mn; s += sec {
+		all = append(all, e.Process(0, hb("second", s, 70), replayedAt)...)
+	}
+	all = append(all, e.Process(0, hb("second", 20*mn, 70), replayedAt)...)
+	require.Len(t, all, 2, "only second's own gap: %v", all)
+	require.Equal(t, rules.SignalLoss, all[0].Episode.Rule)
+	require.Equal(t, "second", all[0].Episode.CustomerID)
+
+	// A live reading's customer can be declared silent; Evaluate agrees with Process.
+	g, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
+	require.NoError(t, err)
+	_, apply := g.Evaluate(0, hb("live", 0, 70), t0.Add(time.Second))
+	apply()
+	_, apply = g.Evaluate(0, hb("old", -mn, 70), t0.Add(time.Hour)) // arrived an hour late
+	apply()
+	cs, _ := g.Evaluate(0, hb("other", 6*mn, 70), t0.Add(6*mn))
+	require.Len(t, cs, 1)
+	require.Equal(t, "live", cs[0].Episode.CustomerID)
+}
+
 func TestPartitionsHaveTheirOwnWatermark(t *testing.T) {
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)

@@ -1,0 +1,516 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/replay"
+	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// The replay tests publish real recordings with `replay` (its Main, as `go
+// run . replay --shift-to-now FILE` does) into the pipeline running on the
+// in-process broker and PostgreSQL, then check that every reading is stored
+// and that the anomalies are exactly those an independent computation of
+// the rules — written here from README's definitions, not with the rules
+// package — finds in the stored readings.
+
+const empaticaCSV = "../shared/testdata/empatica-e4-hr.csv"
+
+// episodeEnv makes the rules bite on the Empatica recording (60–122 bpm):
+// with the defaults (120 bpm for 10 minutes, 40 bpm, a jump of 30) it has
+// no anomaly at all.
+var episodeEnv = map[string]string{
+	"DETECTION_MODE":                   "episode",
+	"ANOMALY_SUSTAINED_HIGH_THRESHOLD": "100",
+	"ANOMALY_SUSTAINED_LOW_THRESHOLD":  "72",
+	"ANOMALY_SUSTAINED_FOR":            "2m",
+	"ANOMALY_HYSTERESIS":               "5",
+	"ANOMALY_CLEAR_FOR":                "30s",
+	"ANOMALY_SPIKE_DELTA":              "8",
+	"ANOMALY_SPIKE_CONFIRM_READINGS":   "2",
+	"ANOMALY_SIGNAL_LOSS_AFTER":        "5m",
+}
+
+// gapRecording is a second, synthetic customer: a gradual fall to a low
+// plateau, a gap of 7 minutes in the signal, and a jump.
+func gapRecording(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("customer_id,timestamp,heart_rate\n")
+	start := time.Date(2023, 4, 5, 9, 30, 0, 0, time.UTC)
+	for s := 0; s < 40*60; s++ {
+		if s >= 20*60 && s < 27*60 {
+			continue // the wearable is off
+		}
+		rate := 80 + s%3
+		switch {
+		case s >= 4*60 && s < 5*60:
+			rate = 80 - (s-4*60)/5 // a gradual fall: no SPIKE
+		case s >= 5*60 && s < 9*60:
+			rate = 68 + s%2
+		case s >= 30*60 && s < 33*60:
+			rate = 95 + s%2
+		}
+		fmt.Fprintf(&b, "gap_01,%s,%d\n", start.Add(time.Duration(s)*time.Second).Format(time.RFC3339), rate)
+	}
+	name := filepath.Join(t.TempDir(), "gap.csv")
+	require.NoError(t, os.WriteFile(name, []byte(b.String()), 0o600))
+	return name
+}
+
+// runReplay is `go run . replay --shift-to-now FILE` against broker; it
+// returns what it printed.
+func runReplay(t *testing.T, broker, file string) string {
+	t.Helper()
+	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", broker)
+	t.Setenv("LOG_LEVEL", "warn")
+	var out, errOut bytes.Buffer
+	require.NoError(t, replay.Main(context.Background(), []string{"--shift-to-now", file}, &out, &errOut), errOut.String())
+	require.Empty(t, errOut.String(), "no warning once shifted")
+	t.Log(strings.TrimSpace(out.String()))
+	return out.String()
+}
+
+// shiftOf is the shift a replay printed.
+func shiftOf(out string) string {
+	_, after, _ := strings.Cut(out, "shifted by ")
+	shift, _, _ := strings.Cut(after, ")")
+	return shift
+}
+
+type storedReading struct {
+	id, customer string
+	at           time.Time
+	rate         int
+	offset       int64
+}
+
+// storedReadings checks that every row of the recordings is stored, once,
+// with its id, rate and (shifted) time, and returns them per customer in
+// the order their partition delivered them.
+func storedReadings(t *testing.T, pool *pgxpool.Pool, files ...string) map[string][]storedReading {
+	t.Helper()
+	want := map[string]replay.Row{}
+	for _, f := range files {
+		fh, err := os.Open(f)
+		require.NoError(t, err)
+		rec, err := replay.ReadCSV(fh)
+		_ = fh.Close()
+		require.NoError(t, err)
+		for _, r := range rec.Rows {
+			want[replay.EventID(r.CustomerID, r.Time)] = r
+		}
+	}
+	waitForRows(t, pool, "SELECT count(*) FROM heartbeat_events", len(want))
+	rows, err := pool.Query(context.Background(), `SELECT event_id::text, customer_id, event_time, heart_rate, source_offset
+		FROM heartbeat_events ORDER BY customer_id, source_offset`)
+	require.NoError(t, err)
+	got := map[string][]storedReading{}
+	shift := map[string]time.Duration{}
+	var r storedReading
+	_, err = pgx.ForEachRow(rows, []any{&r.id, &r.customer, &r.at, &r.rate, &r.offset}, func() error {
+		w, ok := want[r.id]
+		require.True(t, ok, "stored %s is no reading of the recordings", r.id)
+		require.Equal(t, w.CustomerID, r.customer)
+		require.Equal(t, w.Rate, r.rate)
+		d := r.at.Sub(w.Time)
+		if s, ok := shift[r.customer]; ok {
+			require.Equal(t, s, d, "one shift for the whole recording")
+		}
+		shift[r.customer] = d
+		got[r.customer] = append(got[r.customer], r)
+		return nil
+	})
+	require.NoError(t, err)
+	n := 0
+	for _, rs := range got {
+		n += len(rs)
+	}
+	require.Equal(t, len(want), n, "every reading stored, once")
+	return got
+}
+
+// episode is an anomalies row of the episode mode, as compared.
+type episode struct {
+	Type, StartEvent, Status string
+	Start, End               time.Time
+	Peak, Trough, Samples    int
+}
+
+func (e episode) String() string {
+	return fmt.Sprintf("%s from %s (%s) to %s %s peak %d trough %d samples %d", e.Type, e.Start.Format("15:04:05"), e.StartEvent[:8],
+		e.End.Format("15:04:05"), e.Status, e.Peak, e.Trough, e.Samples)
+}
+
+// expectedEpisodes computes README's episode rules over one customer's
+// readings, independently of package rules. p holds the environment's
+// values.
+func expectedEpisodes(rs []storedReading, p map[string]string) []episode {
+	num := func(k string) int {
+		var n int
+		_, _ = fmt.Sscan(p[k], &n)
+		return n
+	}
+	dur := func(k string) time.Duration { d, _ := time.ParseDuration(p[k]); return d }
+	high, low, hyst, delta, confirm := num("ANOMALY_SUSTAINED_HIGH_THRESHOLD"), num("ANOMALY_SUSTAINED_LOW_THRESHOLD"),
+		num("ANOMALY_HYSTERESIS"), num("ANOMALY_SPIKE_DELTA"), num("ANOMALY_SPIKE_CONFIRM_READINGS")
+	sustain, clear, loss := dur("ANOMALY_SUSTAINED_FOR"), dur("ANOMALY_CLEAR_FOR"), dur("ANOMALY_SIGNAL_LOSS_AFTER")
+
+	var out []episode
+	var open *episode     // the open clinical episode
+	var atOpening episode // what its row says until it closes
+	var openBase, openDir int
+	var clearingSince *time.Time
+	highFrom, lowFrom := -1, -1 // index where the sustain timer started
+	segStart := 0               // first reading after the last gap
+	closeOpen := func(end time.Time) {
+		open.Status, open.End = "closed", end
+		out = append(out, *open)
+		open = nil
+	}
+	holds := func(rate int) bool {
+		switch open.Type {
+		case "SUSTAINED_HIGH":
+			return rate >= high-hyst
+		case "SUSTAINED_LOW":
+			return rate <= low+hyst
+		}
+		return openDir*(rate-openBase) >= delta-hyst
+	}
+	stats := func(ep *episode, from, to int) {
+		ep.Peak, ep.Trough, ep.Samples = rs[from].rate, rs[from].rate, 0
+		for _, r := range rs[from : to+1] {
+			ep.Peak, ep.Trough, ep.Samples = max(ep.Peak, r.rate), min(ep.Trough, r.rate), ep.Samples+1
+		}
+	}
+	for k, r := range rs {
+		if k > 0 && r.at.Sub(rs[k-1].at) >= loss {
+			if open != nil {
+				closeOpen(open.End)
+			}
+			out = append(out, episode{Type: "SIGNAL_LOSS", StartEvent: rs[k-1].id, Start: rs[k-1].at, End: r.at, Status: "closed",
+				Peak: rs[k-1].rate, Trough: rs[k-1].rate})
+			highFrom, lowFrom, segStart, clearingSince = -1, -1, k, nil
+		}
+		if open != nil {
+			if holds(r.rate) {
+				open.End = r.at // the latest holding reading
+				open.Peak, open.Trough, open.Samples = max(open.Peak, r.rate), min(open.Trough, r.rate), open.Samples+1
+				clearingSince = nil
+			} else {
+				if clearingSince == nil {
+					at := r.at
+					clearingSince = &at
+				}
+				if r.at.Sub(*clearingSince) >= clear {
+					closeOpen(open.End)
+					clearingSince = nil
+				}
+			}
+			if open != nil {
+				continue
+			}
+		}
+		// Sustain timers: start at the threshold, run while in the band.
+		switch {
+		case lowFrom >= 0 && r.rate <= low+hyst:
+		case r.rate <= low:
+			lowFrom = k
+		default:
+			lowFrom = -1
+		}
+		switch {
+		case highFrom >= 0 && r.rate >= high-hyst:
+		case r.rate >= high:
+			highFrom = k
+		default:
+			highFrom = -1
+		}
+		opened := false
+		for _, s := range []struct {
+			typ  string
+			from int
+			at   bool
+		}{{"SUSTAINED_LOW", lowFrom, r.rate <= low}, {"SUSTAINED_HIGH", highFrom, r.rate >= high}} {
+			if s.from >= 0 && s.at && r.at.Sub(rs[s.from].at) >= sustain {
+				open = &episode{Type: s.typ, StartEvent: rs[s.from].id, Start: rs[s.from].at, End: r.at}
+				stats(open, s.from, k)
+				atOpening = *open
+				opened = true
+				break
+			}
+		}
+		if opened {
+			highFrom, lowFrom = -1, -1
+			continue
+		}
+		// SPIKE: the jump `confirm` readings ago from a settled rate.
+		j := k - confirm
+		if j-1 < segStart || j-1 < 0 {
+			continue
+		}
+		base := rs[j-1].rate
+		if abs(rs[j].rate-base) < delta {
+			continue
+		}
+		settled := true
+		for m := j - 2; m >= segStart && m >= j-2-confirm; m-- {
+			if abs(rs[m].rate-base) >= delta-hyst {
+				settled = false
+			}
+		}
+		dir := 1
+		if rs[j].rate < base {
+			dir = -1
+		}
+		confirmed := settled
+		for _, x := range rs[j+1 : k+1] {
+			if dir*(x.rate-base) < delta-hyst {
+				confirmed = false
+			}
+		}
+		if confirmed {
+			open = &episode{Type: "SPIKE", StartEvent: rs[j].id, Start: rs[j].at, End: r.at}
+			stats(open, j, k)
+			atOpening = *open
+			openBase, openDir = base, dir
+			highFrom, lowFrom = -1, -1
+		}
+	}
+	if open != nil {
+		atOpening.Status = "open"
+		out = append(out, atOpening)
+	}
+	return out
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+func storedEpisodes(t *testing.T, pool *pgxpool.Pool, customer string) []episode {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT anomaly_type, event_id::text, status, started_at,
+		coalesce(ended_at, started_at + duration_ms * interval '1 millisecond'), peak_rate, trough_rate, samples, anomaly_id::text, customer_id
+		FROM anomalies WHERE customer_id = $1 ORDER BY started_at, anomaly_type`, customer)
+	require.NoError(t, err)
+	var out []episode
+	var e episode
+	var id, cust string
+	_, err = pgx.ForEachRow(rows, []any{&e.Type, &e.StartEvent, &e.Status, &e.Start, &e.End, &e.Peak, &e.Trough, &e.Samples, &id, &cust}, func() error {
+		require.Equal(t, rules.EpisodeID(cust, e.Type, e.StartEvent), id, "anomaly id derives from customer, rule and start event")
+		e.Start, e.End = e.Start.UTC(), e.End.UTC()
+		out = append(out, e)
+		return nil
+	})
+	require.NoError(t, err)
+	return out
+}
+
+func sortEpisodes(es []episode) []episode {
+	sort.Slice(es, func(i, j int) bool {
+		if !es[i].Start.Equal(es[j].Start) {
+			return es[i].Start.Before(es[j].Start)
+		}
+		return es[i].Type < es[j].Type
+	})
+	for i := range es {
+		es[i].Start, es[i].End = es[i].Start.UTC(), es[i].End.UTC()
+	}
+	return es
+}
+
+func pipelineEnv(broker, dbURL string, extra map[string]string) map[string]string {
+	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect"}
+	for k, v := range extra {
+		env[k] = v
+	}
+	return env
+}
+
+func requireEpisodeMode(t *testing.T) {
+	t.Helper()
+	if _, ok := reflect.TypeOf(app.Config{}).FieldByName("Detection"); !ok {
+		t.Skip("DETECTION_MODE is not wired into app.Config yet")
+	}
+}
+
+func waitForEpisodes(t *testing.T, pool *pgxpool.Pool, customer string, want []episode) []episode {
+	t.Helper()
+	var got []episode
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		got = storedEpisodes(t, pool, customer)
+		if reflect.DeepEqual(got, want) {
+			break
+		}
+	}
+	return got
+}
+
+// TestReplayEmpaticaEpisodes replays the real Empatica E4 recording and a
+// synthetic one with a gap in episode mode.
+func TestReplayEmpaticaEpisodes(t *testing.T) {
+	requireEpisodeMode(t)
+	dbURL, pool := testDatabase(t)
+	broker := testBroker(t)
+	startPipeline(t, pipelineEnv(broker, dbURL, episodeEnv))
+	gap := gapRecording(t)
+	runReplay(t, broker, empaticaCSV)
+	first := runReplay(t, broker, gap)
+
+	stored := storedReadings(t, pool, empaticaCSV, gap)
+	kinds := map[string]int{}
+	for _, customer := range []string{"e4_subject_01", "gap_01"} {
+		want := sortEpisodes(expectedEpisodes(stored[customer], episodeEnv))
+		for _, e := range want {
+			kinds[e.Type]++
+		}
+		got := waitForEpisodes(t, pool, customer, want)
+		require.Equal(t, want, got, "%s: anomalies are exactly those the rules imply", customer)
+	}
+	t.Logf("episodes: %v", kinds)
+	for _, typ := range []string{"SUSTAINED_HIGH", "SUSTAINED_LOW", "SPIKE", "SIGNAL_LOSS"} {
+		require.Positive(t, kinds[typ], "the recordings exercise %s", typ)
+	}
+	// Each opening and each closing is one message on the anomaly topic.
+	msgs := 0
+	for _, c := range []string{"e4_subject_01", "gap_01"} {
+		for _, e := range storedEpisodes(t, pool, c) {
+			msgs++
+			if e.Status == "closed" {
+				msgs++
+			}
+		}
+	}
+	seen := map[string]int{}
+	for _, m := range consume(t, broker, "events.anomaly.v1", msgs) {
+		seen[header(m, "_watermill_message_uuid")]++
+		require.NotEmpty(t, header(m, "anomaly_status"))
+	}
+	require.Len(t, seen, msgs, "one message per opening and per closing")
+	for id, n := range seen {
+		require.Equal(t, 1, n, "message %s published once", id)
+	}
+
+	// Replaying the same recording again (within the hour: the same shift)
+	// stores nothing twice, and raises no anomaly twice.
+	if again := runReplay(t, broker, gap); shiftOf(again) != shiftOf(first) {
+		t.Skipf("the hour turned between the two replays (%s, then %s)", shiftOf(first), shiftOf(again))
+	}
+	before := storedEpisodes(t, pool, "gap_01")
+	const records = 3651 + 2*1980
+	waitForRows(t, pool, "SELECT coalesce(sum(last_offset + 1), 0) FROM ingest_checkpoint WHERE consumer_group = 'cg.db-writer.v1'", records)
+	waitForGroup(t, broker, "cg.anomaly.v1", records)
+	storedReadings(t, pool, empaticaCSV, gap)
+	require.Equal(t, before, storedEpisodes(t, pool, "gap_01"))
+}
+
+// waitForGroup waits until group has committed offsets past n records of
+// the raw topic.
+func waitForGroup(t *testing.T, broker, group string, n int64) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	require.Eventually(t, func() bool {
+		offsets, err := adm.FetchOffsets(context.Background(), group)
+		if err != nil {
+			return false
+		}
+		var sum int64
+		offsets.Each(func(o kadm.OffsetResponse) {
+			if o.Topic == "events.raw.v1" {
+				sum += o.At
+			}
+		})
+		return sum >= n
+	}, 30*time.Second, 50*time.Millisecond, "%s did not get through %d records", group, n)
+}
+
+// TestReplayEmpaticaEpisodesAcrossARestart stops the pipeline mid-stream:
+// the restarted detector rebuilds each customer's episodes from the
+// anomalies table and its readings from heartbeat_events, and the
+// anomalies are still exactly those of one uninterrupted run.
+func TestReplayEmpaticaEpisodesAcrossARestart(t *testing.T) {
+	requireEpisodeMode(t)
+	dbURL, pool := testDatabase(t)
+	broker := testBroker(t)
+	gap := gapRecording(t)
+	runReplay(t, broker, empaticaCSV)
+	runReplay(t, broker, gap)
+
+	env := pipelineEnv(broker, dbURL, episodeEnv)
+	for _, after := range []int{2, 5} {
+		p := startPipeline(t, env)
+		waitForRows(t, pool, "SELECT count(*) FROM anomalies", after)
+		p.stop(t)
+		var n, open int
+		require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*), count(*) FILTER (WHERE status = 'open') FROM anomalies").Scan(&n, &open))
+		t.Logf("stopped with %d anomalies, %d open", n, open)
+	}
+	startPipeline(t, env)
+
+	stored := storedReadings(t, pool, empaticaCSV, gap)
+	for _, customer := range []string{"e4_subject_01", "gap_01"} {
+		want := sortEpisodes(expectedEpisodes(stored[customer], episodeEnv))
+		require.Equal(t, want, waitForEpisodes(t, pool, customer, want), customer)
+	}
+}
+
+// TestReplayEmpaticaPerEvent replays the recording in the original
+// per-event mode: every reading at or below LOW, at or above HIGH, or
+// SPIKE_DELTA away from the previous one is one anomaly.
+func TestReplayEmpaticaPerEvent(t *testing.T) {
+	dbURL, pool := testDatabase(t)
+	broker := testBroker(t)
+	env := map[string]string{"DETECTION_MODE": "per_event", "ANOMALY_LOW_THRESHOLD": "62", "ANOMALY_HIGH_THRESHOLD": "110", "ANOMALY_SPIKE_DELTA": "5"}
+	startPipeline(t, pipelineEnv(broker, dbURL, env))
+	runReplay(t, broker, empaticaCSV)
+
+	rs := storedReadings(t, pool, empaticaCSV)["e4_subject_01"]
+	want := map[string]string{}
+	for i, r := range rs {
+		rule := ""
+		switch {
+		case r.rate <= 62:
+			rule = "LOW_HEART_RATE"
+		case r.rate >= 110:
+			rule = "HIGH_HEART_RATE"
+		case i > 0 && abs(r.rate-rs[i-1].rate) >= 5:
+			rule = "SPIKE"
+		}
+		if rule != "" {
+			want[messages.AnomalyID(r.id, rule)] = rule
+		}
+	}
+	require.NotEmpty(t, want)
+	waitForRows(t, pool, "SELECT count(*) FROM anomalies", len(want))
+	rows, err := pool.Query(context.Background(), "SELECT anomaly_id::text, anomaly_type FROM anomalies")
+	require.NoError(t, err)
+	got := map[string]string{}
+	var id, typ string
+	_, err = pgx.ForEachRow(rows, []any{&id, &typ}, func() error { got[id] = typ; return nil })
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+}
