@@ -83,13 +83,22 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		}})
 		maintainPartitions(context.Background(), a)
 	}
+	history := hbsql.NewHistory(a.Pool, topics.GroupDB, cfg.Anomaly.StateTTL, cfg.Anomaly.HistoryWait)
+	if cfg.Runs(app.HandlerDetect) {
+		progress, closeProgress, err := a.GroupProgress(topics.GroupDB)
+		if err != nil {
+			return nil, err
+		}
+		history.Progress = progress
+		p.closers = append(p.closers, func(context.Context) { closeProgress() })
+	}
 	engine := newEngine(cfg)
 	w := wiring{
 		cfg: cfg, metrics: m, registry: a.Registry, log: a.Log, wlog: a.WLogger, pub: pub,
 		subscriber: a.NewSubscriber, batchSubscriber: a.NewWindowedSubscriber,
 		events:    hbsql.NewEventWriter(a.Pool, topics.GroupDB).Write,
 		anomalies: hbsql.NewAnomalyWriter(a.Pool, a.WLogger),
-		history:   hbsql.NewHistory(a.Pool, topics.GroupDB, cfg.Anomaly.StateTTL, cfg.Anomaly.HistoryWait),
+		history:   history,
 		engine:    engine,
 	}
 	router, closers, err := w.router()

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,4 +52,36 @@ func (a *App) ConsumerLag(ctx context.Context, groups []string, interval time.Du
 		case <-t.C:
 		}
 	}
+}
+
+// GroupProgress returns a function answering the next offset group has
+// committed for a partition of topic, read from the broker at most every
+// 100 ms (the detector asks it for every customer it rebuilds).
+func (a *App) GroupProgress(group string) (func(ctx context.Context, topic string, partition int32) (int64, error), func(), error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(a.Brokers...)}, a.KafkaOpts...)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	adm := kadm.NewClient(cl)
+	var (
+		mu      sync.Mutex
+		fetched time.Time
+		offsets kadm.OffsetResponses
+	)
+	progress := func(ctx context.Context, topic string, partition int32) (int64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(fetched) > 100*time.Millisecond {
+			o, err := adm.FetchOffsets(ctx, group)
+			if err != nil {
+				return 0, err
+			}
+			offsets, fetched = o, time.Now()
+		}
+		if o, ok := offsets.Lookup(topic, partition); ok && o.Err == nil {
+			return o.At, nil
+		}
+		return 0, nil
+	}
+	return progress, cl.Close, nil
 }

@@ -27,6 +27,9 @@ type History struct {
 	// Wait bounds how long to wait for persist to store the readings before
 	// the record; past it the lookup answers with what is stored.
 	Wait time.Duration
+	// Progress, when set, returns the next offset the persist group has
+	// committed for a partition: everything before it is stored.
+	Progress func(ctx context.Context, topic string, partition int32) (int64, error)
 
 	mu          sync.Mutex
 	checkpoints map[messages.Source]int64 // keyed by topic and partition, Offset zero
@@ -62,9 +65,12 @@ func (hs *History) Previous(ctx context.Context, h messages.Heartbeat, src messa
 	return at, int(r), true, nil
 }
 
-// waitFor waits until persist's checkpoint of src's partition reaches src's
-// offset: src is a valid reading, so persist stores it, and everything
-// before it, eventually.
+// waitFor waits until persist has finished with every record of src's
+// partition up to src (src is a valid reading, so persist stores it, and
+// everything before it, eventually). With Progress set, that is the persist
+// group's committed offset, which only passes contiguously stored records;
+// otherwise the stored checkpoint, which with several writers can run ahead
+// of a batch still committing.
 func (hs *History) waitFor(ctx context.Context, src messages.Source) error {
 	key := messages.Source{Topic: src.Topic, Partition: src.Partition}
 	deadline := time.Now().Add(hs.Wait)
@@ -75,17 +81,31 @@ func (hs *History) waitFor(ctx context.Context, src messages.Source) error {
 		if ok && cp >= src.Offset {
 			return nil
 		}
-		err := hs.pool.QueryRow(ctx, `SELECT last_offset FROM ingest_checkpoint WHERE consumer_group = $1 AND topic = $2 AND partition = $3`,
-			hs.group, src.Topic, src.Partition).Scan(&cp)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("read persist checkpoint: %w", err)
-		}
-		if err == nil {
+		if hs.Progress != nil {
+			next, err := hs.Progress(ctx, src.Topic, src.Partition)
+			if err != nil && ctx.Err() == nil {
+				return fmt.Errorf("read persist progress: %w", err)
+			}
+			cp, err = next-1, nil
 			hs.mu.Lock()
 			hs.checkpoints[key] = max(hs.checkpoints[key], cp)
 			hs.mu.Unlock()
 			if cp >= src.Offset {
 				return nil
+			}
+		} else {
+			err := hs.pool.QueryRow(ctx, `SELECT last_offset FROM ingest_checkpoint WHERE consumer_group = $1 AND topic = $2 AND partition = $3`,
+				hs.group, src.Topic, src.Partition).Scan(&cp)
+			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("read persist checkpoint: %w", err)
+			}
+			if err == nil {
+				hs.mu.Lock()
+				hs.checkpoints[key] = max(hs.checkpoints[key], cp)
+				hs.mu.Unlock()
+				if cp >= src.Offset {
+					return nil
+				}
 			}
 		}
 		if time.Now().After(deadline) {
