@@ -27,3 +27,8 @@ bench: ## Go micro-benchmarks of the hot paths
 
 tidy:
 	$(GO) mod tidy
+
+CHAOS_EVENTS ?= 200000
+.PHONY: chaos
+chaos: ## crash, rebalance, outage, broker-restart and shutdown scenarios against the built binary; CI runs CHAOS_EVENTS=20000
+	CHAOS_EVENTS=$(CHAOS_EVENTS) $(GO) test -tags chaos -run '^TestChaos$$' -count=1 -v -timeout 90m .
