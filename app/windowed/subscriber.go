@@ -258,51 +258,18 @@ func (s *Subscriber) deliver(ctx context.Context, p *partition, records []*kgo.R
 		}
 	}
 
-	var wait *time.Ticker
-	defer func() {
-		if wait != nil {
-			wait.Stop()
-		}
-	}()
 	for i, msg := range msgs {
-		seq := first + uint64(i)
-		// Hand out a record only while the window from the oldest
-		// unacknowledged one to it is below the limit: pausing the fetch
-		// bounds what is fetched, this bounds what is in flight (each
-		// message in flight is a handler goroutine).
-		for !s.hasRoom(p, seq) {
-			if wait == nil {
-				wait = time.NewTicker(2 * time.Millisecond)
-			}
-			select {
-			case <-wait.C:
-			case <-p.done:
-				s.abandon(p, seq)
-				return msgs, false
-			case <-s.closing:
-				s.abandon(p, seq)
-				return msgs, false
-			}
-		}
 		select {
 		case s.out <- msg:
 		case <-p.done:
-			s.abandon(p, seq)
+			s.abandon(p, first+uint64(i))
 			return msgs, false
 		case <-s.closing:
-			s.abandon(p, seq)
+			s.abandon(p, first+uint64(i))
 			return msgs, false
 		}
 	}
 	return msgs, true
-}
-
-// hasRoom reports whether the record with sequence number seq is within
-// MaxInFlightPerPartition of p's oldest unacknowledged record.
-func (s *Subscriber) hasRoom(p *partition, seq uint64) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return seq-p.headSeq < uint64(s.cfg.MaxInFlightPerPartition)
 }
 
 // abandon marks the records of p from seq on as never delivered.

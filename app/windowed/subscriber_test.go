@@ -84,30 +84,6 @@ func TestSubscriber_ManyInFlightPerPartition(t *testing.T) {
 	c.requireCommitted(t, "in-flight", map[int32]int64{7: n})
 }
 
-// No more than MaxInFlightPerPartition messages of a partition are out at
-// once: the next one is handed over only when the oldest is acked.
-func TestSubscriber_BoundsMessagesInFlight(t *testing.T) {
-	c := newCluster(t)
-	const limit = 20
-	c.produce(t, 100, 3)
-	_, ch := subscribe(t, c, "bounded", func(cfg *windowed.Config) { cfg.MaxInFlightPerPartition = limit })
-
-	held := make([]*message.Message, 0, limit)
-	for range limit {
-		held = append(held, receive(t, ch))
-	}
-	require.Never(t, func() bool { return len(ch) > 0 }, 200*time.Millisecond, 5*time.Millisecond,
-		"a %d-th message was handed over while %d were unacknowledged", limit+1, limit)
-	select {
-	case msg := <-ch:
-		t.Fatalf("message at offset %d handed over beyond the limit", source(t, msg).Offset)
-	default:
-	}
-	held[0].Ack()
-	next := receive(t, ch)
-	require.Equal(t, int64(limit), source(t, next).Offset, "acking the oldest makes room for exactly the next one")
-}
-
 // The committed offset stops at the first unacknowledged message.
 func TestSubscriber_CommitsContiguousAcks(t *testing.T) {
 	c := newCluster(t)
