@@ -46,6 +46,7 @@ type laneCustomer struct {
 	seq      uint64    // bumped by every install, to refuse stale applies
 	lastSeen time.Time // wall clock
 	idx      int       // in lane.silent, -1 when not there
+	evicted  bool
 }
 
 // NewEpisodeEngine returns an engine with parameters p, or p's validation
@@ -83,6 +84,27 @@ type pending struct {
 	st  customerEpisodes
 }
 
+// evaluation is what Evaluate computed, for its apply: the reading's
+// customer's next state (its recent readings in buf, to save an
+// allocation), those of the customers it declared silent, the watermark.
+type evaluation struct {
+	e      *EpisodeEngine
+	l      *lane
+	own    pending
+	buf    [7]Reading
+	others []pending
+	wm     time.Time
+}
+
+func (ev *evaluation) apply() {
+	ev.l.mu.Lock()
+	defer ev.l.mu.Unlock()
+	ev.e.install(ev.l, ev.own, ev.wm)
+	for _, p := range ev.others {
+		ev.e.install(ev.l, p, ev.wm)
+	}
+}
+
 // Evaluate returns the episodes that reading h, read from partition,
 // opens and closes — its customer's, and those of customers of the
 // partition whose silence the reading's time reveals — and apply, which
@@ -99,12 +121,9 @@ func (e *EpisodeEngine) Evaluate(partition int32, h messages.Heartbeat, notAfter
 	l := e.lane(partition)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	changes, ps, wm := e.evaluate(l, h, notAfter)
-	return changes, func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		e.install(l, ps, wm)
-	}
+	ev := &evaluation{e: e, l: l}
+	changes = e.evaluate(ev, h, notAfter)
+	return changes, ev.apply
 }
 
 // Process evaluates h and applies the result at once: for replays and
@@ -137,63 +156,67 @@ func (e *EpisodeEngine) Process(partition int32, h messages.Heartbeat, notAfter 
 	return changes
 }
 
-func (e *EpisodeEngine) evaluate(l *lane, h messages.Heartbeat, notAfter time.Time) ([]Change, []pending, time.Time) {
+func (e *EpisodeEngine) evaluate(ev *evaluation, h messages.Heartbeat, notAfter time.Time) []Change {
 	var changes []Change
+	l := ev.l
 	lc := l.customers[h.CustomerID]
-	own := pending{lc: lc, id: h.CustomerID}
+	ev.own = pending{lc: lc, id: h.CustomerID}
 	if lc != nil {
-		own.seq, own.st = lc.seq, lc.st.clone()
+		ev.own.seq, ev.own.st = lc.seq, lc.st
+		ev.own.st.recent = append(ev.buf[:0], lc.st.recent...)
+		ev.own.st = ev.own.st.clonePointers()
 	}
 	r := ReadingOf(h)
-	changes = e.p.step(h.CustomerID, &own.st, r, changes)
-	e.p.arrived(&own.st, r, notAfter)
-	ps := []pending{own}
+	changes = e.p.step(h.CustomerID, &ev.own.st, r, changes)
+	e.p.arrived(&ev.own.st, r, notAfter)
 
-	wm := l.watermark
-	if t := minTime(h.Timestamp, notAfter); t.After(wm) {
-		wm = t
+	ev.wm = l.watermark
+	if t := minTime(h.Timestamp, notAfter); t.After(ev.wm) {
+		ev.wm = t
 	}
-	if wm.After(l.watermark) {
-		// Every customer whose last reading is SignalLossAfter or more
+	if ev.wm.After(l.watermark) {
+		// Every live customer whose last reading is SignalLossAfter or more
 		// before the watermark has gone silent.
-		limit := wm.Add(-e.p.SignalLossAfter)
+		limit := ev.wm.Add(-e.p.SignalLossAfter)
 		l.silent.each(limit, func(o *laneCustomer) {
 			if o == lc {
 				return
 			}
 			p := pending{lc: o, id: o.id, seq: o.seq, st: o.st.clone()}
 			changes = e.p.loseSignal(o.id, &p.st, changes)
-			ps = append(ps, p)
+			ev.others = append(ev.others, p)
 		})
-		if e.p.lost(&ps[0].st, wm) {
-			changes = e.p.loseSignal(h.CustomerID, &ps[0].st, changes)
+		if e.p.lost(&ev.own.st, ev.wm) {
+			changes = e.p.loseSignal(h.CustomerID, &ev.own.st, changes)
 		}
 	}
-	return changes, ps, wm
+	return changes
 }
 
-func (e *EpisodeEngine) install(l *lane, ps []pending, wm time.Time) {
+func (e *EpisodeEngine) install(l *lane, p pending, wm time.Time) {
 	if wm.After(l.watermark) {
 		l.watermark = wm
 	}
-	now := e.now()
-	for _, p := range ps {
-		lc := l.customers[p.id]
-		switch {
-		case lc == nil:
-			if p.lc != nil {
-				continue // evicted since: the state is rebuilt on its next reading
-			}
-			lc = &laneCustomer{id: p.id, idx: -1}
-			l.customers[p.id] = lc
-		case lc != p.lc || lc.seq != p.seq:
-			continue // moved on since this evaluation: never move back
+	lc := p.lc
+	switch {
+	case lc == nil:
+		if l.customers[p.id] != nil {
+			return // restored or evaluated since: never move back
 		}
-		lc.st = p.st
-		lc.seq++
-		lc.lastSeen = now
-		l.place(lc)
+		lc = &laneCustomer{id: p.id, idx: -1}
+		l.customers[p.id] = lc
+	case lc.evicted:
+		return // the state is rebuilt on its next reading
+	case lc.seq != p.seq:
+		return // moved on since this evaluation: never move back
 	}
+	st := p.st
+	// The evaluation's buffer is not the customer's to keep.
+	st.recent = append(lc.st.recent[:0], st.recent...)
+	lc.st = st
+	lc.seq++
+	lc.lastSeen = e.now()
+	l.place(lc)
 }
 
 // place keeps lc in the silent heap exactly while it is live and has no
@@ -292,6 +315,7 @@ func (e *EpisodeEngine) Evict(idle time.Duration) int {
 				if lc.idx >= 0 {
 					heap.Remove(&l.silent, lc.idx)
 				}
+				lc.evicted = true
 				delete(l.customers, id)
 				n++
 			}

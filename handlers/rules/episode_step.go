@@ -59,6 +59,11 @@ type openEpisode struct {
 // clone returns a copy that shares nothing mutable with c.
 func (c customerEpisodes) clone() customerEpisodes {
 	c.recent = append([]Reading(nil), c.recent...)
+	return c.clonePointers()
+}
+
+// clonePointers copies the open episodes, leaving recent to the caller.
+func (c customerEpisodes) clonePointers() customerEpisodes {
 	if c.open != nil {
 		o := *c.open
 		c.open = &o
