@@ -230,6 +230,9 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 		if err != nil {
 			return nil, closers, err
 		}
+		// The router may skip closing a subscriber whose context ended;
+		// closing it here waits for its final commit and group leave.
+		closers = append(closers, func(context.Context) { _ = sub.Close() })
 		batcher := handlers.NewBatcher(handlers.BatcherConfig{
 			Size: cfg.Persist.BatchSize, Timeout: cfg.Persist.BatchTimeout, Writers: cfg.Persist.Writers,
 			Isolate: func(err error) bool { return !hbmw.IsTransient(err) },
@@ -251,6 +254,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 		if err != nil {
 			return nil, closers, err
 		}
+		closers = append(closers, func(context.Context) { _ = sub.Close() })
 		detect := &handlers.Detect{
 			Limits: limits, Engine: w.engine, Store: w.anomalies, History: w.history, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
 			OnAnomaly: func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() },

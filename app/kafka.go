@@ -205,7 +205,10 @@ func (a *App) NewSubscriber(group string) (message.Subscriber, error) {
 // persist's batches fill, and offsets committed only over contiguously
 // acknowledged records.
 func (a *App) NewWindowedSubscriber(group string) (message.Subscriber, error) {
-	opts := append([]kgo.Opt{kgo.ClientID(a.Config.Kafka.ClientID)}, a.KafkaOpts...)
+	// A 10 s session (franz-go defaults to 45 s, sarama to 10 s): a killed
+	// persist's partitions move to the survivors within seconds.
+	opts := append([]kgo.Opt{kgo.ClientID(a.Config.Kafka.ClientID),
+		kgo.SessionTimeout(10 * time.Second), kgo.HeartbeatInterval(time.Second)}, a.KafkaOpts...)
 	sub, err := windowed.NewSubscriber(windowed.Config{
 		Brokers:                 a.Brokers,
 		ConsumerGroup:           group,

@@ -23,12 +23,12 @@ type Runner struct {
 // (SIGINT/SIGTERM), an Ends runner finishes, or one fails; then cleanup runs
 // with a deadline of SHUTDOWN_TIMEOUT.
 func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	serve, err := ServeMetrics(ctx, a.Config.EffectiveMetricsAddr(), a.Registry, a.Log)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(serve)
 	g.Go(func() error { ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })

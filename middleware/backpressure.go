@@ -22,11 +22,13 @@ type Backpressure struct {
 	Logger          *slog.Logger
 	// Failures counts transient failures, by handler.
 	Failures *prometheus.CounterVec
-	// Paused accumulates seconds spent waiting, by handler.
+	// Paused accumulates the length of outages, by handler: from the first
+	// message to wait to the last to stop waiting.
 	Paused *prometheus.CounterVec
 
 	mu      sync.Mutex
-	waiting map[string]int // handler -> messages waiting
+	waiting map[string]int       // handler -> messages waiting
+	since   map[string]time.Time // handler -> when its outage began
 }
 
 // Middleware implements message.HandlerMiddleware.
@@ -34,17 +36,17 @@ func (b *Backpressure) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		delay := b.InitialInterval
 		handler := message.HandlerNameFromCtx(msg.Context())
-		var waitingSince time.Time
+		waiting := false
 		for {
 			out, err := h(msg)
 			if err == nil || !IsTransient(err) || msg.Context().Err() != nil {
-				if !waitingSince.IsZero() {
-					b.leave(handler, time.Since(waitingSince), err)
+				if waiting {
+					b.leave(handler, err)
 				}
 				return out, err
 			}
-			if waitingSince.IsZero() {
-				waitingSince = time.Now()
+			if !waiting {
+				waiting = true
 				b.enter(handler, err)
 			}
 			if b.Failures != nil {
@@ -54,41 +56,53 @@ func (b *Backpressure) Middleware(h message.HandlerFunc) message.HandlerFunc {
 			select {
 			case <-msg.Context().Done():
 				t.Stop()
-				b.leave(handler, time.Since(waitingSince), err)
+				b.leave(handler, err)
 				return out, err
 			case <-t.C:
-			}
-			if b.Paused != nil {
-				b.Paused.WithLabelValues(handler).Add(delay.Seconds())
 			}
 			delay = min(delay*2, b.MaxInterval)
 		}
 	}
 }
 
-// enter and leave log the first message of a handler to start waiting and
-// the last to stop, so an outage gives two log lines, not one per message.
+// enter and leave track, per handler, the messages waiting out an outage:
+// the first to start waiting logs the pause and starts the outage's clock,
+// the last to stop logs the recovery and adds the outage's duration to
+// Paused, so an outage gives two log lines and its length once, not once per
+// message.
 func (b *Backpressure) enter(handler string, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.waiting == nil {
-		b.waiting = map[string]int{}
+		b.waiting, b.since = map[string]int{}, map[string]time.Time{}
 	}
 	b.waiting[handler]++
-	if b.waiting[handler] == 1 && b.Logger != nil {
-		b.Logger.Warn("infrastructure unavailable, pausing consumption until it recovers", "handler", handler, "err", err)
+	if b.waiting[handler] == 1 {
+		b.since[handler] = time.Now()
+		if b.Logger != nil {
+			b.Logger.Warn("infrastructure unavailable, pausing consumption until it recovers", "handler", handler, "err", err)
+		}
 	}
 }
 
-func (b *Backpressure) leave(handler string, waited time.Duration, err error) {
+func (b *Backpressure) leave(handler string, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.waiting[handler]--
-	if b.waiting[handler] == 0 && b.Logger != nil {
-		if err == nil {
-			b.Logger.Info("infrastructure recovered, consumption resumed", "handler", handler, "paused", waited.Round(time.Millisecond))
-		} else {
-			b.Logger.Info("stopped waiting for infrastructure", "handler", handler, "paused", waited.Round(time.Millisecond), "err", err)
-		}
+	if b.waiting[handler] > 0 {
+		return
+	}
+	paused := time.Since(b.since[handler])
+	if b.Paused != nil {
+		b.Paused.WithLabelValues(handler).Add(paused.Seconds())
+	}
+	if b.Logger == nil {
+		return
+	}
+	// Warn like the pause, so an operator who sees one sees the other.
+	if err == nil {
+		b.Logger.Warn("infrastructure recovered, consumption resumed", "handler", handler, "paused", paused.Round(time.Millisecond))
+	} else {
+		b.Logger.Warn("stopped waiting for infrastructure", "handler", handler, "paused", paused.Round(time.Millisecond), "err", err)
 	}
 }

@@ -62,10 +62,32 @@ func (m InvalidEvents) Middleware(h message.HandlerFunc) message.HandlerFunc {
 			m.OnRouted(message.HandlerNameFromCtx(msg.Context()), verr.Class)
 		}
 		if m.Settle != nil {
-			if err := m.Settle(msg); err != nil {
+			if err := m.settle(msg); err != nil {
 				return nil, err
 			}
 		}
 		return out, nil
+	}
+}
+
+// settle calls Settle, waiting out infrastructure failures itself: the
+// envelope is already published, and failing here would have the whole
+// step retried and the envelope published again for as long as the outage
+// lasts.
+func (m InvalidEvents) settle(msg *message.Message) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := m.Settle(msg)
+		if err == nil || !IsTransient(err) || msg.Context().Err() != nil {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-msg.Context().Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(delay*2, 5*time.Second)
 	}
 }
