@@ -1,0 +1,179 @@
+package sql_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/messages"
+	hbsql "github.com/heartbeat/heartbeat/sql"
+)
+
+// episodeDB is a migrated database with the outbox table.
+func episodeDB(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool := database(t)
+	_, err := hbsql.Migrate(context.Background(), pool)
+	require.NoError(t, err)
+	sub, err := wmsql.NewSubscriber(wmsql.BeginnerFromPgx(pool), wmsql.SubscriberConfig{
+		SchemaAdapter: hbsql.OutboxSchema(), OffsetsAdapter: hbsql.OutboxOffsets(), InitializeSchema: true,
+	}, watermill.NopLogger{})
+	require.NoError(t, err)
+	require.NoError(t, sub.SubscribeInitialize(hbsql.OutboxTopic))
+	require.NoError(t, sub.Close())
+	return pool
+}
+
+var at = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func episodeWrite(id, start string, status string, end *time.Time) hbsql.EpisodeWrite {
+	row := hbsql.EpisodeRow{
+		Anomaly: messages.Anomaly{AnomalyID: id, EventID: start, CustomerID: "c1", Type: rules.SustainedHigh, Severity: rules.SeverityHigh,
+			HeartRate: 121, EventTime: at, DetectedAt: at.Add(time.Hour), Details: json.RawMessage(`{"threshold":120}`)},
+		Status: status, StartedAt: at, OpenedAt: at.Add(10 * time.Minute), EndedAt: end,
+		PeakRate: 150, TroughRate: 115, Samples: 601, DurationMS: 600_000,
+	}
+	if status == hbsql.EpisodeClosed {
+		row.Details = json.RawMessage(`{"close_reason":"cleared"}`)
+	}
+	msgID := id
+	if status == hbsql.EpisodeClosed {
+		msgID = uuid.NewSHA1(uuid.NameSpaceOID, []byte(id)).String()
+	}
+	return hbsql.EpisodeWrite{Row: row, Topic: "events.anomaly.v1", Msg: message.NewMessage(msgID, []byte(`{}`))}
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, query string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+// TestWriteEpisodesIsIdempotent: an opening inserts the row and queues its
+// message once; a closing updates the open row and queues its message once;
+// a redelivered reading changes and queues nothing.
+func TestWriteEpisodesIsIdempotent(t *testing.T) {
+	pool := episodeDB(t)
+	ctx := context.Background()
+	w := hbsql.NewAnomalyWriter(pool, watermill.NopLogger{})
+	id, start := uuid.NewString(), uuid.NewString()
+	end := at.Add(20 * time.Minute)
+
+	written, err := w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeOpen, nil)})
+	require.NoError(t, err)
+	require.Equal(t, []bool{true}, written)
+	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeOpen, nil)})
+	require.NoError(t, err)
+	require.Equal(t, []bool{false}, written, "redelivered opening")
+	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
+	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM anomalies WHERE status = 'open' AND closed_at IS NULL AND ended_at IS NULL"))
+
+	recent, err := w.RecentEpisodes(ctx, "c1", at.Add(time.Hour))
+	require.NoError(t, err)
+	require.Len(t, recent, 1, "an open episode is recent however old")
+	require.Equal(t, rules.Episode{CustomerID: "c1", Rule: rules.SustainedHigh, Severity: rules.SeverityHigh,
+		Start: rules.Reading{EventID: start, Time: at, Rate: 121}, OpenedAt: at.Add(10 * time.Minute),
+		Last: rules.Reading{EventID: start, Time: at.Add(10 * time.Minute), Rate: 121}, Peak: 150, Trough: 115, Samples: 601},
+		normalize(recent[0]))
+
+	for range 2 {
+		_, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeClosed, &end)})
+		require.NoError(t, err)
+	}
+	require.Equal(t, 2, count(t, pool, "SELECT count(*) FROM watermill_outbox"), "one opening, one closing")
+	var details string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT details::text FROM anomalies WHERE anomaly_id = $1 AND status = 'closed'
+		AND ended_at = $2 AND closed_at IS NOT NULL`, id, end).Scan(&details))
+	require.JSONEq(t, `{"threshold":120,"close_reason":"cleared"}`, details)
+
+	recent, err = w.RecentEpisodes(ctx, "c1", end)
+	require.NoError(t, err)
+	require.Len(t, recent, 1, "ended at since")
+	require.True(t, recent[0].Closed)
+	recent, err = w.RecentEpisodes(ctx, "c1", end.Add(time.Millisecond))
+	require.NoError(t, err)
+	require.Empty(t, recent, "ended before since")
+
+	// An opening and closing of one reading (SIGNAL_LOSS across a gap), and
+	// the closing of an episode never recorded open: both end closed.
+	lossID, lossStart, orphan := uuid.NewString(), uuid.NewString(), uuid.NewString()
+	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{
+		episodeWrite(lossID, lossStart, hbsql.EpisodeOpen, nil),
+		episodeWrite(lossID, lossStart, hbsql.EpisodeClosed, &end),
+		episodeWrite(orphan, uuid.NewString(), hbsql.EpisodeClosed, &end),
+	})
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, true, true}, written)
+	require.Equal(t, 5, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
+	require.Equal(t, 3, count(t, pool, "SELECT count(*) FROM anomalies WHERE status = 'closed'"))
+	// Per-event rows do not show as episodes.
+	_, err = w.Write(ctx, messages.Anomaly{AnomalyID: uuid.NewString(), EventID: uuid.NewString(), CustomerID: "c1", Type: rules.LowHeartRate,
+		Severity: rules.SeverityHigh, HeartRate: 45, EventTime: at, DetectedAt: at, Details: json.RawMessage(`{}`)}, "events.anomaly.v1",
+		message.NewMessage(uuid.NewString(), []byte(`{}`)))
+	require.NoError(t, err)
+	recent, err = w.RecentEpisodes(ctx, "c1", at.Add(-time.Hour))
+	require.NoError(t, err)
+	require.Len(t, recent, 3)
+}
+
+func normalize(e rules.Episode) rules.Episode {
+	e.Start.Time, e.Last.Time, e.OpenedAt = e.Start.Time.UTC(), e.Last.Time.UTC(), e.OpenedAt.UTC()
+	return e
+}
+
+// TestEpisodeHistoryReadings: the readings of one customer of one partition
+// before a record, in offset order, and the latest one before warmFrom.
+func TestEpisodeHistoryReadings(t *testing.T) {
+	pool := episodeDB(t)
+	ctx := context.Background()
+	_, err := hbsql.EnsurePartitions(ctx, pool, at, 48*time.Hour)
+	require.NoError(t, err)
+	ids := make([]string, 6)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+	}
+	for _, r := range []struct {
+		id, customer string
+		sec          int
+		partition    int32
+		offset       int64
+	}{
+		{ids[0], "c1", 0, 3, 10},
+		{ids[1], "c1", 60, 3, 11},
+		{ids[2], "c1", 120, 3, 13},
+		{ids[3], "c1", 118, 3, 14}, // late, delivered after 120
+		{ids[4], "c2", 130, 3, 15}, // another customer
+		{ids[5], "c1", 180, 3, 20}, // after the record
+	} {
+		_, err := pool.Exec(ctx, `INSERT INTO heartbeat_events (event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
+			VALUES ($1, $2, $3, 70, 'events.raw.v1', $4, $5)`, r.id, r.customer, at.Add(time.Duration(r.sec)*time.Second), r.partition, r.offset)
+		require.NoError(t, err)
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO ingest_checkpoint (consumer_group, topic, partition, last_offset) VALUES ('cg.db-writer.v1', 'events.raw.v1', 3, 20)`)
+	require.NoError(t, err)
+
+	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, "cg.db-writer.v1", time.Hour, time.Second))
+	h := messages.Heartbeat{CustomerID: "c1", Timestamp: at.Add(190 * time.Second)}
+	prime, rs, err := hs.Readings(ctx, h, messages.Source{Topic: "events.raw.v1", Partition: 3, Offset: 16}, at.Add(30*time.Second))
+	require.NoError(t, err)
+	require.NotNil(t, prime)
+	require.Equal(t, ids[0], prime.EventID)
+	var got []string
+	for _, r := range rs {
+		got = append(got, r.EventID)
+	}
+	require.Equal(t, []string{ids[1], ids[2], ids[3]}, got, "offset order, before the record, this customer only")
+
+	_, _, err = hs.Readings(ctx, h, messages.Source{Topic: "events.raw.v1", Partition: 3, Offset: 25}, at)
+	require.ErrorIs(t, err, hbsql.ErrHistoryIncomplete, "persist has not stored up to offset 25")
+}
