@@ -208,7 +208,10 @@ func (a *App) NewWindowedSubscriber(group string) (message.Subscriber, error) {
 	// A 10 s session (franz-go defaults to 45 s, sarama to 10 s): a killed
 	// persist's partitions move to the survivors within seconds.
 	opts := append([]kgo.Opt{kgo.ClientID(a.Config.Kafka.ClientID),
-		kgo.SessionTimeout(10 * time.Second), kgo.HeartbeatInterval(time.Second)}, a.KafkaOpts...)
+		kgo.SessionTimeout(10 * time.Second), kgo.HeartbeatInterval(time.Second),
+		// A fetch can overshoot a partition's window by what it returns: keep
+		// that small, since every message in flight is a handler goroutine.
+		kgo.FetchMaxPartitionBytes(128 << 10)}, a.KafkaOpts...)
 	sub, err := windowed.NewSubscriber(windowed.Config{
 		Brokers:                 a.Brokers,
 		ConsumerGroup:           group,
