@@ -93,13 +93,21 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		p.closers = append(p.closers, func(context.Context) { closeProgress() })
 	}
 	engine := newEngine(cfg)
+	var episodes *rules.EpisodeEngine
+	if cfg.Detection.Mode == rules.ModeEpisode {
+		if episodes, err = rules.NewEpisodeEngine(cfg.Detection.EpisodeParams(cfg.Anomaly)); err != nil {
+			return nil, err
+		}
+	}
+	anomalies := hbsql.NewAnomalyWriter(a.Pool, a.WLogger)
 	w := wiring{
 		cfg: cfg, metrics: m, registry: a.Registry, log: a.Log, wlog: a.WLogger, pub: pub,
 		subscriber: a.NewSubscriber, batchSubscriber: a.NewWindowedSubscriber,
 		events:    hbsql.NewEventWriter(a.Pool, topics.GroupDB).Write,
-		anomalies: hbsql.NewAnomalyWriter(a.Pool, a.WLogger),
+		anomalies: anomalies,
 		history:   history,
 		engine:    engine,
+		episodes:  episodes, episodeStore: anomalies, episodeHistory: hbsql.NewEpisodeHistory(history),
 	}
 	router, closers, err := w.router()
 	p.closers = append(p.closers, closers...)
@@ -115,7 +123,12 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		p.Runners = append(p.Runners,
 			app.Runner{Name: "outbox forwarder", Run: fwd.Run},
 			app.Runner{Name: "detector state eviction", Run: func(ctx context.Context) error {
-				every(ctx, min(cfg.Anomaly.StateTTL/4, time.Minute), func() { engine.Evict(cfg.Anomaly.StateTTL) })
+				every(ctx, min(cfg.Anomaly.StateTTL/4, time.Minute), func() {
+					engine.Evict(cfg.Anomaly.StateTTL)
+					if episodes != nil {
+						episodes.Evict(cfg.Anomaly.StateTTL)
+					}
+				})
 				return nil
 			}},
 			app.Runner{Name: "outbox pruning", Run: func(ctx context.Context) error {
@@ -158,6 +171,10 @@ type wiring struct {
 	anomalies       handlers.AnomalyStore
 	history         handlers.History
 	engine          *rules.Engine
+	// episodes is set in DETECTION_MODE=episode, with its store and history.
+	episodes       *rules.EpisodeEngine
+	episodeStore   handlers.EpisodeStore
+	episodeHistory handlers.EpisodeHistory
 }
 
 func newEngine(cfg app.Config) *rules.Engine {
@@ -255,13 +272,21 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 			return nil, closers, err
 		}
 		closers = append(closers, func(context.Context) { _ = sub.Close() })
-		detect := &handlers.Detect{
-			Limits: limits, Engine: w.engine, Store: w.anomalies, History: w.history, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
-			OnAnomaly: func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() },
-			OnHistory: func(outcome string) { m.StateRestores.WithLabelValues(outcome).Inc() },
-			Logger:    w.log,
+		onAnomaly := func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() }
+		onHistory := func(outcome string) { m.StateRestores.WithLabelValues(outcome).Inc() }
+		var h message.NoPublishHandlerFunc
+		if w.episodes != nil {
+			h = (&handlers.DetectEpisodes{
+				Limits: limits, Engine: w.episodes, Store: w.episodeStore, History: w.episodeHistory, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
+				OnAnomaly: onAnomaly, OnHistory: onHistory, Logger: w.log,
+			}).Handle
+		} else {
+			h = (&handlers.Detect{
+				Limits: limits, Engine: w.engine, Store: w.anomalies, History: w.history, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
+				OnAnomaly: onAnomaly, OnHistory: onHistory, Logger: w.log,
+			}).Handle
 		}
-		handle(router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, detect.Handle), app.HandlerDetect)
+		handle(router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, h), app.HandlerDetect)
 	}
 	return router, closers, nil
 }

@@ -42,6 +42,7 @@ type Config struct {
 	Sim        SimConfig
 	Validation ValidationConfig
 	Anomaly    AnomalyConfig
+	Detection  DetectionConfig
 	Persist    PersistConfig
 	Retry      RetryConfig
 	OutboxPoll time.Duration `env:"OUTBOX_POLL_INTERVAL, default=10ms"`
@@ -284,6 +285,7 @@ func (c Config) validate() error {
 		bad("ANOMALY_LOW_THRESHOLD", "%d must be below ANOMALY_HIGH_THRESHOLD %d", a.LowThreshold, a.HighThreshold)
 	}
 	positive("ANOMALY_SPIKE_DELTA", float64(a.SpikeDelta))
+	errs = append(errs, c.Detection.Validate(a))
 	positiveDur("DETECT_STATE_TTL", a.StateTTL)
 	positiveDur("DETECT_HISTORY_WAIT", a.HistoryWait)
 	positive("PERSIST_BATCH_SIZE", float64(c.Persist.BatchSize))
