@@ -27,7 +27,6 @@ import (
 
 // pipeline is the wired process: what runs, and how to stop it.
 type pipeline struct {
-	Router  *message.Router
 	Runners []app.Runner
 	closers []func(context.Context)
 }
@@ -114,7 +113,6 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Router = router
 	if cfg.Runs(app.HandlerDetect) {
 		fwd, err := newForwarder(a, pub)
 		if err != nil {

@@ -46,6 +46,7 @@ func (p PostgresConfig) variables() string {
 var (
 	urlPassword = regexp.MustCompile(`(://[^:/@\s]*:)[^@\s]*@`)
 	kvPassword  = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+	notUpYet    = regexp.MustCompile(`connection refused|no such host|i/o timeout|the database system is starting up`)
 )
 
 // Redact hides passwords in a connection string, or in an error text that
@@ -113,5 +114,5 @@ func retryableConnect(err error) bool {
 		return s == "57P03" || s[:2] == "08" // cannot connect now (starting up), connection exception
 	}
 	msg := err.Error()
-	return regexp.MustCompile(`connection refused|no such host|i/o timeout|the database system is starting up`).MatchString(msg)
+	return notUpYet.MatchString(msg)
 }
