@@ -52,11 +52,8 @@ type Detect struct {
 // sensor fault must not also raise a clinical alarm.
 func (d *Detect) Handle(msg *message.Message) error {
 	now := d.Now()
-	h, err := d.Limits.Validate(msg.Payload, now)
-	if err != nil {
-		if _, invalid := messages.AsValidationError(err); invalid {
-			return nil
-		}
+	h, ok, err := validReading(d.Limits, msg, now)
+	if !ok {
 		return err
 	}
 	if d.History != nil && !d.Engine.Known(h.CustomerID) {
@@ -77,10 +74,7 @@ func (d *Detect) Handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
-	out := message.NewMessage(a.AnomalyID, body)
-	out.Metadata.Set(wmmw.CorrelationIDMetadataKey, wmmw.MessageCorrelationID(msg))
-	out.Metadata.Set(messages.KeyMetadata, a.CustomerID)
-	out.Metadata.Set("anomaly_type", a.Type)
+	out := anomalyMessage(a.AnomalyID, body, msg, a.CustomerID, a.Type)
 	inserted, err := d.Store.Write(msg.Context(), a, d.AnomalyTopic, out)
 	if err != nil {
 		return err
@@ -206,11 +200,8 @@ type EpisodeAnomaly struct {
 // Handle implements message.NoPublishHandlerFunc.
 func (d *DetectEpisodes) Handle(msg *message.Message) error {
 	now := d.Now()
-	h, err := d.Limits.Validate(msg.Payload, now)
-	if err != nil {
-		if _, invalid := messages.AsValidationError(err); invalid {
-			return nil
-		}
+	h, ok, err := validReading(d.Limits, msg, now)
+	if !ok {
 		return err
 	}
 	src, hasSrc := messages.SourceFromContext(msg.Context())
@@ -260,10 +251,7 @@ func (d *DetectEpisodes) episodeWrite(c rules.Change, now time.Time, in *message
 	if row.Status == hbsql.EpisodeClosed {
 		id = messages.AnomalyID(row.AnomalyID, "closed")
 	}
-	out := message.NewMessage(id, body)
-	out.Metadata.Set(wmmw.CorrelationIDMetadataKey, wmmw.MessageCorrelationID(in))
-	out.Metadata.Set(messages.KeyMetadata, row.CustomerID)
-	out.Metadata.Set("anomaly_type", row.Type)
+	out := anomalyMessage(id, body, in, row.CustomerID, row.Type)
 	out.Metadata.Set("anomaly_status", row.Status)
 	return hbsql.EpisodeWrite{Row: row, Topic: d.AnomalyTopic, Msg: out}, nil
 }
@@ -365,4 +353,28 @@ func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src 
 		d.OnHistory(outcome)
 	}
 	return nil
+}
+
+// validReading is both detectors' validation: ok is false for a reading to
+// ack without evaluation (invalid: persist routes it, and a sensor fault must
+// not also raise a clinical alarm) and for an unexpected error, returned.
+func validReading(l messages.Limits, msg *message.Message, now time.Time) (messages.Heartbeat, bool, error) {
+	h, err := l.Validate(msg.Payload, now)
+	if err != nil {
+		if _, invalid := messages.AsValidationError(err); invalid {
+			return h, false, nil
+		}
+		return h, false, err
+	}
+	return h, true, nil
+}
+
+// anomalyMessage is an events.anomaly.v1 message derived from in: keyed by
+// customer, with in's correlation id.
+func anomalyMessage(id string, body []byte, in *message.Message, customer, typ string) *message.Message {
+	out := message.NewMessage(id, body)
+	out.Metadata.Set(wmmw.CorrelationIDMetadataKey, wmmw.MessageCorrelationID(in))
+	out.Metadata.Set(messages.KeyMetadata, customer)
+	out.Metadata.Set("anomaly_type", typ)
+	return out
 }
