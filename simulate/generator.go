@@ -1,7 +1,8 @@
 // Package simulate produces a synthetic heart-rate stream: customers with
 // Gaussian baselines and slow random walks, bursts of traffic, injected
-// anomalies, late (backdated) readings and invalid events, deterministic for
-// a given seed. The Simulator publishes it through a Watermill publisher.
+// anomalies (each held for the customer's next few readings), late
+// (backdated) readings and invalid events, deterministic for a given seed.
+// The Simulator publishes it through a Watermill publisher.
 package simulate
 
 import (
@@ -33,8 +34,19 @@ type GeneratorConfig struct {
 	Seed         uint64
 	InvalidRatio float64 // share of events that are invalid
 	LateRatio    float64 // share of valid events backdated by 1–8 s
-	AnomalyRatio float64 // share of valid events that are low, high or a spike
+	// AnomalyRatio is the share of valid events that start an injected
+	// anomaly (low, high or a spike); each is held for the customer's next
+	// HeldReadings readings.
+	AnomalyRatio float64
 }
+
+// HeldReadings is how many of a customer's readings after an injected
+// anomaly continue it: a low or high rate, or a sudden jump, that lasts a
+// few readings rather than one. The per-event rules fire on each low or high
+// reading and on the jump (and on the return); the episode rules see a
+// jump confirmed by the readings after it, one SPIKE, where a single
+// reading would be an artefact.
+const HeldReadings = 5
 
 // Event is one generated message.
 type Event struct {
@@ -44,13 +56,40 @@ type Event struct {
 	Payload       []byte
 	Kind          Kind
 	Late          bool
-	Reading       messages.Heartbeat // the intended reading (zero for malformed payloads)
+	// Held: the reading continues the anomaly injected at one of the
+	// customer's previous readings (Kind is that anomaly's).
+	Held    bool
+	Reading messages.Heartbeat // the intended reading (zero for malformed payloads)
 }
 
 type customer struct {
 	id       string
 	baseline float64
 	current  float64
+	// held readings still continue an injected anomaly of kind heldKind:
+	// offset bpm from the walk, kept within its kind's range.
+	held     int
+	heldKind Kind
+	offset   int
+}
+
+// Ranges of the injected anomalies. A spike stays between the LOW and HIGH
+// thresholds of both modes (and their hysteresis), so it is a SPIKE and
+// nothing else.
+const (
+	lowMin, lowMax     = 38, 50
+	highMin, highMax   = 140, 185
+	spikeMin, spikeMax = 51, 114
+)
+
+func kindRange(k Kind) (lo, hi int) {
+	switch k {
+	case KindLow:
+		return lowMin, lowMax
+	case KindHigh:
+		return highMin, highMax
+	}
+	return spikeMin, spikeMax
 }
 
 // Generator makes the stream. It is not safe for concurrent use.
@@ -91,25 +130,34 @@ func (g *Generator) Next(at time.Time) Event {
 	c.current += 0.1*(c.baseline-c.current) + g.rng.NormFloat64()*0.8
 	ev := Event{ID: g.uuid(), CorrelationID: g.uuid(), Key: c.id, Kind: KindNormal}
 	rate := int(math.Round(c.current + g.rng.NormFloat64()*1.2))
+	cur := int(math.Round(c.current))
 	if g.rng.Float64() < g.cfg.AnomalyRatio {
 		switch g.rng.IntN(3) {
 		case 0:
-			ev.Kind, rate = KindLow, 38+g.rng.IntN(13) // 38..50
+			ev.Kind, rate = KindLow, lowMin+g.rng.IntN(lowMax-lowMin+1)
 		case 1:
-			ev.Kind, rate = KindHigh, 140+g.rng.IntN(46) // 140..185
+			ev.Kind, rate = KindHigh, highMin+g.rng.IntN(highMax-highMin+1)
 		default:
-			// A jump of 30–45 bpm that stays between the LOW and HIGH
-			// thresholds, so it is a SPIKE and nothing else.
-			cur := int(math.Round(c.current))
+			// A jump of 30–45 bpm, towards the side with room for it.
 			d := 30 + g.rng.IntN(16)
-			if g.rng.IntN(2) == 0 {
-				d = -d
+			down := g.rng.IntN(2) == 0
+			if down && cur-spikeMin < 30 {
+				down = false
+			} else if !down && spikeMax-cur < 30 {
+				down = true
 			}
-			if cur+d <= 50 || cur+d >= 140 {
-				d = -d
+			if down {
+				d = -min(d, cur-spikeMin)
+			} else {
+				d = min(d, spikeMax-cur)
 			}
-			ev.Kind, rate = KindSpike, min(max(cur+d, 51), 139)
+			ev.Kind, rate = KindSpike, cur+d
 		}
+		c.held, c.heldKind, c.offset = HeldReadings, ev.Kind, rate-cur
+	} else if c.held > 0 {
+		c.held--
+		lo, hi := kindRange(c.heldKind)
+		ev.Kind, ev.Held, rate = c.heldKind, true, min(max(rate+c.offset, lo), hi)
 	}
 	ts := at
 	if g.rng.Float64() < g.cfg.LateRatio {
@@ -118,7 +166,7 @@ func (g *Generator) Next(at time.Time) Event {
 	}
 	ev.Reading = messages.Heartbeat{EventID: ev.ID, CustomerID: c.id, Timestamp: ts.UTC().Truncate(time.Millisecond), HeartRate: rate}
 	if g.rng.Float64() < g.cfg.InvalidRatio {
-		ev.Kind = KindInvalid
+		ev.Kind, ev.Held = KindInvalid, false
 		ev.Payload = g.invalidPayload(ev.Reading)
 		ev.Reading = messages.Heartbeat{}
 		return ev

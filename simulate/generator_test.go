@@ -1,7 +1,9 @@
 package simulate_test
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/simulate"
 )
@@ -76,13 +79,17 @@ func TestGeneratorStream(t *testing.T) {
 	limits := messages.DefaultLimits()
 	g := simulate.NewGenerator(cfg)
 
-	kinds := map[simulate.Kind]int{}
-	failed, late, valid := 0, 0, 0
+	kinds := map[simulate.Kind]int{} // injections: held readings apart
+	failed, late, valid, held := 0, 0, 0, 0
 	customers := map[string]bool{}
 	for i := range n {
 		at := tick(i)
 		ev := g.Next(at)
-		kinds[ev.Kind]++
+		if ev.Held {
+			held++
+		} else {
+			kinds[ev.Kind]++
+		}
 		customers[ev.Key] = true
 		digits, ok := strings.CutPrefix(ev.Key, "cust_")
 		num, err := strconv.Atoi(digits)
@@ -100,11 +107,6 @@ func TestGeneratorStream(t *testing.T) {
 			continue
 		}
 		valid++
-		if ev.Kind == simulate.KindSpike && err != nil {
-			// A known generator fault, reported separately: a downward
-			// spike from a low walk can land below HEART_RATE_MIN.
-			continue
-		}
 		require.NoError(t, err, "event %d of kind %s fails validation: %s", i, ev.Kind, ev.Payload)
 		require.Equal(t, ev.Reading, h, "event %d decodes to the reading it intends", i)
 		require.Equal(t, ev.ID, h.EventID)
@@ -122,7 +124,10 @@ func TestGeneratorStream(t *testing.T) {
 			require.LessOrEqual(t, h.HeartRate, 50)
 		case simulate.KindHigh:
 			require.GreaterOrEqual(t, h.HeartRate, 140)
+		case simulate.KindSpike:
+			require.True(t, h.HeartRate > 50 && h.HeartRate < 115, "event %d: spike rate %d", i, h.HeartRate)
 		case simulate.KindNormal:
+			require.False(t, ev.Held)
 			require.True(t, h.HeartRate > 30 && h.HeartRate < 140, "event %d: normal rate %d", i, h.HeartRate)
 		}
 	}
@@ -133,6 +138,11 @@ func TestGeneratorStream(t *testing.T) {
 	require.InDelta(t, cfg.LateRatio, share(late, valid), 0.01, "late share of valid events")
 	anomalies := kinds[simulate.KindLow] + kinds[simulate.KindHigh] + kinds[simulate.KindSpike]
 	require.InDelta(t, cfg.AnomalyRatio, share(anomalies, valid), 0.005, "anomaly share of valid events")
+	// Each injection holds for the customer's next readings: fewer when the
+	// customer's next injection or the end of the stream comes first, and
+	// the invalid ones are not counted.
+	perInjection := float64(held) / float64(anomalies)
+	require.True(t, perInjection > simulate.HeldReadings-1 && perInjection <= simulate.HeldReadings, "held readings per injection: %.2f", perInjection)
 	for _, k := range []simulate.Kind{simulate.KindLow, simulate.KindHigh, simulate.KindSpike} {
 		require.InDelta(t, cfg.AnomalyRatio/3, share(kinds[k], valid), 0.003, "share of kind %s", k)
 	}
@@ -200,4 +210,87 @@ func TestBurstSchedule(t *testing.T) {
 	frac := float64(bursting) / seconds
 	require.False(t, math.IsNaN(frac))
 	require.InDelta(t, 3.5/22.5, frac, 0.02)
+}
+
+// TestGeneratorInjectionsUnderBothModes runs a demo-like stream (a minute
+// at 2000 events a second, 1000 customers) through both rule engines: the
+// per-event rules fire on every low and high reading and on each jump and
+// its return; the episode rules raise one SPIKE per held jump and nothing
+// else — and, with the sustained thresholds at the per-event ones and a
+// near-zero duration, a SUSTAINED_LOW or SUSTAINED_HIGH per held low or
+// high. An episode stays open until the rate has been back for a minute
+// (ANOMALY_CLEAR_FOR), so within this minute a customer has at most one:
+// that of its first injection.
+func TestGeneratorInjectionsUnderBothModes(t *testing.T) {
+	cfg := simulate.GeneratorConfig{Customers: 1000, Seed: 11, InvalidRatio: 0.02, LateRatio: 0.03, AnomalyRatio: 0.01}
+	quick := rules.DefaultEpisodeParams()
+	quick.SustainFor, quick.SustainedLow, quick.SustainedHigh = time.Millisecond, 50, 140
+	perEvent := rules.NewEngine(rules.Thresholds{Low: 50, High: 140, SpikeDelta: 30})
+	episodes, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
+	require.NoError(t, err)
+	quickEpisodes, err := rules.NewEpisodeEngine(quick)
+	require.NoError(t, err)
+
+	injected := map[simulate.Kind]int{}
+	first := map[string]simulate.Kind{} // customer -> kind of its first injection
+	firstKinds := map[simulate.Kind]int{}
+	fired := map[string]map[string]int{"per_event": {}, "episode": {}, "quick": {}}
+	g := simulate.NewGenerator(cfg)
+	for i := range 120_000 {
+		at := start.Add(time.Duration(i) * 500 * time.Microsecond)
+		ev := g.Next(at)
+		h, err := messages.DefaultLimits().Validate(ev.Payload, at)
+		if ev.Kind == simulate.KindInvalid {
+			require.Error(t, err)
+			continue
+		}
+		require.NoError(t, err)
+		if !ev.Held && ev.Kind != simulate.KindNormal {
+			injected[ev.Kind]++
+			if _, ok := first[ev.Key]; !ok {
+				first[ev.Key] = ev.Kind
+				firstKinds[ev.Kind]++
+			}
+		}
+		f, found, apply := perEvent.Evaluate(h)
+		apply()
+		if found {
+			fired["per_event"][f.Rule]++
+		}
+		for mode, e := range map[string]*rules.EpisodeEngine{"episode": episodes, "quick": quickEpisodes} {
+			for _, c := range e.Process(0, h, time.Time{}) {
+				if c.Kind == rules.Opened {
+					fired[mode][c.Episode.Rule]++
+				}
+			}
+		}
+	}
+	t.Logf("injected %v (first of their customer: %v), fired %v", injected, firstKinds, fired)
+
+	atLeast := func(got, want int, what string) {
+		t.Helper()
+		require.GreaterOrEqual(t, float64(got), 0.95*float64(want), "%s: %d, want about %d", what, got, want)
+	}
+	atMost := func(got, want int, what string) {
+		t.Helper()
+		require.LessOrEqual(t, got, want, "%s: %d, want at most %d", what, got, want)
+	}
+	// Per event: each low and high reading, the jump and the return.
+	atLeast(fired["per_event"][rules.LowHeartRate], (simulate.HeldReadings+1)*injected[simulate.KindLow], "per_event LOW")
+	atLeast(fired["per_event"][rules.HighHeartRate], (simulate.HeldReadings+1)*injected[simulate.KindHigh], "per_event HIGH")
+	atLeast(fired["per_event"][rules.Spike], 2*injected[simulate.KindSpike]+injected[simulate.KindHigh], "per_event SPIKE")
+
+	// Episode defaults: SPIKEs only, one per customer whose first injection
+	// was a jump (a spike, a high, or a low far enough below its rate).
+	require.Equal(t, []string{rules.Spike}, slices.Collect(maps.Keys(fired["episode"])))
+	atLeast(fired["episode"][rules.Spike], firstKinds[simulate.KindSpike]+firstKinds[simulate.KindHigh], "episode SPIKE")
+	atMost(fired["episode"][rules.Spike], len(first), "episode SPIKE")
+
+	// Quick sustained rules: the rule of each customer's first injection
+	// (give or take the injections sent as invalid events, whose held
+	// readings still come).
+	for kind, rule := range map[simulate.Kind]string{simulate.KindLow: rules.SustainedLow, simulate.KindHigh: rules.SustainedHigh, simulate.KindSpike: rules.Spike} {
+		require.InEpsilon(t, firstKinds[kind], fired["quick"][rule], 0.05, "quick %s", rule)
+	}
+	require.Len(t, fired["quick"], 3)
 }
