@@ -458,6 +458,8 @@ func (c *chaosRun) newScenario(t *testing.T, name string, window time.Duration, 
 		"SIM_SEED":                strconv.FormatUint(c.seed, 10),
 		"SIM_TOTAL_EVENTS":        strconv.Itoa(c.events),
 		"SIM_EVENTS_PER_SECOND":   strconv.FormatFloat(rate, 'f', -1, 64),
+		// expected computes the anomalies with the per-event rules.
+		"DETECTION_MODE": "per_event",
 	}
 	s.cfg, err = app.LoadConfig(ctx, envconfig.MapLookuper(s.env))
 	if err != nil {

@@ -885,7 +885,10 @@ scrape_configs:
 	p := exec.Command(bin)
 	p.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "TMPDIR=" + dir,
 		"DATABASE_URL=" + dbURL, "METRICS_ADDR=" + metricsAddr, "BROKER_ADDR=" + freePort(t),
-		"SIM_EVENTS_PER_SECOND=1000", "SIM_TOTAL_EVENTS=4000", "SIM_BURST_MULTIPLIER=1", "SIM_SEED=7", "LOG_LEVEL=info"}
+		"SIM_EVENTS_PER_SECOND=1000", "SIM_TOTAL_EVENTS=4000", "SIM_BURST_MULTIPLIER=1", "SIM_SEED=7", "LOG_LEVEL=info",
+		// Four seconds of readings: the per-event rules fill the anomaly
+		// panels; the episode rules would raise a few SPIKEs at most.
+		"DETECTION_MODE=per_event"}
 	p.Stdout, p.Stderr = pipeLog, pipeLog
 	run.start = time.Now()
 	require.NoError(t, p.Start())

@@ -410,7 +410,8 @@ func header(r *kgo.Record, key string) string {
 func TestPipelineStoresExactlyTheValidEvents(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
-	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect"}
+	// The fixture's anomalies are the per-event rules'.
+	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect", "DETECTION_MODE": "per_event"}
 	p := startPipeline(t, env)
 
 	recs, anomalies := fixture(time.Now())
@@ -424,7 +425,7 @@ func TestPipelineStoresExactlyTheValidEvents(t *testing.T) {
 func TestPipelineRestartMidStreamLosesAndDuplicatesNothing(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
-	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect"}
+	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect", "DETECTION_MODE": "per_event"}
 	recs, anomalies := fixture(time.Now())
 	// Enough readings that the restart lands mid-stream.
 	base := time.Now().Add(-20 * time.Minute)

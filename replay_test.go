@@ -18,7 +18,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/app/replay"
 	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
@@ -348,13 +347,6 @@ func pipelineEnv(broker, dbURL string, extra map[string]string) map[string]strin
 	return env
 }
 
-func requireEpisodeMode(t *testing.T) {
-	t.Helper()
-	if _, ok := reflect.TypeOf(app.Config{}).FieldByName("Detection"); !ok {
-		t.Skip("DETECTION_MODE is not wired into app.Config yet")
-	}
-}
-
 func waitForEpisodes(t *testing.T, pool *pgxpool.Pool, customer string, want []episode) []episode {
 	t.Helper()
 	var got []episode
@@ -370,7 +362,6 @@ func waitForEpisodes(t *testing.T, pool *pgxpool.Pool, customer string, want []e
 // TestReplayEmpaticaEpisodes replays the real Empatica E4 recording and a
 // synthetic one with a gap in episode mode.
 func TestReplayEmpaticaEpisodes(t *testing.T) {
-	requireEpisodeMode(t)
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
 	startPipeline(t, pipelineEnv(broker, dbURL, episodeEnv))
@@ -453,7 +444,6 @@ func waitForGroup(t *testing.T, broker, group string, n int64) {
 // anomalies table and its readings from heartbeat_events, and the
 // anomalies are still exactly those of one uninterrupted run.
 func TestReplayEmpaticaEpisodesAcrossARestart(t *testing.T) {
-	requireEpisodeMode(t)
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
 	gap := gapRecording(t)

@@ -80,6 +80,7 @@ func startTestRouter(t *testing.T, handlers string, fail func(int) error) *testR
 	t.Helper()
 	cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{
 		"ROUTER_HANDLERS":        handlers,
+		"DETECTION_MODE":         "per_event", // the wiring below has no episode engine
 		"RETRY_MAX_RETRIES":      "2",
 		"RETRY_INITIAL_INTERVAL": "1ms",
 		"RETRY_MAX_INTERVAL":     "5ms",

@@ -14,12 +14,12 @@ import (
 	"github.com/heartbeat/heartbeat/handlers/rules"
 )
 
-// DetectionConfig chooses the detector's rules. DETECTION_MODE=per_event
-// keeps the original system's per-reading LOW/HIGH/SPIKE (AnomalyConfig's
-// thresholds); episode alerts once per sustained episode, with the
-// thresholds below and ANOMALY_SPIKE_DELTA.
+// DetectionConfig chooses the detector's rules. DETECTION_MODE=episode, the
+// default, alerts once per sustained episode, with the thresholds below and
+// ANOMALY_SPIKE_DELTA; per_event keeps the original system's per-reading
+// LOW/HIGH/SPIKE (AnomalyConfig's thresholds).
 type DetectionConfig struct {
-	Mode string `env:"DETECTION_MODE, default=per_event"`
+	Mode string `env:"DETECTION_MODE, default=episode"`
 	// Apple Watch's high-rate notification defaults to 120 bpm held for 10
 	// minutes; its low-rate one offers 40 or 50.
 	SustainedHigh int           `env:"ANOMALY_SUSTAINED_HIGH_THRESHOLD, default=120"`

@@ -6,11 +6,13 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sethvargo/go-envconfig"
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/handlers/rules"
 )
 
 func load(env map[string]string) (app.Config, error) {
@@ -29,6 +31,23 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, 30, c.Validation.HeartRateMin)
 	require.Equal(t, 220, c.Validation.HeartRateMax)
 	require.Equal(t, "127.0.0.1:8000", c.EffectiveMetricsAddr())
+}
+
+// TestDetectionDefaultsToEpisodes: with nothing set, the detector alerts
+// once per episode; the original per-reading rules are one setting away.
+func TestDetectionDefaultsToEpisodes(t *testing.T) {
+	c, err := load(map[string]string{})
+	require.NoError(t, err)
+	require.Equal(t, rules.ModeEpisode, c.Detection.Mode)
+	d, err := app.LoadDetectionConfig(context.Background(), envconfig.MapLookuper(map[string]string{}), c.Anomaly)
+	require.NoError(t, err)
+	require.Equal(t, rules.ModeEpisode, d.Mode)
+	require.Equal(t, rules.EpisodeParams{SustainedHigh: 120, SustainedLow: 40, SustainFor: 10 * time.Minute, Hysteresis: 5,
+		ClearFor: time.Minute, SpikeDelta: 30, SpikeConfirm: 2, SignalLossAfter: 5 * time.Minute}, d.EpisodeParams(c.Anomaly))
+
+	c, err = load(map[string]string{"DETECTION_MODE": "per_event"})
+	require.NoError(t, err)
+	require.Equal(t, rules.ModePerEvent, c.Detection.Mode)
 }
 
 func TestConfigErrorsNameTheVariable(t *testing.T) {

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// TestDefaultDetectionAlertsOncePerEpisode runs the pipeline with nothing
+// about detection set: the episode rules. At 1 Hz, sixteen minutes of three
+// customers: a sudden jump held for three minutes is one SPIKE, a gradual
+// rise to 130 bpm held for eleven minutes one SUSTAINED_HIGH (not a SPIKE,
+// not 660 HIGH_HEART_RATE), and an isolated motion artefact (one reading 35
+// bpm off) nothing. Both episodes close once the rate has been back for a
+// minute.
+func TestDefaultDetectionAlertsOncePerEpisode(t *testing.T) {
+	dbURL, pool := testDatabase(t)
+	broker := testBroker(t)
+	startPipeline(t, map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect"})
+
+	// Twenty minutes ago: no customer is live, so none falls silent when
+	// the stream ends.
+	t0 := time.Now().Add(-20 * time.Minute).Truncate(time.Second)
+	const span = 16 * 60
+	var recs []*record
+	for s := range span {
+		at := t0.Add(time.Duration(s) * time.Second)
+		jump := 70 + s%3
+		if s >= 2*60 && s < 5*60 {
+			jump = 110 + s%3 // at once, held for 3 minutes
+		}
+		tachy := 70 + s%3
+		switch {
+		case s >= 60 && s < 3*60:
+			tachy = 70 + (s-60)/2 // +0.5 bpm a second: never a jump
+		case s >= 3*60 && s < 14*60:
+			tachy = 128 + s%5
+		case s >= 14*60:
+			tachy = 100
+		}
+		artefact := 70 + s%3
+		if s == 7*60 {
+			artefact = 105
+		}
+		recs = append(recs, reading2("cust_jump", jump, at), reading2("cust_tachy", tachy, at), reading2("cust_artefact", artefact, at))
+	}
+	produce(t, broker, "events.raw.v1", recs)
+
+	waitForRows(t, pool, "SELECT count(*) FROM heartbeat_events", len(recs))
+	waitForGroup(t, broker, "cg.anomaly.v1", int64(len(recs)))
+	want := map[string]string{"cust_jump|SPIKE": "closed", "cust_tachy|SUSTAINED_HIGH": "closed"}
+	got := map[string]string{}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		rows, err := pool.Query(context.Background(), "SELECT customer_id || '|' || anomaly_type, status FROM anomalies")
+		require.NoError(t, err)
+		got = map[string]string{}
+		var key, status string
+		_, err = pgx.ForEachRow(rows, []any{&key, &status}, func() error { got[key] = status; return nil })
+		require.NoError(t, err)
+		if len(got) == len(want) && got["cust_jump|SPIKE"] == "closed" && got["cust_tachy|SUSTAINED_HIGH"] == "closed" {
+			break
+		}
+	}
+	require.Equal(t, want, got, "one row per episode, none for the artefact")
+	var rows int
+	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM anomalies").Scan(&rows))
+	require.Equal(t, 2, rows)
+}
