@@ -101,7 +101,7 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 	anomalies := hbsql.NewAnomalyWriter(a.Pool, a.WLogger)
 	w := wiring{
 		cfg: cfg, metrics: m, registry: a.Registry, log: a.Log, wlog: a.WLogger, pub: pub,
-		subscriber: a.NewSubscriber, batchSubscriber: a.NewWindowedSubscriber,
+		subscriber: a.NewOrderedSubscriber, batchSubscriber: a.NewWindowedSubscriber,
 		events:    hbsql.NewEventWriter(a.Pool, topics.GroupDB).Write,
 		anomalies: anomalies,
 		history:   history,
@@ -160,9 +160,10 @@ type wiring struct {
 	log      *slog.Logger
 	wlog     watermill.LoggerAdapter
 	pub      message.Publisher
-	// subscriber is for per-message delivery (detect: one message per
+	// subscriber is for ordered delivery (detect: one message per
 	// partition at a time, in order); batchSubscriber for persist, whose
-	// batches need many messages per partition in flight.
+	// batches need many messages per partition in flight. Either may deliver
+	// batch messages (messages.Batch).
 	subscriber      func(group string) (message.Subscriber, error)
 	batchSubscriber func(group string) (message.Subscriber, error)
 	events          func(context.Context, []hbsql.EventRow) (int64, error)
@@ -188,8 +189,10 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 	}
 	// Room for the poison metadata and the record's own overhead.
 	dlq := hbmw.BoundedPublisher{Publisher: dlqCounter{w.pub, m}, MaxBytes: app.MaxMessageBytes - 16<<10}
+	// A batch message's failure is never poisoned whole: it is split into
+	// its records (hbmw.SplitBatches), which are.
 	poison, err := wmmw.PoisonQueueWithFilter(dlq, topics.TopicDLQ,
-		func(err error) bool { return !hbmw.IsTransient(err) })
+		func(err error) bool { return !hbmw.IsTransient(err) && !hbmw.IsSplit(err) })
 	if err != nil {
 		return nil, nil, err
 	}
@@ -214,9 +217,10 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 	backpressure := &hbmw.Backpressure{InitialInterval: cfg.Retry.InitialInterval, MaxInterval: cfg.Retry.MaxInterval,
 		Logger: w.log, Failures: m.TransientFails, Paused: m.PausedSeconds}
 	// handle adds the per-handler middleware inside the poison queue: retries
-	// (counted by handler), waiting out outages, and Recoverer — inside Retry,
-	// so that a panic is an error like any other: retried, then poisoned,
-	// never a stuck partition.
+	// (counted by handler); splitting a failed batch message into its
+	// records, which Retry does not retry; waiting out outages; and
+	// Recoverer — inside Retry, so that a panic is an error like any other:
+	// retried, then poisoned, never a stuck partition.
 	handle := func(h *message.Handler, name string, inner ...message.HandlerMiddleware) {
 		m.InitHandler(name)
 		retries := m.Retries.WithLabelValues(name)
@@ -227,6 +231,9 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 				MaxInterval:     cfg.Retry.MaxInterval,
 				Multiplier:      2,
 				ShouldRetry: func(p wmmw.RetryParams) bool {
+					if hbmw.IsSplit(p.Err) {
+						return false
+					}
 					if p.RetryNum < cfg.Retry.MaxRetries {
 						retries.Inc()
 					}
@@ -234,6 +241,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 				},
 				Logger: w.wlog,
 			}.Middleware,
+			hbmw.SplitBatches,
 			backpressure.Middleware,
 			wmmw.Recoverer,
 		}, inner...)...)
@@ -257,12 +265,14 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 			m.BatchSeconds.Observe(took.Seconds())
 		}))
 		closers = append(closers, batcher.Close)
-		persist := &handlers.Persist{Limits: limits, Batcher: batcher, Now: time.Now}
+		invalid := hbmw.InvalidEvents{Publisher: w.pub, Topic: topics.TopicInvalid, Now: time.Now,
+			OnRouted: func(handler string, class messages.Class) { m.Invalid.WithLabelValues(handler, string(class)).Inc() },
+		}
+		persist := &handlers.Persist{Limits: limits, Batcher: batcher, Now: time.Now,
+			RouteInvalid: invalid.Route, NewCorrelationID: watermill.NewUUID}
+		invalid.Settle = persist.Settle
 		handle(router.AddConsumerHandler(app.HandlerPersist, topics.TopicRaw, sub, persist.Handle), app.HandlerPersist,
-			hbmw.InvalidEvents{Publisher: w.pub, Topic: topics.TopicInvalid, Now: time.Now,
-				OnRouted: func(handler string, class messages.Class) { m.Invalid.WithLabelValues(handler, string(class)).Inc() },
-				Settle:   persist.Settle,
-			}.Middleware)
+			invalid.Middleware)
 	}
 	if cfg.Runs(app.HandlerDetect) {
 		sub, err := w.subscriber(topics.GroupAnomaly)
@@ -272,7 +282,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 		closers = append(closers, func(context.Context) { _ = sub.Close() })
 		onAnomaly := func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() }
 		onHistory := func(outcome string) { m.StateRestores.WithLabelValues(outcome).Inc() }
-		var h message.NoPublishHandlerFunc
+		var h func(*message.Message) error
 		if w.episodes != nil {
 			h = (&handlers.DetectEpisodes{
 				Limits: limits, Engine: w.episodes, Store: w.episodeStore, History: w.episodeHistory, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
@@ -284,7 +294,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 				OnAnomaly: onAnomaly, OnHistory: onHistory, Logger: w.log,
 			}).Handle
 		}
-		handle(router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, h), app.HandlerDetect)
+		handle(router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, handlers.EachRecord(h, watermill.NewUUID)), app.HandlerDetect)
 	}
 	return router, closers, nil
 }

@@ -127,9 +127,9 @@ type PersistConfig struct {
 	BatchSize    int           `env:"PERSIST_BATCH_SIZE, default=5000"`
 	BatchTimeout time.Duration `env:"PERSIST_BATCH_TIMEOUT, default=5ms"`
 	Writers      int           `env:"PERSIST_WRITERS, default=2"`
-	// MaxInFlightPerPartition bounds the messages of one partition that
+	// MaxInFlightPerPartition bounds the records of one partition that
 	// persist holds at once (delivered, not yet acknowledged).
-	MaxInFlightPerPartition int `env:"PERSIST_MAX_IN_FLIGHT_PER_PARTITION, default=300"`
+	MaxInFlightPerPartition int `env:"PERSIST_MAX_IN_FLIGHT_PER_PARTITION, default=2000"`
 	// RetentionDays drops daily partitions of heartbeat_events older than
 	// that many days; 0 keeps everything.
 	RetentionDays int `env:"HEARTBEAT_RETENTION_DAYS, default=0"`

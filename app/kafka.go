@@ -200,26 +200,53 @@ func (a *App) NewSubscriber(group string) (message.Subscriber, error) {
 	return sub, nil
 }
 
+// Records in one batch message of the windowed subscribers (package
+// windowed): the handlers take a partition's records a batch at a time, so
+// the router's per-message work — a goroutine, the middleware chain, an ack
+// — is paid once per batch instead of once per record.
+const (
+	persistBatchRecords = 500
+	detectBatchRecords  = 500
+	// detectMaxInFlight bounds the records of a partition detect holds,
+	// fetched or delivered and not yet acknowledged.
+	detectMaxInFlight = 2000
+)
+
 // NewWindowedSubscriber returns the high-throughput subscriber of the persist
-// path (package windowed): many messages per partition in flight, so that
-// persist's batches fill, and offsets committed only over contiguously
-// acknowledged records.
+// path (package windowed): a partition's records in batch messages, many in
+// flight per partition so that persist's COPY batches fill, and offsets
+// committed only over contiguously acknowledged records.
 func (a *App) NewWindowedSubscriber(group string) (message.Subscriber, error) {
+	return a.newWindowed(group, windowed.Config{
+		BatchRecords:            persistBatchRecords,
+		MaxInFlightPerPartition: a.Config.Persist.MaxInFlightPerPartition,
+	})
+}
+
+// NewOrderedSubscriber returns detect's subscriber: a partition's records in
+// batch messages delivered one at a time, the next only after the one
+// before it was acked, as watermill-kafka delivers single messages — the
+// detector's per-customer state needs partition order — and partitions in
+// parallel.
+func (a *App) NewOrderedSubscriber(group string) (message.Subscriber, error) {
+	return a.newWindowed(group, windowed.Config{
+		BatchRecords:            detectBatchRecords,
+		Ordered:                 true,
+		MaxInFlightPerPartition: detectMaxInFlight,
+	})
+}
+
+func (a *App) newWindowed(group string, cfg windowed.Config) (message.Subscriber, error) {
 	// A 10 s session (franz-go defaults to 45 s, sarama to 10 s): a killed
-	// persist's partitions move to the survivors within seconds.
+	// member's partitions move to the survivors within seconds.
 	opts := append([]kgo.Opt{kgo.ClientID(a.Config.Kafka.ClientID),
 		kgo.SessionTimeout(10 * time.Second), kgo.HeartbeatInterval(time.Second),
-		// A fetch can overshoot a partition's window by what it returns: keep
-		// that small, since every message in flight is a handler goroutine.
+		// A fetch can overshoot a partition's window by what it returns:
+		// keep that small.
 		kgo.FetchMaxPartitionBytes(128 << 10)}, a.KafkaOpts...)
-	sub, err := windowed.NewSubscriber(windowed.Config{
-		Brokers:                 a.Brokers,
-		ConsumerGroup:           group,
-		ClientOpts:              opts,
-		MaxInFlightPerPartition: a.Config.Persist.MaxInFlightPerPartition,
-		NackResendSleep:         time.Second,
-		DrainTimeout:            a.Config.ShutdownTimeout,
-	}, a.WLogger)
+	cfg.Brokers, cfg.ConsumerGroup, cfg.ClientOpts = a.Brokers, group, opts
+	cfg.NackResendSleep, cfg.DrainTimeout = time.Second, a.Config.ShutdownTimeout
+	sub, err := windowed.NewSubscriber(cfg, a.WLogger)
 	if err != nil {
 		return nil, fmt.Errorf("windowed subscriber for group %s: %w", group, err)
 	}

@@ -23,14 +23,17 @@ type BatcherConfig struct {
 	Timeout time.Duration
 	// Writers is how many batches may be written at once (connections).
 	Writers int
-	// Isolate, when it reports true for a batch's error, retries the batch's
-	// items one by one, so one bad item fails alone instead of its whole batch.
+	// Isolate, when it reports true for a batch's error, retries the batch
+	// one Submit's items at a time, so that one bad item fails alone (or
+	// with the items submitted together with it) instead of its whole batch.
 	Isolate func(error) bool
 }
 
+// pending is one Submit's items: written in one batch, failing or
+// succeeding together.
 type pending[T any] struct {
-	item T
-	done chan error
+	items []T
+	done  chan error
 }
 
 // Batcher gathers items submitted by concurrent handlers into batches by size
@@ -66,7 +69,17 @@ func NewBatcher[T any](cfg BatcherConfig, write WriteFunc[T]) *Batcher[T] {
 // ends first, Submit returns ctx's error; the batch may still commit, which
 // is safe because writes are idempotent.
 func (b *Batcher[T]) Submit(ctx context.Context, item T) error {
-	p := pending[T]{item: item, done: make(chan error, 1)}
+	return b.SubmitAll(ctx, []T{item})
+}
+
+// SubmitAll adds items to one batch, together, and waits for that batch's
+// result, as Submit. When Isolate retries a failed batch piece by piece,
+// items are one piece: they fail or commit together.
+func (b *Batcher[T]) SubmitAll(ctx context.Context, items []T) error {
+	if len(items) == 0 {
+		return nil
+	}
+	p := pending[T]{items: items, done: make(chan error, 1)}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
@@ -118,33 +131,36 @@ func (b *Batcher[T]) run() {
 			return
 		}
 		batch = append(batch[:0], first)
+		n := len(first.items)
 		timer.Reset(b.cfg.Timeout)
 	fill:
-		for len(batch) < b.cfg.Size {
+		for n < b.cfg.Size {
 			select {
 			case p, ok := <-b.in:
 				if !ok {
 					break fill
 				}
 				batch = append(batch, p)
+				n += len(p.items)
 			case <-timer.C:
 				break fill
 			}
 		}
 		timer.Stop()
-		b.flush(batch)
+		b.flush(batch, n)
+		clear(batch)
 	}
 }
 
-func (b *Batcher[T]) flush(batch []pending[T]) {
-	items := make([]T, len(batch))
-	for i, p := range batch {
-		items[i] = p.item
+func (b *Batcher[T]) flush(batch []pending[T], n int) {
+	items := make([]T, 0, n)
+	for _, p := range batch {
+		items = append(items, p.items...)
 	}
 	err := b.safeWrite(items)
 	if err != nil && len(batch) > 1 && b.cfg.Isolate != nil && b.cfg.Isolate(err) {
-		for i, p := range batch {
-			p.done <- b.safeWrite(items[i : i+1])
+		for _, p := range batch {
+			p.done <- b.safeWrite(p.items)
 		}
 		return
 	}

@@ -40,26 +40,8 @@ func (m InvalidEvents) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		if !ok {
 			return out, err
 		}
-		src, _ := messages.SourceFromContext(msg.Context())
-		now := time.Now
-		if m.Now != nil {
-			now = m.Now
-		}
-		body, merr := messages.NewInvalidEvent(msg.Payload, verr, src, now()).Marshal()
-		if merr != nil {
-			return nil, fmt.Errorf("encode invalid envelope: %w", merr)
-		}
-		id := uuid.NewSHA1(envelopeNamespace, fmt.Appendf(nil, "%s/%d/%d", src.Topic, src.Partition, src.Offset)).String()
-		env := message.NewMessage(id, body)
-		env.Metadata.Set(wmmw.CorrelationIDMetadataKey, wmmw.MessageCorrelationID(msg))
-		if key := msg.Metadata.Get(messages.KeyMetadata); key != "" {
-			env.Metadata.Set(messages.KeyMetadata, key)
-		}
-		if perr := m.Publisher.Publish(m.Topic, env); perr != nil {
-			return nil, fmt.Errorf("publish to invalid topic %s: %w", m.Topic, perr)
-		}
-		if m.OnRouted != nil {
-			m.OnRouted(message.HandlerNameFromCtx(msg.Context()), verr.Class)
+		if err := m.Route([]*message.Message{msg}, []*messages.ValidationError{verr}); err != nil {
+			return nil, err
 		}
 		if m.Settle != nil {
 			if err := m.settle(msg); err != nil {
@@ -68,6 +50,45 @@ func (m InvalidEvents) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		}
 		return out, nil
 	}
+}
+
+// Route publishes the envelope of each refused message msgs[i], refused
+// for verrs[i], in one Publish call, and reports each to OnRouted. Each
+// message's context must carry its messages.Source: an envelope's id
+// derives from it, so a redelivered record's envelope has the same id.
+func (m InvalidEvents) Route(msgs []*message.Message, verrs []*messages.ValidationError) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	now := time.Now
+	if m.Now != nil {
+		now = m.Now
+	}
+	at := now()
+	envs := make([]*message.Message, len(msgs))
+	for i, msg := range msgs {
+		src, _ := messages.SourceFromContext(msg.Context())
+		body, err := messages.NewInvalidEvent(msg.Payload, verrs[i], src, at).Marshal()
+		if err != nil {
+			return fmt.Errorf("encode invalid envelope: %w", err)
+		}
+		id := uuid.NewSHA1(envelopeNamespace, fmt.Appendf(nil, "%s/%d/%d", src.Topic, src.Partition, src.Offset)).String()
+		env := message.NewMessage(id, body)
+		env.Metadata.Set(wmmw.CorrelationIDMetadataKey, wmmw.MessageCorrelationID(msg))
+		if key := msg.Metadata.Get(messages.KeyMetadata); key != "" {
+			env.Metadata.Set(messages.KeyMetadata, key)
+		}
+		envs[i] = env
+	}
+	if err := m.Publisher.Publish(m.Topic, envs...); err != nil {
+		return fmt.Errorf("publish to invalid topic %s: %w", m.Topic, err)
+	}
+	if m.OnRouted != nil {
+		for i, msg := range msgs {
+			m.OnRouted(message.HandlerNameFromCtx(msg.Context()), verrs[i].Class)
+		}
+	}
+	return nil
 }
 
 // settle calls Settle, waiting out infrastructure failures itself: the

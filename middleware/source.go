@@ -44,11 +44,17 @@ func CorrelationID(newID func() string) message.HandlerMiddleware {
 	}
 }
 
-// Consumed counts every message a handler receives, by handler.
+// Consumed counts every record a handler receives, by handler: one per
+// message, or a batch message's records. A batch split after a failure is
+// counted again as its records arrive one by one, as any redelivery is.
 func Consumed(c *prometheus.CounterVec) message.HandlerMiddleware {
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			c.WithLabelValues(message.HandlerNameFromCtx(msg.Context())).Inc()
+			n := 1
+			if b, ok := messages.BatchOf(msg); ok {
+				n = len(b.Records)
+			}
+			c.WithLabelValues(message.HandlerNameFromCtx(msg.Context())).Add(float64(n))
 			return h(msg)
 		}
 	}

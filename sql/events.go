@@ -1,11 +1,17 @@
 package sql
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heartbeat/heartbeat/messages"
@@ -53,6 +59,26 @@ const mergeStaging = `WITH ins AS (
 )
 SELECT count(*) FROM ins`
 
+// uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.
+const uniqueViolation = "23505"
+
+// eventColumns are the columns a batch writes, in eventSource's order.
+var eventColumns = stagingColumns
+
+// upsertRollups adds a batch's new readings, counted by the writer, to the
+// per-minute rollup and moves each customer's last reading forward: the
+// fast path's counterpart of mergeStaging's rollups, with keys in the same
+// order.
+const upsertRollups = `WITH minutes AS (
+	INSERT INTO heartbeat_minute_rates (minute, heart_rate, events)
+	SELECT * FROM unnest($1::timestamptz[], $2::smallint[], $3::bigint[])
+	ON CONFLICT (minute, heart_rate) DO UPDATE SET events = heartbeat_minute_rates.events + EXCLUDED.events
+)
+INSERT INTO customer_last_seen (customer_id, last_event_time, last_heart_rate)
+SELECT * FROM unnest($4::text[], $5::timestamptz[], $6::smallint[])
+ON CONFLICT (customer_id) DO UPDATE SET last_event_time = EXCLUDED.last_event_time, last_heart_rate = EXCLUDED.last_heart_rate
+WHERE customer_last_seen.last_event_time < EXCLUDED.last_event_time`
+
 // The checkpoint only moves forward: batches of one partition may commit out
 // of order when several writers run.
 const upsertCheckpoint = `INSERT INTO ingest_checkpoint (consumer_group, topic, partition, last_offset, updated_at)
@@ -80,17 +106,9 @@ func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int6
 		return 0, nil
 	}
 	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, createStaging); err != nil {
-			return fmt.Errorf("create staging table: %w", err)
-		}
-		n, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows))
-		if err != nil {
-			return fmt.Errorf("copy %d rows: %w", len(rows), err)
-		}
-		if n > 0 {
-			if err := tx.QueryRow(ctx, mergeStaging).Scan(&inserted); err != nil {
-				return fmt.Errorf("merge %d rows: %w", n, err)
-			}
+		var err error
+		if inserted, err = store(ctx, tx, rows); err != nil {
+			return err
 		}
 		topics, parts, offs := checkpoints(rows)
 		if _, err := tx.Exec(ctx, upsertCheckpoint, w.group, topics, parts, offs); err != nil {
@@ -102,6 +120,99 @@ func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int6
 		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
 	}
 	return inserted, nil
+}
+
+// store writes the readings of rows in tx and returns how many were new.
+//
+// Fast path: COPY straight into heartbeat_events, inside a savepoint, and
+// the rollups computed here from the rows. A batch holding a reading already
+// stored (a redelivery) fails that COPY with a unique violation; it is then
+// rolled back to the savepoint and merged through the staging table, which
+// skips what is stored.
+func store(ctx context.Context, tx pgx.Tx, rows []EventRow) (int64, error) {
+	valid := 0
+	for _, r := range rows {
+		if !r.CheckpointOnly {
+			valid++
+		}
+	}
+	if valid == 0 {
+		return 0, nil
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("savepoint: %w", err)
+	}
+	n, err := sp.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows))
+	if err == nil {
+		if err := sp.Commit(ctx); err != nil {
+			return 0, fmt.Errorf("release savepoint: %w", err)
+		}
+		if _, err := tx.Exec(ctx, upsertRollups, rollupArgs(rows)...); err != nil {
+			return 0, fmt.Errorf("rollups of %d rows: %w", n, err)
+		}
+		return n, nil
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != uniqueViolation {
+		_ = sp.Rollback(ctx)
+		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
+	}
+	if err := sp.Rollback(ctx); err != nil {
+		return 0, fmt.Errorf("roll back to savepoint: %w", err)
+	}
+	if _, err := tx.Exec(ctx, createStaging); err != nil {
+		return 0, fmt.Errorf("create staging table: %w", err)
+	}
+	if n, err = tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows)); err != nil {
+		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
+	}
+	var inserted int64
+	if err := tx.QueryRow(ctx, mergeStaging).Scan(&inserted); err != nil {
+		return 0, fmt.Errorf("merge %d rows: %w", n, err)
+	}
+	return inserted, nil
+}
+
+// rollupArgs are upsertRollups' arguments for rows, all new: readings
+// counted per minute and rate, and each customer's latest, in key order.
+func rollupArgs(rows []EventRow) []any {
+	type minuteRate struct {
+		minute time.Time
+		rate   int16
+	}
+	type last struct {
+		at   time.Time
+		rate int16
+	}
+	counts := make(map[minuteRate]int64, 256)
+	latest := make(map[string]last, 1024)
+	for _, r := range rows {
+		if r.CheckpointOnly {
+			continue
+		}
+		at, rate := r.Event.Timestamp, int16(r.Event.HeartRate)
+		counts[minuteRate{at.Truncate(time.Minute), rate}]++
+		if l, ok := latest[r.Event.CustomerID]; !ok || at.After(l.at) {
+			latest[r.Event.CustomerID] = last{at, rate}
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(counts), func(a, b minuteRate) int {
+		if c := a.minute.Compare(b.minute); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.rate, b.rate)
+	})
+	minutes, rates, events := make([]time.Time, len(keys)), make([]int16, len(keys)), make([]int64, len(keys))
+	for i, k := range keys {
+		minutes[i], rates[i], events[i] = k.minute, k.rate, counts[k]
+	}
+	customers := slices.Sorted(maps.Keys(latest))
+	ats, lastRates := make([]time.Time, len(customers)), make([]int16, len(customers))
+	for i, c := range customers {
+		ats[i], lastRates[i] = latest[c].at, latest[c].rate
+	}
+	return []any{minutes, rates, events, customers, ats, lastRates}
 }
 
 // checkpoints returns the highest offset per source partition of rows, in

@@ -36,8 +36,9 @@ func (s *Subscriber) ackLoop() {
 			p.mu.Lock()
 			if !p.revoked {
 				p.advance()
-				if scan {
-					resends = p.collectNacks(resends)
+				// Ordered partitions deliver their nacked messages again themselves.
+				if scan && !s.cfg.Ordered {
+					resends = p.collectNacks(s.ctx, resends)
 				}
 			}
 			p.mu.Unlock()
@@ -70,7 +71,7 @@ func (s *Subscriber) updatePauses(parts []*partition) {
 	var pause, resume []int32
 	for _, p := range parts {
 		p.mu.Lock()
-		revoked, full := p.revoked, p.window() >= s.cfg.MaxInFlightPerPartition
+		revoked, full := p.revoked, p.load() >= s.cfg.MaxInFlightPerPartition
 		p.mu.Unlock()
 		switch {
 		case revoked:

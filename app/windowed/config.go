@@ -6,11 +6,13 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heartbeat/heartbeat/messages"
 )
 
 // UUIDHeaderKey is the record header that holds the Watermill message UUID,
 // the same one watermill-kafka's marshaler writes.
-const UUIDHeaderKey = "_watermill_message_uuid"
+const UUIDHeaderKey = messages.UUIDHeader
 
 // Config configures a [Subscriber].
 type Config struct {
@@ -32,6 +34,19 @@ type Config struct {
 	// are still delivered, so the window can overshoot by one fetch.
 	// Default 5000.
 	MaxInFlightPerPartition int
+	// BatchRecords, above 1, delivers up to that many consecutive records
+	// of a partition as one batch message: a [messages.Batch] in its
+	// context, an empty payload. Acking it acknowledges every record; when
+	// it is nacked, its records not [messages.Batch.Done] are delivered
+	// again one message each, so that a handler's per-message retries and
+	// poison queue see the record that fails alone. 0 or 1: one message per
+	// record.
+	BatchRecords int
+	// Ordered delivers each partition's messages one at a time, the next
+	// only once the one before it was acked (a nacked one is delivered again
+	// first), as watermill-kafka does: for handlers that keep state in
+	// partition order. Partitions still proceed in parallel.
+	Ordered bool
 	// MaxPollRecords bounds the records taken from the client in one poll.
 	// Default 10000.
 	MaxPollRecords int
@@ -58,6 +73,7 @@ func (c *Config) setDefaults() {
 	if c.MaxInFlightPerPartition <= 0 {
 		c.MaxInFlightPerPartition = 5000
 	}
+	c.BatchRecords = max(c.BatchRecords, 1)
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 10000
 	}

@@ -1,10 +1,13 @@
 package windowed
 
 import (
+	"context"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heartbeat/heartbeat/messages"
 )
 
 // entryState is where one delivered record is between delivery and ack.
@@ -28,6 +31,10 @@ type entry struct {
 	epoch  int32
 	state  entryState
 	msg    *message.Message
+	// batch is the batch message's batch the record is at index idx of;
+	// nil for a record delivered as its own message.
+	batch *messages.Batch
+	idx   int
 }
 
 // partition is the window of one assigned partition. A new one is made for
@@ -56,20 +63,30 @@ type partition struct {
 	// committed is the last offset committed for this assignment.
 	committed int64
 	revoked   bool
+
+	// Ordered delivery: records fetched and not yet delivered, and a
+	// signal that more arrived.
+	queue []*kgo.Record
+	ready chan struct{}
 }
 
 func newPartition(topic string, id int32) *partition {
-	return &partition{topic: topic, id: id, done: make(chan struct{}), ackedUpTo: -1, committed: -1}
+	return &partition{topic: topic, id: id, done: make(chan struct{}), ackedUpTo: -1, committed: -1,
+		ready: make(chan struct{}, 1)}
 }
+
+// load is the window plus the records fetched and not yet delivered: what
+// fetching pauses on. Call with mu held.
+func (p *partition) load() int { return p.window() + len(p.queue) }
 
 // window is the number of records from the oldest unacknowledged one to the
 // newest delivered one. Call with mu held.
 func (p *partition) window() int { return len(p.entries) - p.head }
 
-// register appends a record about to be delivered to the window. Call with
-// mu held.
-func (p *partition) register(r *kgo.Record, msg *message.Message) {
-	p.entries = append(p.entries, entry{offset: r.Offset, epoch: r.LeaderEpoch, msg: msg})
+// register appends a record about to be delivered to the window, as msg
+// or as record idx of batch msg. Call with mu held.
+func (p *partition) register(r *kgo.Record, msg *message.Message, batch *messages.Batch, idx int) {
+	p.entries = append(p.entries, entry{offset: r.Offset, epoch: r.LeaderEpoch, msg: msg, batch: batch, idx: idx})
 }
 
 // nextSeq is the sequence number the next registered entry gets. Call with
@@ -89,6 +106,14 @@ func (p *partition) at(seq uint64) *entry {
 	return &p.entries[i]
 }
 
+// doneBeforeNack reports whether e is a record its batch's handler had
+// finished with before the batch was nacked: acknowledged, though the rest
+// of its batch will be delivered again.
+func (e *entry) doneBeforeNack() bool {
+	// Done is read only once the nack was seen: the handler has returned.
+	return e.state == delivered && e.batch != nil && isClosed(e.msg.Nacked()) && e.idx < e.batch.Done
+}
+
 // dropFrom marks the entries from seq on as never delivered. Call with mu
 // held.
 func (p *partition) dropFrom(seq uint64) {
@@ -106,7 +131,7 @@ func (p *partition) advance() bool {
 	start := p.head
 	for p.head < len(p.entries) {
 		e := &p.entries[p.head]
-		if e.state != acked && (e.state != delivered || !isClosed(e.msg.Acked())) {
+		if e.state != acked && (e.state != delivered || !isClosed(e.msg.Acked())) && !e.doneBeforeNack() {
 			break
 		}
 		p.ackedUpTo, p.ackedEpoch = e.offset+1, e.epoch
@@ -142,8 +167,9 @@ type resend struct {
 }
 
 // collectNacks marks acknowledged entries beyond the head, replaces each
-// nacked message by a fresh copy and appends it to out. Call with mu held.
-func (p *partition) collectNacks(out []resend) []resend {
+// nacked message by a fresh copy — a nacked batch by one message for each of
+// its records not done — and appends it to out. Call with mu held.
+func (p *partition) collectNacks(ctx context.Context, out []resend) []resend {
 	for i := p.head; i < len(p.entries); i++ {
 		e := &p.entries[i]
 		if e.state != delivered {
@@ -156,11 +182,32 @@ func (p *partition) collectNacks(out []resend) []resend {
 		if !isClosed(e.msg.Nacked()) {
 			continue
 		}
+		if !p.retry(ctx, e) {
+			continue
+		}
 		e.state = resending
-		e.msg = e.msg.CopyWithContext()
 		out = append(out, resend{p: p, seq: p.headSeq + uint64(i-p.head), msg: e.msg})
 	}
 	return out
+}
+
+// retry replaces the nacked message of e by the one to deliver again: a
+// copy, or for a record of a batch its own message (ctx is the
+// subscriber's). It reports false, marking e acked, for a record its batch's
+// handler had finished with. Call with mu held.
+func (p *partition) retry(ctx context.Context, e *entry) bool {
+	if e.batch == nil {
+		e.msg = e.msg.CopyWithContext()
+		return true
+	}
+	b, i := e.batch, e.idx
+	e.batch = nil
+	if i < b.Done {
+		e.state = acked
+		return false
+	}
+	e.msg = b.Records[i].Message(ctx)
+	return true
 }
 
 // settled reports whether no message of the window is still with the

@@ -25,8 +25,10 @@ type Subscriber struct {
 	cfg    Config
 	logger watermill.LoggerAdapter
 
-	mu     sync.Mutex
-	topic  string
+	mu    sync.Mutex
+	topic string
+	// ctx is the subscription's: every message's context derives from it.
+	ctx    context.Context
 	client *kgo.Client
 	out    chan *message.Message
 	parts  map[int32]*partition
@@ -91,7 +93,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	// The client calls back (AdjustFetchOffsetsFn, OnPartitions*) as soon
 	// as it exists: what the callbacks read is set before it is made.
 	logger := s.logger
-	s.topic, s.logger = topic, logger.With(watermill.LogFields{"topic": topic})
+	s.topic, s.ctx, s.logger = topic, ctx, logger.With(watermill.LogFields{"topic": topic})
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(s.cfg.Brokers...),
 		kgo.ConsumerGroup(s.cfg.ConsumerGroup),
@@ -114,7 +116,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	client, err := kgo.NewClient(append(opts, s.cfg.ClientOpts...)...)
 	if err != nil {
-		s.topic, s.logger = "", logger
+		s.topic, s.ctx, s.logger = "", nil, logger
 		return nil, fmt.Errorf("create kafka client for %s: %w", topic, err)
 	}
 
@@ -207,6 +209,11 @@ func (s *Subscriber) pollLoop(ctx, subCtx context.Context) {
 		s.client.AllowRebalance()
 
 		for i, w := range batch {
+			if s.cfg.Ordered {
+				s.enqueue(w.p, w.records)
+				batch[i] = work{}
+				continue
+			}
 			var ok bool
 			msgs, ok = s.deliver(subCtx, w.p, w.records, msgs[:0])
 			clear(msgs)
@@ -231,25 +238,34 @@ func (s *Subscriber) partitionFor(id int32) *partition {
 	if !ok {
 		p = newPartition(s.topic, id)
 		s.parts[id] = p
+		if s.cfg.Ordered {
+			// pollLoop, a sender, is running: Add cannot race shutdown's Wait.
+			s.senders.Add(1)
+			go s.deliverOrdered(p)
+		}
 	}
 	return p
 }
 
-// deliver registers records in p's window and sends them in order. It stops
-// early, reporting false, when p is revoked or the subscriber closes.
+// deliver registers records in p's window and sends them in order, as
+// messages of one record or batches. It stops early, reporting false, when p
+// is revoked or the subscriber closes.
 func (s *Subscriber) deliver(ctx context.Context, p *partition, records []*kgo.Record, msgs []*message.Message) ([]*message.Message, bool) {
 	p.mu.Lock()
 	if p.revoked {
 		p.mu.Unlock()
 		return msgs, false
 	}
-	first := p.nextSeq()
-	for _, r := range records {
-		msg := newMessage(ctx, r)
-		p.register(r, msg)
+	// Each message's first sequence number, taken now: once sent, a
+	// message belongs to the router.
+	seqs := make([]uint64, 0, len(records)/s.cfg.BatchRecords+1)
+	for len(records) > 0 {
+		seqs = append(seqs, p.nextSeq())
+		msg, n := s.next(ctx, p, records)
 		msgs = append(msgs, msg)
+		records = records[n:]
 	}
-	full := p.window() >= s.cfg.MaxInFlightPerPartition
+	full := p.load() >= s.cfg.MaxInFlightPerPartition
 	p.mu.Unlock()
 	if full {
 		select {
@@ -262,14 +278,168 @@ func (s *Subscriber) deliver(ctx context.Context, p *partition, records []*kgo.R
 		select {
 		case s.out <- msg:
 		case <-p.done:
-			s.abandon(p, first+uint64(i))
+			s.abandon(p, seqs[i])
 			return msgs, false
 		case <-s.closing:
-			s.abandon(p, first+uint64(i))
+			s.abandon(p, seqs[i])
 			return msgs, false
 		}
 	}
 	return msgs, true
+}
+
+// next registers the next message of records in p's window — a batch of up
+// to BatchRecords of them, or the first alone — and returns it with how many
+// records it took. Call with p.mu held.
+func (s *Subscriber) next(ctx context.Context, p *partition, records []*kgo.Record) (*message.Message, int) {
+	if s.cfg.BatchRecords <= 1 {
+		rec := toRecord(records[0])
+		msg := rec.Message(ctx)
+		p.register(records[0], msg, nil, 0)
+		return msg, 1
+	}
+	n := min(len(records), s.cfg.BatchRecords)
+	b := &messages.Batch{Records: make([]messages.Record, n)}
+	for i, r := range records[:n] {
+		b.Records[i] = toRecord(r)
+	}
+	first, last := records[0], records[n-1]
+	msg := message.NewMessage(first.Topic+"-"+strconv.FormatInt(int64(first.Partition), 10)+"-"+
+		strconv.FormatInt(first.Offset, 10)+"-"+strconv.FormatInt(last.Offset, 10), nil)
+	msg.SetContext(messages.WithBatch(messages.WithSource(ctx, b.Records[0].Source), b))
+	for i, r := range records[:n] {
+		p.register(r, msg, b, i)
+	}
+	return msg, n
+}
+
+// enqueue hands fetched records to p's ordered delivery.
+func (s *Subscriber) enqueue(p *partition, records []*kgo.Record) {
+	p.mu.Lock()
+	if p.revoked {
+		p.mu.Unlock()
+		return
+	}
+	p.queue = append(p.queue, records...)
+	full := p.load() >= s.cfg.MaxInFlightPerPartition
+	p.mu.Unlock()
+	select {
+	case p.ready <- struct{}{}:
+	default:
+	}
+	if full {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// deliverOrdered delivers p's queued records one message at a time until p
+// is revoked or the subscriber closes: each only once the one before it was
+// acked.
+func (s *Subscriber) deliverOrdered(p *partition) {
+	defer s.senders.Done()
+	for {
+		p.mu.Lock()
+		if p.revoked {
+			p.mu.Unlock()
+			return
+		}
+		if len(p.queue) == 0 {
+			p.mu.Unlock()
+			select {
+			case <-p.ready:
+				continue
+			case <-p.done:
+				return
+			case <-s.closing:
+				return
+			}
+		}
+		seq := p.nextSeq()
+		msg, n := s.next(s.ctx, p, p.queue)
+		clear(p.queue[:n])
+		p.queue = p.queue[n:]
+		if len(p.queue) == 0 {
+			p.queue = nil
+		}
+		p.mu.Unlock()
+		if !s.sendInOrder(p, seq, msg) {
+			return
+		}
+	}
+}
+
+// sendInOrder delivers msg, whose first record has sequence number seq, and
+// waits for its ack. A nacked message is delivered again after
+// NackResendSleep: a copy, or a batch's records not done one by one. It
+// reports false when p is revoked or the subscriber closes.
+func (s *Subscriber) sendInOrder(p *partition, seq uint64, msg *message.Message) bool {
+	// Read before the router has the message and sets its context.
+	b, isBatch := messages.BatchOf(msg)
+	for {
+		select {
+		case s.out <- msg:
+		case <-p.done:
+			s.abandon(p, seq)
+			return false
+		case <-s.closing:
+			s.abandon(p, seq)
+			return false
+		}
+		select {
+		case <-msg.Acked():
+			return true
+		case <-msg.Nacked():
+		case <-p.done:
+			return false
+		case <-s.closing:
+			return false
+		}
+		t := time.NewTimer(s.cfg.NackResendSleep)
+		select {
+		case <-t.C:
+		case <-p.done:
+			t.Stop()
+			return false
+		case <-s.closing:
+			t.Stop()
+			return false
+		}
+		if !isBatch {
+			p.mu.Lock()
+			e := p.at(seq)
+			if p.revoked || e == nil {
+				p.mu.Unlock()
+				return false
+			}
+			msg = msg.CopyWithContext()
+			e.msg = msg
+			p.mu.Unlock()
+			continue
+		}
+		// Split: each record not done becomes its own message, in order.
+		for i := range b.Records {
+			p.mu.Lock()
+			if p.revoked {
+				p.mu.Unlock()
+				return false
+			}
+			e := p.at(seq + uint64(i))
+			if e == nil || !p.retry(s.ctx, e) {
+				// Done before the nack: acknowledged (and maybe gone).
+				p.mu.Unlock()
+				continue
+			}
+			one := e.msg
+			p.mu.Unlock()
+			if !s.sendInOrder(p, seq+uint64(i), one) {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 // abandon marks the records of p from seq on as never delivered.
@@ -289,24 +459,17 @@ func (s *Subscriber) abandonOne(p *partition, seq uint64) {
 	p.mu.Unlock()
 }
 
-// newMessage turns a record into a message: UUID from the Watermill header,
-// or one made of the record's coordinates; the other headers as metadata;
-// the key as messages.KeyMetadata unless a header already set it.
-func newMessage(ctx context.Context, r *kgo.Record) *message.Message {
-	msg := message.NewMessage("", r.Value)
-	for _, h := range r.Headers {
-		if h.Key == UUIDHeaderKey {
-			msg.UUID = string(h.Value)
-			continue
+// toRecord is a fetched record as messages carry it.
+func toRecord(r *kgo.Record) messages.Record {
+	rec := messages.Record{
+		Source: messages.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+		Key:    r.Key, Value: r.Value,
+	}
+	if len(r.Headers) > 0 {
+		rec.Headers = make([]messages.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			rec.Headers[i] = messages.Header{Key: h.Key, Value: h.Value}
 		}
-		msg.Metadata[h.Key] = string(h.Value)
 	}
-	if msg.UUID == "" {
-		msg.UUID = r.Topic + "-" + strconv.FormatInt(int64(r.Partition), 10) + "-" + strconv.FormatInt(r.Offset, 10)
-	}
-	if _, ok := msg.Metadata[messages.KeyMetadata]; !ok && r.Key != nil {
-		msg.Metadata[messages.KeyMetadata] = string(r.Key)
-	}
-	msg.SetContext(messages.WithSource(ctx, messages.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}))
-	return msg
+	return rec
 }
