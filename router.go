@@ -64,7 +64,21 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 	p.closers = append(p.closers, func(context.Context) { _ = pub.Close() })
 
 	if cfg.Runs(app.HandlerSimulate) {
-		p.Runners = append(p.Runners, app.Runner{Name: app.HandlerSimulate, Run: newSimulator(a, pub).Run,
+		simPub, err := a.NewBulkPublisher()
+		if err != nil {
+			return nil, err
+		}
+		p.closers = append(p.closers, func(context.Context) { _ = simPub.Close() })
+		sim := newSimulator(a, simPub)
+		if limit := cfg.Sim.MaxLag; limit > 0 {
+			lag, closeLag, err := a.GroupLag(topics.GroupDB, topics.TopicRaw)
+			if err != nil {
+				return nil, err
+			}
+			p.closers = append(p.closers, func(context.Context) { closeLag() })
+			sim.Throttle = maxLag(a.Log, lag, limit)
+		}
+		p.Runners = append(p.Runners, app.Runner{Name: app.HandlerSimulate, Run: sim.Run,
 			Ends: !cfg.Runs(app.HandlerPersist) && !cfg.Runs(app.HandlerDetect)})
 	}
 	if !cfg.Runs(app.HandlerPersist) && !cfg.Runs(app.HandlerDetect) {
@@ -340,6 +354,35 @@ func newSimulator(a *app.App, pub message.Publisher) *simulate.Simulator {
 		OnPublished: func(simulate.Event) { m.Produced.Inc() },
 		OnError:     func(error) { m.ProduceErrors.Inc() },
 		Logger:      a.Log,
+	}
+}
+
+// maxLag holds the simulator back while lag is above limit, checking every
+// 20 ms. A lag it cannot read (the group not there yet, a broker hiccup)
+// holds nothing back: the bound is for load tests, not a guarantee.
+func maxLag(log *slog.Logger, lag func(context.Context) (int64, error), limit int64) func(context.Context) error {
+	warned := false
+	return func(ctx context.Context) error {
+		for {
+			n, err := lag(ctx)
+			if err != nil {
+				if !warned && ctx.Err() == nil {
+					warned = true
+					log.Debug("SIM_MAX_LAG: persist's lag not readable; not holding back", "err", err)
+				}
+				return ctx.Err()
+			}
+			if n <= limit {
+				return nil
+			}
+			t := time.NewTimer(20 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
 	}
 }
 

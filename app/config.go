@@ -95,6 +95,10 @@ type SimConfig struct {
 	Seed            uint64  `env:"SIM_SEED, default=0"`
 	TotalEvents     int64   `env:"SIM_TOTAL_EVENTS, default=0"`
 	Publishers      int     `env:"SIM_PUBLISHERS, default=8"`
+	// MaxLag, when positive, holds the simulator back while persist's
+	// consumer group has more than that many records of the raw topic
+	// still to consume: a load that the pipeline can keep up with.
+	MaxLag int64 `env:"SIM_MAX_LAG, default=0"`
 }
 
 // ValidationConfig bounds a valid reading.
@@ -274,6 +278,9 @@ func (c Config) validate() error {
 		bad("SIM_TOTAL_EVENTS", "must be 0 (run forever) or a positive count, got %d", c.Sim.TotalEvents)
 	}
 	positive("SIM_PUBLISHERS", float64(c.Sim.Publishers))
+	if c.Sim.MaxLag < 0 {
+		bad("SIM_MAX_LAG", "must be 0 (no bound) or a positive number of records, got %d", c.Sim.MaxLag)
+	}
 	v := c.Validation
 	if v.HeartRateMin < 0 || v.HeartRateMin >= v.HeartRateMax || v.HeartRateMax > 400 {
 		bad("HEART_RATE_MIN", "and HEART_RATE_MAX must satisfy 0 <= min < max <= 400, got %d and %d", v.HeartRateMin, v.HeartRateMax)

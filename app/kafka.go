@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heartbeat/heartbeat/app/kgopub"
 	"github.com/heartbeat/heartbeat/app/windowed"
 	"github.com/heartbeat/heartbeat/messages"
 )
@@ -174,6 +175,15 @@ func (a *App) NewPublisher() (message.Publisher, error) {
 	return pub, nil
 }
 
+// NewBulkPublisher returns the publisher of the producers that publish at
+// volume (the simulator): franz-go (package kgopub), idempotent, waiting for
+// all in-sync replicas, murmur2-keyed like NewPublisher's, and batching
+// many messages per produce request.
+func (a *App) NewBulkPublisher() (message.Publisher, error) {
+	return kgopub.New(a.Brokers, append([]kgo.Opt{kgo.ClientID(a.Config.Kafka.ClientID),
+		kgo.ProducerBatchMaxBytes(MaxMessageBytes)}, a.KafkaOpts...)...)
+}
+
 // NewSubscriber returns a Kafka subscriber in consumer group group, reading
 // from the oldest offset when the group has none, one message per partition
 // in flight, redelivering a nacked message after a second.
@@ -206,7 +216,11 @@ func (a *App) NewSubscriber(group string) (message.Subscriber, error) {
 // — is paid once per batch instead of once per record.
 const (
 	persistBatchRecords = 500
-	detectBatchRecords  = 500
+	// persistBatchesInFlight bounds persist's unsettled batch messages per
+	// partition (handler goroutines waiting for their commit): records
+	// arriving meanwhile gather into the next batch.
+	persistBatchesInFlight = 8
+	detectBatchRecords     = 500
 	// detectMaxInFlight bounds the records of a partition detect holds,
 	// fetched or delivered and not yet acknowledged.
 	detectMaxInFlight = 2000
@@ -218,8 +232,9 @@ const (
 // committed only over contiguously acknowledged records.
 func (a *App) NewWindowedSubscriber(group string) (message.Subscriber, error) {
 	return a.newWindowed(group, windowed.Config{
-		BatchRecords:            persistBatchRecords,
-		MaxInFlightPerPartition: a.Config.Persist.MaxInFlightPerPartition,
+		BatchRecords:                    persistBatchRecords,
+		MaxMessagesInFlightPerPartition: persistBatchesInFlight,
+		MaxInFlightPerPartition:         a.Config.Persist.MaxInFlightPerPartition,
 	})
 }
 

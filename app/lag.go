@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -84,4 +85,46 @@ func (a *App) GroupProgress(group string) (func(ctx context.Context, topic strin
 		return 0, nil
 	}
 	return progress, cl.Close, nil
+}
+
+// GroupLag returns a function answering how many records of topic group
+// has still to consume (end offsets minus committed offsets, summed over
+// partitions), read from the broker at most every 100 ms.
+func (a *App) GroupLag(group, topic string) (func(ctx context.Context) (int64, error), func(), error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(a.Brokers...)}, a.KafkaOpts...)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	adm := kadm.NewClient(cl)
+	var (
+		mu      sync.Mutex
+		fetched time.Time
+		total   int64
+	)
+	lag := func(ctx context.Context) (int64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(fetched) <= 100*time.Millisecond {
+			return total, nil
+		}
+		lags, err := adm.Lag(ctx, group)
+		if err != nil {
+			return 0, err
+		}
+		var sum int64
+		for _, l := range lags {
+			if l.Error() != nil {
+				return 0, l.Error()
+			}
+			for p, m := range l.Lag[topic] {
+				if m.Err != nil {
+					return 0, fmt.Errorf("lag of %s/%d: %w", topic, p, m.Err)
+				}
+				sum += max(m.Lag, 0)
+			}
+		}
+		total, fetched = sum, time.Now()
+		return total, nil
+	}
+	return lag, cl.Close, nil
 }

@@ -71,11 +71,7 @@ func (s *PhysiologySimulator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i := range queues {
 		queues[i] = make(chan Event, 256)
-		wg.Go(func() {
-			for ev := range queues[i] {
-				pub.publish(ctx, ev)
-			}
-		})
+		wg.Go(func() { pub.drain(ctx, queues[i]) })
 	}
 	defer func() {
 		for _, q := range queues {

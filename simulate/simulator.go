@@ -34,6 +34,11 @@ type Simulator struct {
 	// Start anchors the virtual clock; zero means now.
 	Start time.Time
 
+	// Throttle, when set, is called before each step of virtual time and
+	// may block to hold the stream back (SIM_MAX_LAG); the wall-clock
+	// pacing restarts after it, so the stream does not burst to catch up.
+	Throttle func(context.Context) error
+
 	OnPublished func(Event)
 	OnError     func(error)
 	Logger      *slog.Logger
@@ -51,9 +56,7 @@ func (s *Simulator) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func(q <-chan Event) {
 			defer wg.Done()
-			for ev := range q {
-				s.publish(ctx, ev)
-			}
+			s.drain(ctx, q)
 		}(queues[i])
 	}
 	defer func() {
@@ -84,6 +87,15 @@ func (s *Simulator) Run(ctx context.Context) error {
 		carry -= float64(n)
 		if s.Total > 0 {
 			n = min(n, s.Total-sent)
+		}
+		if s.Throttle != nil {
+			held := time.Now()
+			if err := s.Throttle(ctx); err != nil {
+				return nil // ctx ended
+			}
+			if d := time.Since(held); d > tick {
+				wallStart = wallStart.Add(d)
+			}
 		}
 		at := start.Add(time.Duration(k) * tick)
 		for range n {
@@ -118,26 +130,63 @@ func shardOf(key string, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
-// publish sends ev, retrying with backoff until it is acknowledged or ctx
-// ends, so a broker hiccup delays the stream instead of dropping events.
-func (s *Simulator) publish(ctx context.Context, ev Event) {
+// drain publishes q's events until q is closed: each with whatever else
+// waits in q at that moment, in one Publish call.
+func (s *Simulator) drain(ctx context.Context, q <-chan Event) {
+	var batch []Event
+	for ev := range q {
+		batch = append(batch[:0], ev)
+	more:
+		for len(batch) < maxPublishBatch {
+			select {
+			case ev, ok := <-q:
+				if !ok {
+					break more
+				}
+				batch = append(batch, ev)
+			default:
+				break more
+			}
+		}
+		s.publish(ctx, batch)
+	}
+}
+
+// maxPublishBatch bounds the events one Publish call carries.
+const maxPublishBatch = 256
+
+// publish sends evs in one Publish call, in order, retrying with backoff
+// until they are acknowledged or ctx ends, so a broker hiccup delays the
+// stream instead of dropping events. A retry may publish some of them
+// twice; their event ids are the same, and persist stores each once.
+func (s *Simulator) publish(ctx context.Context, evs []Event) {
 	backoff := 50 * time.Millisecond
+	msgs := make([]*message.Message, len(evs))
 	for {
-		msg := message.NewMessage(ev.ID, ev.Payload)
-		msg.Metadata.Set(messages.KeyMetadata, ev.Key)
-		msg.Metadata.Set(wmmw.CorrelationIDMetadataKey, ev.CorrelationID)
-		err := s.Publisher.Publish(s.Topic, msg)
+		for i, ev := range evs {
+			msg := message.NewMessage(ev.ID, ev.Payload)
+			msg.Metadata.Set(messages.KeyMetadata, ev.Key)
+			msg.Metadata.Set(wmmw.CorrelationIDMetadataKey, ev.CorrelationID)
+			msg.SetContext(ctx)
+			msgs[i] = msg
+		}
+		err := s.Publisher.Publish(s.Topic, msgs...)
 		if err == nil {
 			if s.OnPublished != nil {
-				s.OnPublished(ev)
+				for _, ev := range evs {
+					s.OnPublished(ev)
+				}
 			}
+			return
+		}
+		if ctx.Err() != nil {
 			return
 		}
 		if s.OnError != nil {
 			s.OnError(err)
 		}
 		if s.Logger != nil {
-			s.Logger.Warn("publish failed, retrying", "topic", s.Topic, "event_id", ev.ID, "err", err, "backoff", backoff)
+			s.Logger.Warn("publish failed, retrying", "topic", s.Topic, "events", len(evs), "first_event_id", evs[0].ID, "err", err, "backoff", backoff)
 		}
 		select {
 		case <-ctx.Done():

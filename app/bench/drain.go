@@ -12,7 +12,6 @@ import (
 
 	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/app/windowed"
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
@@ -127,7 +126,6 @@ func (r *runner) detectPhase(ctx context.Context) error {
 	t0 := time.Now()
 	det, err := r.start(ctx, "detect", r.env(b, map[string]string{
 		"ROUTER_HANDLERS":              app.HandlerDetect,
-		"DETECTION_MODE":               rules.ModeEpisode, // the default detector
 		"KAFKA_CONSUMER_GROUP_ANOMALY": group,
 	}))
 	if err != nil {

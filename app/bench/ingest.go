@@ -38,6 +38,7 @@ func (r *runner) ingestPhase(ctx context.Context) error {
 		"ROUTER_HANDLERS":       app.HandlerSimulate,
 		"SIM_CUSTOMER_COUNT":    strconv.Itoa(r.o.Customers),
 		"SIM_EVENTS_PER_SECOND": strconv.FormatFloat(r.o.Rate, 'f', -1, 64),
+		"SIM_MAX_LAG":           strconv.FormatInt(r.o.MaxLag, 10),
 	}))
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app/windowed"
+	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 )
 
@@ -79,7 +80,10 @@ func (r *runner) latencyPhase(ctx context.Context) error {
 		return err
 	}
 	defer b.close()
-	pipe, err := r.start(ctx, "latency-pipeline", r.env(b, map[string]string{"ROUTER_HANDLERS": "persist,detect"}))
+	// The seed's per-reading rules: every injected 150 bpm reading is an
+	// anomaly at once, so its latency is the pipeline's, not a rule's
+	// sustain time.
+	pipe, err := r.start(ctx, "latency-pipeline", r.env(b, map[string]string{"ROUTER_HANDLERS": "persist,detect", "DETECTION_MODE": rules.ModePerEvent}))
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,11 @@ type Options struct {
 	LatencyRate float64
 	// AnomalyEvery makes every n-th reading of the latency phase 150 bpm.
 	AnomalyEvery int
+	// MaxLag is the simulator children's SIM_MAX_LAG in the ingest and
+	// memory phases: the backlog persist may have before the simulator
+	// waits, so those phases measure a load the pipeline keeps up with
+	// rather than a simulator flooding the machine. 0: no bound.
+	MaxLag int64
 	// RSSCustomers are simulated in the memory phase.
 	RSSCustomers int
 	// SimPublishers is the simulator children's SIM_PUBLISHERS.
@@ -139,6 +144,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.PerRowTime, "per-row-time", 0, "length of the per-row INSERT phase (0: min(duration, 5s))")
 	fs.Float64Var(&o.LatencyRate, "latency-rate", 10_000, "events/s published in the latency phase")
 	fs.IntVar(&o.AnomalyEvery, "anomaly-every", 100, "every n-th reading of the latency phase is 150 bpm")
+	fs.Int64Var(&o.MaxLag, "max-lag", 100_000, "SIM_MAX_LAG of the simulator in the ingest and memory phases (0: none)")
 	fs.IntVar(&o.RSSCustomers, "rss-customers", 100_000, "simulated customers in the memory phase")
 	fs.IntVar(&o.SimPublishers, "sim-publishers", 64, "SIM_PUBLISHERS of the simulator children")
 	fs.StringVar(&phases, "phases", strings.Join(AllPhases, ","), "phases to run (comma list)")

@@ -92,6 +92,7 @@ func newResult(o Options) *Result {
 		{"per-row-time", o.PerRowTime.String()}, {"latency-rate", strconv.FormatFloat(o.LatencyRate, 'f', -1, 64)},
 		{"anomaly-every", strconv.Itoa(o.AnomalyEvery)}, {"rss-customers", strconv.Itoa(o.RSSCustomers)},
 		{"SIM_PUBLISHERS", strconv.Itoa(o.SimPublishers)}, {"SIM_INVALID_RATIO", "0"}, {"SIM_BURST_MULTIPLIER", "1"},
+		{"SIM_MAX_LAG", strconv.FormatInt(o.MaxLag, 10)},
 	}
 	return r
 }

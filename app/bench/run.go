@@ -142,7 +142,6 @@ func (r *runner) env(b *broker, extra map[string]string) map[string]string {
 		"SIM_INVALID_RATIO":       "0",
 		"SIM_BURST_MULTIPLIER":    "1",
 		"SIM_PUBLISHERS":          strconv.Itoa(r.o.SimPublishers),
-		"DETECTION_MODE":          "per_event",
 	}
 	for k, v := range extra {
 		e[k] = v

@@ -137,3 +137,31 @@ func TestSubscriber_OrderedDelivery(t *testing.T) {
 	assert.Equal(t, []int64{1, 2}, seen[2])
 	c.requireCommitted(t, "ordered", map[int32]int64{1: 3, 2: 3})
 }
+
+// With a bound on unsettled messages, records that arrive meanwhile wait and
+// gather into the next batch instead of becoming more messages.
+func TestSubscriber_BatchesGatherWhileMessagesAreOut(t *testing.T) {
+	c := newCluster(t)
+	c.produce(t, 1, 7)
+	_, ch := subscribe(t, c, "gather", func(cfg *windowed.Config) {
+		cfg.BatchRecords, cfg.MaxMessagesInFlightPerPartition = 50, 1
+	})
+	first := receive(t, ch)
+	require.Len(t, batchOf(t, first).Records, 1)
+
+	c.produce(t, 30, 7)
+	select {
+	case msg := <-ch:
+		require.FailNow(t, "delivered "+msg.UUID+" while the partition's one message is out")
+	case <-time.After(300 * time.Millisecond):
+	}
+	first.Ack()
+	next := receive(t, ch)
+	records := batchOf(t, next).Records
+	require.Len(t, records, 30, "the records fetched while the first message was out come as one batch")
+	for i, r := range records {
+		require.Equal(t, int64(1+i), r.Source.Offset)
+	}
+	next.Ack()
+	c.requireCommitted(t, "gather", map[int32]int64{7: 31})
+}

@@ -42,6 +42,11 @@ type Config struct {
 	// poison queue see the record that fails alone. 0 or 1: one message per
 	// record.
 	BatchRecords int
+	// MaxMessagesInFlightPerPartition bounds a partition's delivered and
+	// unsettled messages; while that many are out, its records wait and
+	// the next batch message takes those that gathered. Default: no bound
+	// but MaxInFlightPerPartition's. Ordered delivery keeps one.
+	MaxMessagesInFlightPerPartition int
 	// Ordered delivers each partition's messages one at a time, the next
 	// only once the one before it was acked (a nacked one is delivered again
 	// first), as watermill-kafka does: for handlers that keep state in
@@ -74,6 +79,9 @@ func (c *Config) setDefaults() {
 		c.MaxInFlightPerPartition = 5000
 	}
 	c.BatchRecords = max(c.BatchRecords, 1)
+	if c.MaxMessagesInFlightPerPartition <= 0 {
+		c.MaxMessagesInFlightPerPartition = c.MaxInFlightPerPartition
+	}
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 10000
 	}

@@ -126,7 +126,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	s.cancelPoll = cancel
 
 	s.senders.Add(2)
-	go s.pollLoop(pollCtx, ctx)
+	go s.pollLoop(pollCtx)
 	go s.resendLoop()
 	s.loops.Add(2)
 	go s.ackLoop()
@@ -178,16 +178,13 @@ func (s *Subscriber) shutdown() {
 }
 
 // pollLoop fetches records and delivers them in partition order.
-func (s *Subscriber) pollLoop(ctx, subCtx context.Context) {
+func (s *Subscriber) pollLoop(ctx context.Context) {
 	defer s.senders.Done()
 	type work struct {
 		p       *partition
 		records []*kgo.Record
 	}
-	var (
-		batch []work
-		msgs  []*message.Message
-	)
+	var batch []work
 	for {
 		fetches := s.client.PollRecords(ctx, s.cfg.MaxPollRecords)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -207,24 +204,9 @@ func (s *Subscriber) pollLoop(ctx, subCtx context.Context) {
 			}
 		})
 		s.client.AllowRebalance()
-
 		for i, w := range batch {
-			if s.cfg.Ordered {
-				s.enqueue(w.p, w.records)
-				batch[i] = work{}
-				continue
-			}
-			var ok bool
-			msgs, ok = s.deliver(subCtx, w.p, w.records, msgs[:0])
-			clear(msgs)
+			s.enqueue(w.p, w.records)
 			batch[i] = work{}
-			if !ok {
-				select {
-				case <-s.closing:
-					return
-				default: // only this partition was revoked
-				}
-			}
 		}
 	}
 }
@@ -238,54 +220,97 @@ func (s *Subscriber) partitionFor(id int32) *partition {
 	if !ok {
 		p = newPartition(s.topic, id)
 		s.parts[id] = p
+		// pollLoop, a sender, is running: Add cannot race shutdown's Wait.
+		s.senders.Add(1)
 		if s.cfg.Ordered {
-			// pollLoop, a sender, is running: Add cannot race shutdown's Wait.
-			s.senders.Add(1)
 			go s.deliverOrdered(p)
+		} else {
+			go s.deliverWindowed(p)
 		}
 	}
 	return p
 }
 
-// deliver registers records in p's window and sends them in order, as
-// messages of one record or batches. It stops early, reporting false, when p
-// is revoked or the subscriber closes.
-func (s *Subscriber) deliver(ctx context.Context, p *partition, records []*kgo.Record, msgs []*message.Message) ([]*message.Message, bool) {
+// deliverWindowed delivers p's queued records in order without waiting for
+// acks, keeping at most MaxMessagesInFlightPerPartition of its messages
+// unsettled, until p is revoked or the subscriber closes. While that many are
+// out, records gather in the queue: the next batch message takes them all
+// (up to BatchRecords), so batches grow with the backlog instead of the
+// messages multiplying. Nacked messages are delivered again by the ack loop.
+func (s *Subscriber) deliverWindowed(p *partition) {
+	defer s.senders.Done()
+	var out []*message.Message // delivered, maybe not settled
+	for {
+		n := 0
+		for _, m := range out {
+			if !isClosed(m.Acked()) && !isClosed(m.Nacked()) {
+				out[n] = m
+				n++
+			}
+		}
+		clear(out[n:])
+		out = out[:n]
+		if len(out) >= s.cfg.MaxMessagesInFlightPerPartition {
+			select {
+			case <-out[0].Acked():
+			case <-out[0].Nacked():
+			case <-p.done:
+				return
+			case <-s.closing:
+				return
+			}
+			continue
+		}
+		seq, msg, ok := s.take(p)
+		if !ok {
+			return
+		}
+		if msg == nil {
+			continue
+		}
+		select {
+		case s.out <- msg:
+			out = append(out, msg)
+		case <-p.done:
+			s.abandon(p, seq)
+			return
+		case <-s.closing:
+			s.abandon(p, seq)
+			return
+		}
+	}
+}
+
+// take registers the next message of p's queue and returns it with its
+// first record's sequence number. It waits for records when the queue is
+// empty, returning a nil message when some arrived; false when p is revoked
+// or the subscriber closes.
+func (s *Subscriber) take(p *partition) (uint64, *message.Message, bool) {
 	p.mu.Lock()
 	if p.revoked {
 		p.mu.Unlock()
-		return msgs, false
+		return 0, nil, false
 	}
-	// Each message's first sequence number, taken now: once sent, a
-	// message belongs to the router.
-	seqs := make([]uint64, 0, len(records)/s.cfg.BatchRecords+1)
-	for len(records) > 0 {
-		seqs = append(seqs, p.nextSeq())
-		msg, n := s.next(ctx, p, records)
-		msgs = append(msgs, msg)
-		records = records[n:]
-	}
-	full := p.load() >= s.cfg.MaxInFlightPerPartition
-	p.mu.Unlock()
-	if full {
+	if len(p.queue) == 0 {
+		p.mu.Unlock()
 		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-	}
-
-	for i, msg := range msgs {
-		select {
-		case s.out <- msg:
+		case <-p.ready:
+			return 0, nil, true
 		case <-p.done:
-			s.abandon(p, seqs[i])
-			return msgs, false
+			return 0, nil, false
 		case <-s.closing:
-			s.abandon(p, seqs[i])
-			return msgs, false
+			return 0, nil, false
 		}
 	}
-	return msgs, true
+	seq := p.nextSeq()
+	msg, n := s.next(s.ctx, p, p.queue)
+	clear(p.queue[:n])
+	p.queue = p.queue[n:]
+	if len(p.queue) == 0 {
+		p.queue = nil
+	}
+	p.mu.Unlock()
+	return seq, msg, true
 }
 
 // next registers the next message of records in p's window — a batch of up
@@ -341,31 +366,11 @@ func (s *Subscriber) enqueue(p *partition, records []*kgo.Record) {
 func (s *Subscriber) deliverOrdered(p *partition) {
 	defer s.senders.Done()
 	for {
-		p.mu.Lock()
-		if p.revoked {
-			p.mu.Unlock()
+		seq, msg, ok := s.take(p)
+		if !ok {
 			return
 		}
-		if len(p.queue) == 0 {
-			p.mu.Unlock()
-			select {
-			case <-p.ready:
-				continue
-			case <-p.done:
-				return
-			case <-s.closing:
-				return
-			}
-		}
-		seq := p.nextSeq()
-		msg, n := s.next(s.ctx, p, p.queue)
-		clear(p.queue[:n])
-		p.queue = p.queue[n:]
-		if len(p.queue) == 0 {
-			p.queue = nil
-		}
-		p.mu.Unlock()
-		if !s.sendInOrder(p, seq, msg) {
+		if msg != nil && !s.sendInOrder(p, seq, msg) {
 			return
 		}
 	}
