@@ -296,17 +296,17 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 		closers = append(closers, func(context.Context) { _ = sub.Close() })
 		onAnomaly := func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() }
 		onHistory := func(outcome string) { m.StateRestores.WithLabelValues(outcome).Inc() }
-		var h func(*message.Message) error
+		var h handlers.RecordHandler
 		if w.episodes != nil {
 			h = (&handlers.DetectEpisodes{
 				Limits: limits, Engine: w.episodes, Store: w.episodeStore, History: w.episodeHistory, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
 				OnAnomaly: onAnomaly, OnHistory: onHistory, Logger: w.log,
-			}).Handle
+			})
 		} else {
 			h = (&handlers.Detect{
 				Limits: limits, Engine: w.engine, Store: w.anomalies, History: w.history, AnomalyTopic: topics.TopicAnomaly, Now: time.Now,
 				OnAnomaly: onAnomaly, OnHistory: onHistory, Logger: w.log,
-			}).Handle
+			})
 		}
 		handle(router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, handlers.EachRecord(h, watermill.NewUUID)), app.HandlerDetect)
 	}

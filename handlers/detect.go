@@ -50,14 +50,21 @@ type Detect struct {
 // Handle implements message.NoPublishHandlerFunc. Invalid readings are
 // acked without evaluation: Persist routes them to the invalid topic, and a
 // sensor fault must not also raise a clinical alarm.
-func (d *Detect) Handle(msg *message.Message) error {
+func (d *Detect) Handle(msg *message.Message) error { return d.handle(messageInput(msg)) }
+
+// HandleRecord handles one record of a batch message, as Handle its message.
+func (d *Detect) HandleRecord(ctx context.Context, r *messages.Record, newID func() string) error {
+	return d.handle(recordInput(ctx, r, newID))
+}
+
+func (d *Detect) handle(in input) error {
 	now := d.Now()
-	h, ok, err := validReading(d.Limits, msg, now)
+	h, ok, err := validReading(d.Limits, in.payload, now)
 	if !ok {
 		return err
 	}
 	if d.History != nil && !d.Engine.Known(h.CustomerID) {
-		if err := d.restore(msg.Context(), h); err != nil {
+		if err := d.restore(in.ctx, h, in.src, in.hasSrc); err != nil {
 			return err
 		}
 	}
@@ -74,8 +81,8 @@ func (d *Detect) Handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
-	out := anomalyMessage(a.AnomalyID, body, msg, a.CustomerID, a.Type)
-	inserted, err := d.Store.Write(msg.Context(), a, d.AnomalyTopic, out)
+	out := anomalyMessage(a.AnomalyID, body, in.correlationID(), a.CustomerID, a.Type)
+	inserted, err := d.Store.Write(in.ctx, a, d.AnomalyTopic, out)
 	if err != nil {
 		return err
 	}
@@ -111,8 +118,7 @@ func NewAnomaly(h messages.Heartbeat, f rules.Finding, detectedAt time.Time) (me
 	}, nil
 }
 
-func (d *Detect) restore(ctx context.Context, h messages.Heartbeat) error {
-	src, ok := messages.SourceFromContext(ctx)
+func (d *Detect) restore(ctx context.Context, h messages.Heartbeat, src messages.Source, ok bool) error {
 	if !ok || src.Offset < 0 {
 		return nil
 	}
@@ -198,15 +204,22 @@ type EpisodeAnomaly struct {
 }
 
 // Handle implements message.NoPublishHandlerFunc.
-func (d *DetectEpisodes) Handle(msg *message.Message) error {
+func (d *DetectEpisodes) Handle(msg *message.Message) error { return d.handle(messageInput(msg)) }
+
+// HandleRecord handles one record of a batch message, as Handle its message.
+func (d *DetectEpisodes) HandleRecord(ctx context.Context, r *messages.Record, newID func() string) error {
+	return d.handle(recordInput(ctx, r, newID))
+}
+
+func (d *DetectEpisodes) handle(in input) error {
 	now := d.Now()
-	h, ok, err := validReading(d.Limits, msg, now)
+	h, ok, err := validReading(d.Limits, in.payload, now)
 	if !ok {
 		return err
 	}
-	src, hasSrc := messages.SourceFromContext(msg.Context())
-	if !d.Engine.Known(src.Partition, h.CustomerID) && d.History != nil && hasSrc && src.Offset >= 0 {
-		if err := d.restore(msg.Context(), h, src); err != nil {
+	src := in.src
+	if !d.Engine.Known(src.Partition, h.CustomerID) && d.History != nil && in.hasSrc && src.Offset >= 0 {
+		if err := d.restore(in.ctx, h, src); err != nil {
 			return err
 		}
 	}
@@ -217,13 +230,13 @@ func (d *DetectEpisodes) Handle(msg *message.Message) error {
 	}
 	ws := make([]hbsql.EpisodeWrite, 0, len(changes))
 	for _, c := range changes {
-		w, err := d.episodeWrite(c, now, msg)
+		w, err := d.episodeWrite(c, now, in.correlationID())
 		if err != nil {
 			return err
 		}
 		ws = append(ws, w)
 	}
-	written, err := d.Store.WriteEpisodes(msg.Context(), ws)
+	written, err := d.Store.WriteEpisodes(in.ctx, ws)
 	if err != nil {
 		return err
 	}
@@ -236,7 +249,65 @@ func (d *DetectEpisodes) Handle(msg *message.Message) error {
 	return nil
 }
 
-func (d *DetectEpisodes) episodeWrite(c rules.Change, now time.Time, in *message.Message) (hbsql.EpisodeWrite, error) {
+// HandleBatch handles the records of b not done, in order, recording all
+// their episode changes in one transaction at the end, instead of one per
+// change. Each reading's state is applied as it is evaluated, ahead of that
+// write; if anything fails, the partition's state is dropped
+// (ForgetPartition) and rebuilt from storage when the batch, or its records
+// one by one, come again — as after a restart, with nothing of the batch
+// recorded.
+func (d *DetectEpisodes) HandleBatch(ctx context.Context, b *messages.Batch, newID func() string) (err error) {
+	if b.Done >= len(b.Records) {
+		return nil
+	}
+	partition := b.Records[b.Done].Source.Partition
+	defer func() {
+		if err != nil {
+			d.Engine.ForgetPartition(partition)
+		}
+	}()
+	now := d.Now()
+	var ws []hbsql.EpisodeWrite
+	for i := b.Done; i < len(b.Records); i++ {
+		in := recordInput(ctx, &b.Records[i], newID)
+		h, ok, err := validReading(d.Limits, in.payload, now)
+		if !ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if !d.Engine.Known(partition, h.CustomerID) && d.History != nil && in.src.Offset >= 0 {
+			if err := d.restore(ctx, h, in.src); err != nil {
+				return err
+			}
+		}
+		changes, apply := d.Engine.Evaluate(partition, h, now)
+		for _, c := range changes {
+			w, err := d.episodeWrite(c, now, in.correlationID())
+			if err != nil {
+				return err
+			}
+			ws = append(ws, w)
+		}
+		apply()
+	}
+	if len(ws) > 0 {
+		written, err := d.Store.WriteEpisodes(ctx, ws)
+		if err != nil {
+			return err
+		}
+		for i, w := range ws {
+			if written[i] && w.Row.Status == hbsql.EpisodeOpen && d.OnAnomaly != nil {
+				d.OnAnomaly(w.Row.Anomaly)
+			}
+		}
+	}
+	b.Done = len(b.Records)
+	return nil
+}
+
+func (d *DetectEpisodes) episodeWrite(c rules.Change, now time.Time, corr string) (hbsql.EpisodeWrite, error) {
 	row, err := NewEpisodeRow(c, d.Engine.Params(), now)
 	if err != nil {
 		return hbsql.EpisodeWrite{}, err
@@ -251,7 +322,7 @@ func (d *DetectEpisodes) episodeWrite(c rules.Change, now time.Time, in *message
 	if row.Status == hbsql.EpisodeClosed {
 		id = messages.AnomalyID(row.AnomalyID, "closed")
 	}
-	out := anomalyMessage(id, body, in, row.CustomerID, row.Type)
+	out := anomalyMessage(id, body, corr, row.CustomerID, row.Type)
 	out.Metadata.Set("anomaly_status", row.Status)
 	return hbsql.EpisodeWrite{Row: row, Topic: d.AnomalyTopic, Msg: out}, nil
 }
@@ -358,8 +429,8 @@ func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src 
 // validReading is both detectors' validation: ok is false for a reading to
 // ack without evaluation (invalid: persist routes it, and a sensor fault must
 // not also raise a clinical alarm) and for an unexpected error, returned.
-func validReading(l messages.Limits, msg *message.Message, now time.Time) (messages.Heartbeat, bool, error) {
-	h, err := l.Validate(msg.Payload, now)
+func validReading(l messages.Limits, payload []byte, now time.Time) (messages.Heartbeat, bool, error) {
+	h, err := l.Validate(payload, now)
 	if err != nil {
 		if _, invalid := messages.AsValidationError(err); invalid {
 			return h, false, nil
@@ -369,12 +440,45 @@ func validReading(l messages.Limits, msg *message.Message, now time.Time) (messa
 	return h, true, nil
 }
 
-// anomalyMessage is an events.anomaly.v1 message derived from in: keyed by
-// customer, with in's correlation id.
-func anomalyMessage(id string, body []byte, in *message.Message, customer, typ string) *message.Message {
+// anomalyMessage is an events.anomaly.v1 message keyed by customer, with
+// the correlation id of the reading it derives from.
+func anomalyMessage(id string, body []byte, corr string, customer, typ string) *message.Message {
 	out := message.NewMessage(id, body)
-	out.Metadata.Set(wmmw.CorrelationIDMetadataKey, wmmw.MessageCorrelationID(in))
+	out.Metadata.Set(wmmw.CorrelationIDMetadataKey, corr)
 	out.Metadata.Set(messages.KeyMetadata, customer)
 	out.Metadata.Set("anomaly_type", typ)
 	return out
+}
+
+// input is one reading to evaluate: a message's, or a batch record's
+// without making it a message.
+type input struct {
+	ctx     context.Context
+	payload []byte
+	src     messages.Source
+	hasSrc  bool
+	msg     *message.Message // or
+	rec     *messages.Record
+	newID   func() string
+}
+
+func messageInput(msg *message.Message) input {
+	src, ok := messages.SourceFromContext(msg.Context())
+	return input{ctx: msg.Context(), payload: msg.Payload, src: src, hasSrc: ok, msg: msg}
+}
+
+func recordInput(ctx context.Context, r *messages.Record, newID func() string) input {
+	return input{ctx: ctx, payload: r.Value, src: r.Source, hasSrc: true, rec: r, newID: newID}
+}
+
+// correlationID is the reading's correlation id: its message's, or its
+// record's header, or a new one for a record produced without.
+func (in *input) correlationID() string {
+	if in.msg != nil {
+		return wmmw.MessageCorrelationID(in.msg)
+	}
+	if id := in.rec.Header(messages.CorrelationIDMetadata); id != "" || in.newID == nil {
+		return id
+	}
+	return in.newID()
 }

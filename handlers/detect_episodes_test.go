@@ -212,3 +212,48 @@ func TestDetectEpisodesWithoutHistory(t *testing.T) {
 	require.Equal(t, recorded.ID(), f.store.writes[0].Row.AnomalyID)
 	require.Equal(t, hbsql.EpisodeClosed, f.store.writes[0].Row.Status)
 }
+
+// A batch's episode changes are recorded in one write at its end, the same
+// changes as reading by reading; a failed write drops the partition's
+// state, and the batch tried again records the same changes once.
+func TestDetectEpisodesBatchMatchesOneByOneAndSurvivesAFailedWrite(t *testing.T) {
+	var hs []messages.Heartbeat
+	at := time.Duration(0)
+	for i, rate := range []int{70, 71, 70, 72, 110, 111, 112, 110, 111, 70, 71, 70, 72, 71} {
+		at = time.Duration(i) * time.Second
+		hs = append(hs, reading("c1", at, rate), reading("c2", at, 65))
+	}
+
+	one := newDetectFixture(t)
+	for _, h := range hs {
+		require.NoError(t, one.handle(t, h))
+	}
+	require.NotEmpty(t, one.store.writes, "the jump is a SPIKE")
+
+	batch := newDetectFixture(t)
+	b := &messages.Batch{}
+	for _, h := range hs {
+		m := batch.message(t, h)
+		src, _ := messages.SourceFromContext(m.Context())
+		b.Records = append(b.Records, messages.Record{Source: src, Value: m.Payload,
+			Headers: []messages.Header{{Key: messages.CorrelationIDMetadata, Value: []byte("corr-" + h.EventID)}}})
+	}
+	batch.store.fail = 1
+	require.EqualError(t, batch.d.HandleBatch(context.Background(), b, nil), "database down")
+	require.Zero(t, b.Done)
+	require.Empty(t, batch.store.writes)
+	calls := batch.history.calls
+	require.NoError(t, batch.d.HandleBatch(context.Background(), b, nil))
+	require.Equal(t, len(hs), b.Done)
+	require.Greater(t, batch.history.calls, calls, "the forgotten customers are rebuilt from storage")
+
+	require.Equal(t, len(one.store.writes), len(batch.store.writes))
+	for i := range one.store.writes {
+		w1, w2 := one.store.writes[i], batch.store.writes[i]
+		require.Equal(t, w1.Row.AnomalyID, w2.Row.AnomalyID)
+		require.Equal(t, w1.Row.Status, w2.Row.Status)
+		require.Equal(t, w1.Msg.UUID, w2.Msg.UUID)
+		require.Equal(t, w1.Msg.Metadata.Get(wmmw.CorrelationIDMetadataKey), w2.Msg.Metadata.Get(wmmw.CorrelationIDMetadataKey))
+	}
+	require.Equal(t, len(one.opened), len(batch.opened))
+}

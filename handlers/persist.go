@@ -102,20 +102,38 @@ func RecordMessage(ctx context.Context, r *messages.Record, newID func() string)
 	return m
 }
 
-// EachRecord adapts a handler of one message to batch messages: it calls
-// h with each record not done of a batch message in order, as its own
-// message (RecordMessage), counting it done when h succeeds, and stops at
-// the first error — a retry resumes there. Other messages go to h as they
-// are.
-func EachRecord(h func(*message.Message) error, newID func() string) message.NoPublishHandlerFunc {
+// RecordHandler handles a message, or one record of a batch message as it
+// would the record's own message; newID names a record without a
+// correlation id.
+type RecordHandler interface {
+	Handle(msg *message.Message) error
+	HandleRecord(ctx context.Context, r *messages.Record, newID func() string) error
+}
+
+// BatchHandler is a RecordHandler that handles a batch's records not done
+// at once, marking them done when it succeeds.
+type BatchHandler interface {
+	RecordHandler
+	HandleBatch(ctx context.Context, b *messages.Batch, newID func() string) error
+}
+
+// EachRecord adapts h to batch messages: it hands h each record not done of
+// a batch message in order, counting it done when h succeeds, and stops at
+// the first error — a retry resumes there; or the whole batch, if h is a
+// BatchHandler. Other messages go to h.Handle.
+func EachRecord(h RecordHandler, newID func() string) message.NoPublishHandlerFunc {
+	bh, whole := h.(BatchHandler)
 	return func(msg *message.Message) error {
 		b, ok := messages.BatchOf(msg)
 		if !ok {
-			return h(msg)
+			return h.Handle(msg)
 		}
 		ctx := msg.Context()
+		if whole {
+			return bh.HandleBatch(ctx, b, newID)
+		}
 		for b.Done < len(b.Records) {
-			if err := h(RecordMessage(ctx, &b.Records[b.Done], newID)); err != nil {
+			if err := h.HandleRecord(ctx, &b.Records[b.Done], newID); err != nil {
 				return err
 			}
 			b.Done++

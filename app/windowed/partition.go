@@ -66,7 +66,7 @@ type partition struct {
 
 	// Ordered delivery: records fetched and not yet delivered, and a
 	// signal that more arrived.
-	queue []*kgo.Record
+	queue []queued
 	ready chan struct{}
 }
 
@@ -83,10 +83,17 @@ func (p *partition) load() int { return p.window() + len(p.queue) }
 // newest delivered one. Call with mu held.
 func (p *partition) window() int { return len(p.entries) - p.head }
 
+// queued is a fetched record waiting for delivery, copied out of the
+// fetch's buffers (see copyRecords).
+type queued struct {
+	rec   messages.Record
+	epoch int32
+}
+
 // register appends a record about to be delivered to the window, as msg
 // or as record idx of batch msg. Call with mu held.
-func (p *partition) register(r *kgo.Record, msg *message.Message, batch *messages.Batch, idx int) {
-	p.entries = append(p.entries, entry{offset: r.Offset, epoch: r.LeaderEpoch, msg: msg, batch: batch, idx: idx})
+func (p *partition) register(q *queued, msg *message.Message, batch *messages.Batch, idx int) {
+	p.entries = append(p.entries, entry{offset: q.rec.Source.Offset, epoch: q.epoch, msg: msg, batch: batch, idx: idx})
 }
 
 // nextSeq is the sequence number the next registered entry gets. Call with

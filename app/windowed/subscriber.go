@@ -316,36 +316,36 @@ func (s *Subscriber) take(p *partition) (uint64, *message.Message, bool) {
 // next registers the next message of records in p's window — a batch of up
 // to BatchRecords of them, or the first alone — and returns it with how many
 // records it took. Call with p.mu held.
-func (s *Subscriber) next(ctx context.Context, p *partition, records []*kgo.Record) (*message.Message, int) {
+func (s *Subscriber) next(ctx context.Context, p *partition, records []queued) (*message.Message, int) {
 	if s.cfg.BatchRecords <= 1 {
-		rec := toRecord(records[0])
-		msg := rec.Message(ctx)
-		p.register(records[0], msg, nil, 0)
+		msg := records[0].rec.Message(ctx)
+		p.register(&records[0], msg, nil, 0)
 		return msg, 1
 	}
 	n := min(len(records), s.cfg.BatchRecords)
 	b := &messages.Batch{Records: make([]messages.Record, n)}
-	for i, r := range records[:n] {
-		b.Records[i] = toRecord(r)
+	for i := range records[:n] {
+		b.Records[i] = records[i].rec
 	}
-	first, last := records[0], records[n-1]
+	first, last := b.Records[0].Source, b.Records[n-1].Source
 	msg := message.NewMessage(first.Topic+"-"+strconv.FormatInt(int64(first.Partition), 10)+"-"+
 		strconv.FormatInt(first.Offset, 10)+"-"+strconv.FormatInt(last.Offset, 10), nil)
-	msg.SetContext(messages.WithBatch(messages.WithSource(ctx, b.Records[0].Source), b))
-	for i, r := range records[:n] {
-		p.register(r, msg, b, i)
+	msg.SetContext(messages.WithBatch(messages.WithSource(ctx, first), b))
+	for i := range records[:n] {
+		p.register(&records[i], msg, b, i)
 	}
 	return msg, n
 }
 
-// enqueue hands fetched records to p's ordered delivery.
+// enqueue hands fetched records to p's delivery goroutine.
 func (s *Subscriber) enqueue(p *partition, records []*kgo.Record) {
+	qs := copyRecords(records, nil)
 	p.mu.Lock()
 	if p.revoked {
 		p.mu.Unlock()
 		return
 	}
-	p.queue = append(p.queue, records...)
+	p.queue = append(p.queue, qs...)
 	full := p.load() >= s.cfg.MaxInFlightPerPartition
 	p.mu.Unlock()
 	select {
@@ -464,17 +464,57 @@ func (s *Subscriber) abandonOne(p *partition, seq uint64) {
 	p.mu.Unlock()
 }
 
-// toRecord is a fetched record as messages carry it.
-func toRecord(r *kgo.Record) messages.Record {
-	rec := messages.Record{
-		Source: messages.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
-		Key:    r.Key, Value: r.Value,
-	}
-	if len(r.Headers) > 0 {
-		rec.Headers = make([]messages.Header, len(r.Headers))
-		for i, h := range r.Headers {
-			rec.Headers[i] = messages.Header{Key: h.Key, Value: h.Value}
+// copyRecords appends records to dst as messages carry them, their bytes
+// copied into one buffer and their headers into one slice. A fetched
+// record's bytes point into its whole decompressed batch, which would stay
+// in memory as long as any one of its records is in flight; the copies hold
+// only what is in flight, in two allocations for the lot.
+func copyRecords(records []*kgo.Record, dst []queued) []queued {
+	size, headers := 0, 0
+	for _, r := range records {
+		size += len(r.Key) + len(r.Value)
+		for _, h := range r.Headers {
+			size += len(h.Value)
 		}
+		headers += len(r.Headers)
 	}
-	return rec
+	buf := make([]byte, 0, size)
+	hs := make([]messages.Header, 0, headers)
+	take := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	for _, r := range records {
+		rec := messages.Record{
+			Source: messages.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+			Key:    take(r.Key), Value: take(r.Value),
+		}
+		if len(r.Headers) > 0 {
+			start := len(hs)
+			for _, h := range r.Headers {
+				hs = append(hs, messages.Header{Key: headerKey(h.Key), Value: take(h.Value)})
+			}
+			rec.Headers = hs[start:len(hs):len(hs)]
+		}
+		dst = append(dst, queued{rec: rec, epoch: r.LeaderEpoch})
+	}
+	return dst
+}
+
+// headerKey returns the pipeline's own header keys as constants, so that
+// records do not each keep a copy of them.
+func headerKey(k string) string {
+	switch k {
+	case messages.UUIDHeader:
+		return messages.UUIDHeader
+	case messages.CorrelationIDMetadata:
+		return messages.CorrelationIDMetadata
+	case messages.KeyMetadata:
+		return messages.KeyMetadata
+	}
+	return k
 }

@@ -325,6 +325,24 @@ func (e *EpisodeEngine) Evict(idle time.Duration) int {
 	return n
 }
 
+// ForgetPartition drops the state of partition: its customers are rebuilt
+// from storage on their next readings, as after a restart. For readings
+// applied ahead of a write that then failed.
+func (e *EpisodeEngine) ForgetPartition(partition int32) {
+	e.mu.Lock()
+	l := e.lanes[partition]
+	delete(e.lanes, partition)
+	e.mu.Unlock()
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	for _, lc := range l.customers {
+		lc.evicted = true // applies still pending refuse to install
+	}
+	l.mu.Unlock()
+}
+
 // Customers returns how many customers have state.
 func (e *EpisodeEngine) Customers() int {
 	n := 0
