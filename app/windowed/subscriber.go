@@ -106,9 +106,13 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onLost),
-		// A resumed partition joins the next fetch request only, so an
-		// idle fetch must not hold it back for the default 5s.
-		kgo.FetchMaxWait(500 * time.Millisecond),
+		// A resumed partition joins the next fetch request only, so a
+		// fetch waiting on the broker for more data holds it back: with
+		// windows pausing and resuming partitions all the time, a 500 ms
+		// wait halved persist's and detect's throughput (bench: drain
+		// 88k -> 125k rows/s, detect 100k -> 200k events/s at 50 ms). An
+		// idle consumer sends 20 fetches a second.
+		kgo.FetchMaxWait(50 * time.Millisecond),
 		kgo.WithLogger(kgoLogger{s.logger}),
 	}
 	if s.cfg.StartOffsets != nil {
@@ -353,10 +357,9 @@ func (s *Subscriber) enqueue(p *partition, records []*kgo.Record) {
 	default:
 	}
 	if full {
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
+		// Pause now, before the next poll, rather than at the ack loop's
+		// next round: every fetch in between would overshoot the window.
+		s.updatePauses([]*partition{p})
 	}
 }
 
