@@ -223,7 +223,7 @@ const (
 	detectBatchRecords     = 1000
 	// detectMaxInFlight bounds the records of a partition detect holds,
 	// fetched or delivered and not yet acknowledged.
-	detectMaxInFlight = 3000
+	detectMaxInFlight = 2000
 )
 
 // NewWindowedSubscriber returns the high-throughput subscriber of the persist
