@@ -133,7 +133,7 @@ type PersistConfig struct {
 	Writers      int           `env:"PERSIST_WRITERS, default=2"`
 	// MaxInFlightPerPartition bounds the records of one partition that
 	// persist holds at once (delivered, not yet acknowledged).
-	MaxInFlightPerPartition int `env:"PERSIST_MAX_IN_FLIGHT_PER_PARTITION, default=2000"`
+	MaxInFlightPerPartition int `env:"PERSIST_MAX_IN_FLIGHT_PER_PARTITION, default=1000"`
 	// RetentionDays drops daily partitions of heartbeat_events older than
 	// that many days; 0 keeps everything.
 	RetentionDays int `env:"HEARTBEAT_RETENTION_DAYS, default=0"`

@@ -113,9 +113,9 @@ func EnsureTopics(ctx context.Context, brokers []string, opts []kgo.Opt, replica
 	return nil
 }
 
-// keyedMarshaler writes the messages.KeyMetadata metadata as the record key
-// (so one customer stays on one partition) and, reading, recovers the key
-// of records produced by clients that set no such header.
+// keyedMarshaler writes the messages.KeyMetadata metadata as the record key,
+// so one customer stays on one partition. (Consumers recover the key of
+// records produced without that header: messages.Record.Message.)
 type keyedMarshaler struct{ kafka.DefaultMarshaler }
 
 func (m keyedMarshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
@@ -127,17 +127,6 @@ func (m keyedMarshaler) Marshal(topic string, msg *message.Message) (*sarama.Pro
 		pm.Key = sarama.StringEncoder(key)
 	}
 	return pm, nil
-}
-
-func (m keyedMarshaler) Unmarshal(km *sarama.ConsumerMessage) (*message.Message, error) {
-	msg, err := m.DefaultMarshaler.Unmarshal(km)
-	if err != nil {
-		return nil, err
-	}
-	if msg.Metadata.Get(messages.KeyMetadata) == "" && len(km.Key) > 0 {
-		msg.Metadata.Set(messages.KeyMetadata, string(km.Key))
-	}
-	return msg, nil
 }
 
 func (a *App) saramaConfig() (*sarama.Config, error) {
@@ -182,32 +171,6 @@ func (a *App) NewPublisher() (message.Publisher, error) {
 func (a *App) NewBulkPublisher() (message.Publisher, error) {
 	return kgopub.New(a.Brokers, append([]kgo.Opt{kgo.ClientID(a.Config.Kafka.ClientID),
 		kgo.ProducerBatchMaxBytes(MaxMessageBytes)}, a.KafkaOpts...)...)
-}
-
-// NewSubscriber returns a Kafka subscriber in consumer group group, reading
-// from the oldest offset when the group has none, one message per partition
-// in flight, redelivering a nacked message after a second.
-func (a *App) NewSubscriber(group string) (message.Subscriber, error) {
-	c, err := a.saramaConfig()
-	if err != nil {
-		return nil, err
-	}
-	c.Consumer.Return.Errors = true
-	c.Consumer.Offsets.Initial = sarama.OffsetOldest
-	c.Consumer.Offsets.AutoCommit.Interval = time.Second
-	c.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategySticky()}
-	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
-		Brokers:               a.Brokers,
-		ConsumerGroup:         group,
-		Unmarshaler:           keyedMarshaler{},
-		OverwriteSaramaConfig: c,
-		NackResendSleep:       time.Second,
-		ReconnectRetrySleep:   time.Second,
-	}, a.WLogger)
-	if err != nil {
-		return nil, fmt.Errorf("kafka subscriber for group %s: %w", group, err)
-	}
-	return sub, nil
 }
 
 // Records in one batch message of the windowed subscribers (package

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/messages"
 )
 
 // selfSigned writes a CA-less self-signed certificate for 127.0.0.1 and
@@ -90,22 +91,39 @@ func TestKafkaSecurity(t *testing.T) {
 			require.NoError(t, err, "franz-go client creates the topics")
 			defer a.Close()
 
+			// Both publishers (sarama; franz-go for the simulator) and the
+			// pipeline's subscriber (franz-go), through TLS and SASL.
 			pub, err := a.NewPublisher()
 			require.NoError(t, err)
 			defer pub.Close()
-			require.NoError(t, pub.Publish(cfg.Kafka.TopicRaw, message.NewMessage("m1", []byte("hello"))))
-			sub, err := a.NewSubscriber("cg.security-test")
+			bulk, err := a.NewBulkPublisher()
+			require.NoError(t, err)
+			defer bulk.Close()
+			for id, p := range map[string]message.Publisher{"m1": pub, "m2": bulk} {
+				m := message.NewMessage(id, []byte("hello"))
+				m.Metadata.Set(messages.KeyMetadata, "same-customer")
+				require.NoError(t, p.Publish(cfg.Kafka.TopicRaw, m))
+			}
+			sub, err := a.NewOrderedSubscriber("cg.security-test")
 			require.NoError(t, err)
 			defer sub.Close()
 			ch, err := sub.Subscribe(ctx, cfg.Kafka.TopicRaw)
 			require.NoError(t, err)
-			select {
-			case m := <-ch:
-				require.Equal(t, "m1", m.UUID)
-				m.Ack()
-			case <-ctx.Done():
-				t.Fatal("no message through the secured subscriber")
+			var got []string
+			for len(got) < 2 {
+				select {
+				case m := <-ch:
+					b, ok := messages.BatchOf(m)
+					require.True(t, ok)
+					for i := range b.Records {
+						got = append(got, b.Records[i].Message(ctx).UUID)
+					}
+					m.Ack()
+				case <-ctx.Done():
+					t.Fatal("no message through the secured subscriber")
+				}
 			}
+			require.ElementsMatch(t, []string{"m1", "m2"}, got)
 		})
 	}
 }
