@@ -23,12 +23,11 @@ func (a *App) ConsumerLag(ctx context.Context, groups []string, interval time.Du
 	if err := a.Registry.Register(gauge); err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(a.Brokers...)}, a.KafkaOpts...)...)
+	adm, closeAdm, err := a.newAdmin()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer closeAdm()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -59,54 +58,35 @@ func (a *App) ConsumerLag(ctx context.Context, groups []string, interval time.Du
 // committed for a partition of topic, read from the broker at most every
 // 100 ms (the detector asks it for every customer it rebuilds).
 func (a *App) GroupProgress(group string) (func(ctx context.Context, topic string, partition int32) (int64, error), func(), error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(a.Brokers...)}, a.KafkaOpts...)...)
+	adm, closeAdm, err := a.newAdmin()
 	if err != nil {
 		return nil, nil, err
 	}
-	adm := kadm.NewClient(cl)
-	var (
-		mu      sync.Mutex
-		fetched time.Time
-		offsets kadm.OffsetResponses
-	)
+	offsets := cachedFor(100*time.Millisecond, func(ctx context.Context) (kadm.OffsetResponses, error) {
+		return adm.FetchOffsets(ctx, group)
+	})
 	progress := func(ctx context.Context, topic string, partition int32) (int64, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(fetched) > 100*time.Millisecond {
-			o, err := adm.FetchOffsets(ctx, group)
-			if err != nil {
-				return 0, err
-			}
-			offsets, fetched = o, time.Now()
+		os, err := offsets(ctx)
+		if err != nil {
+			return 0, err
 		}
-		if o, ok := offsets.Lookup(topic, partition); ok && o.Err == nil {
+		if o, ok := os.Lookup(topic, partition); ok && o.Err == nil {
 			return o.At, nil
 		}
 		return 0, nil
 	}
-	return progress, cl.Close, nil
+	return progress, closeAdm, nil
 }
 
 // GroupLag returns a function answering how many records of topic group
 // has still to consume (end offsets minus committed offsets, summed over
 // partitions), read from the broker at most every 100 ms.
 func (a *App) GroupLag(group, topic string) (func(ctx context.Context) (int64, error), func(), error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(a.Brokers...)}, a.KafkaOpts...)...)
+	adm, closeAdm, err := a.newAdmin()
 	if err != nil {
 		return nil, nil, err
 	}
-	adm := kadm.NewClient(cl)
-	var (
-		mu      sync.Mutex
-		fetched time.Time
-		total   int64
-	)
-	lag := func(ctx context.Context) (int64, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(fetched) <= 100*time.Millisecond {
-			return total, nil
-		}
+	lag := cachedFor(100*time.Millisecond, func(ctx context.Context) (int64, error) {
 		lags, err := adm.Lag(ctx, group)
 		if err != nil {
 			return 0, err
@@ -123,8 +103,40 @@ func (a *App) GroupLag(group, topic string) (func(ctx context.Context) (int64, e
 				sum += max(m.Lag, 0)
 			}
 		}
-		total, fetched = sum, time.Now()
-		return total, nil
+		return sum, nil
+	})
+	return lag, closeAdm, nil
+}
+
+// cachedFor returns fetch, its answer kept for d; callers wait for one
+// fetch at a time. Errors are not kept.
+func cachedFor[T any](d time.Duration, fetch func(context.Context) (T, error)) func(context.Context) (T, error) {
+	var (
+		mu      sync.Mutex
+		fetched time.Time
+		last    T
+	)
+	return func(ctx context.Context) (T, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(fetched) <= d {
+			return last, nil
+		}
+		v, err := fetch(ctx)
+		if err != nil {
+			return v, err
+		}
+		last, fetched = v, time.Now()
+		return last, nil
 	}
-	return lag, cl.Close, nil
+}
+
+// newAdmin returns an admin client on the cluster, with the process's Kafka
+// security options, and its close.
+func (a *App) newAdmin() (*kadm.Client, func(), error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(a.Brokers...)}, a.KafkaOpts...)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kadm.NewClient(cl), cl.Close, nil
 }
