@@ -183,10 +183,10 @@ const (
 	// partition (handler goroutines waiting for their commit): records
 	// arriving meanwhile gather into the next batch.
 	persistBatchesInFlight = 8
-	detectBatchRecords     = 1000
+	detectBatchRecords     = 500
 	// detectMaxInFlight bounds the records of a partition detect holds,
 	// fetched or delivered and not yet acknowledged.
-	detectMaxInFlight = 2000
+	detectMaxInFlight = 1000
 )
 
 // NewWindowedSubscriber returns the high-throughput subscriber of the persist
