@@ -9,6 +9,16 @@
 // unacknowledged record and the newest delivered one (the window), and pauses
 // fetching that partition when the window is full.
 //
+// With [Config.BatchRecords] above 1, consecutive records of a partition go
+// out as one batch message (a [messages.Batch] in its context), so that the
+// router's per-message work is paid per batch; a nacked batch comes back as
+// one message for each of its records its handler had not done.
+// [Config.MaxMessagesInFlightPerPartition] bounds a partition's unsettled
+// messages: records arriving meanwhile gather into the next batch, so
+// batches grow with the backlog. [Config.Ordered] delivers a partition's
+// messages one at a time, each after the one before it was acked, for
+// handlers that keep state in partition order.
+//
 // Acks and nacks arrive in any order. The group's committed offset of a
 // partition only moves to the end of the contiguous acknowledged prefix of
 // its window, so a crash or rebalance never skips an unacknowledged record.
