@@ -212,40 +212,16 @@ func (d *DetectEpisodes) HandleRecord(ctx context.Context, r *messages.Record, n
 }
 
 func (d *DetectEpisodes) handle(in input) error {
-	now := d.Now()
-	h, ok, err := validReading(d.Limits, in.payload, now)
-	if !ok {
+	ws, apply, err := d.evaluate(in, d.Now(), nil)
+	if err != nil || apply == nil {
 		return err
 	}
-	src := in.src
-	if !d.Engine.Known(src.Partition, h.CustomerID) && d.History != nil && in.hasSrc && src.Offset >= 0 {
-		if err := d.restore(in.ctx, h, src); err != nil {
+	if len(ws) > 0 {
+		if err := d.record(in.ctx, ws); err != nil {
 			return err
 		}
-	}
-	changes, apply := d.Engine.Evaluate(src.Partition, h, now)
-	if len(changes) == 0 {
-		apply()
-		return nil
-	}
-	ws := make([]hbsql.EpisodeWrite, 0, len(changes))
-	for _, c := range changes {
-		w, err := d.episodeWrite(c, now, in.correlationID())
-		if err != nil {
-			return err
-		}
-		ws = append(ws, w)
-	}
-	written, err := d.Store.WriteEpisodes(in.ctx, ws)
-	if err != nil {
-		return err
 	}
 	apply()
-	for i, w := range ws {
-		if written[i] && w.Row.Status == hbsql.EpisodeOpen && d.OnAnomaly != nil {
-			d.OnAnomaly(w.Row.Anomaly)
-		}
-	}
 	return nil
 }
 
@@ -269,41 +245,60 @@ func (d *DetectEpisodes) HandleBatch(ctx context.Context, b *messages.Batch, new
 	now := d.Now()
 	var ws []hbsql.EpisodeWrite
 	for i := b.Done; i < len(b.Records); i++ {
-		in := recordInput(ctx, &b.Records[i], newID)
-		h, ok, err := validReading(d.Limits, in.payload, now)
-		if !ok {
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		if !d.Engine.Known(partition, h.CustomerID) && d.History != nil && in.src.Offset >= 0 {
-			if err := d.restore(ctx, h, in.src); err != nil {
-				return err
-			}
-		}
-		changes, apply := d.Engine.Evaluate(partition, h, now)
-		for _, c := range changes {
-			w, err := d.episodeWrite(c, now, in.correlationID())
-			if err != nil {
-				return err
-			}
-			ws = append(ws, w)
-		}
-		apply()
-	}
-	if len(ws) > 0 {
-		written, err := d.Store.WriteEpisodes(ctx, ws)
-		if err != nil {
+		var apply func()
+		if ws, apply, err = d.evaluate(recordInput(ctx, &b.Records[i], newID), now, ws); err != nil {
 			return err
 		}
-		for i, w := range ws {
-			if written[i] && w.Row.Status == hbsql.EpisodeOpen && d.OnAnomaly != nil {
-				d.OnAnomaly(w.Row.Anomaly)
-			}
+		if apply != nil {
+			apply()
+		}
+	}
+	if len(ws) > 0 {
+		if err := d.record(ctx, ws); err != nil {
+			return err
 		}
 	}
 	b.Done = len(b.Records)
+	return nil
+}
+
+// evaluate validates in's reading, rebuilds its customer's state if the
+// engine does not know it, evaluates it, and appends the writes of the
+// episode changes it makes to ws. apply moves the state past the reading;
+// it is nil for a reading not evaluated (invalid: persist routes it).
+func (d *DetectEpisodes) evaluate(in input, now time.Time, ws []hbsql.EpisodeWrite) (_ []hbsql.EpisodeWrite, apply func(), _ error) {
+	h, ok, err := validReading(d.Limits, in.payload, now)
+	if !ok {
+		return ws, nil, err
+	}
+	src := in.src
+	if !d.Engine.Known(src.Partition, h.CustomerID) && d.History != nil && in.hasSrc && src.Offset >= 0 {
+		if err := d.restore(in.ctx, h, src); err != nil {
+			return ws, nil, err
+		}
+	}
+	changes, apply := d.Engine.Evaluate(src.Partition, h, now)
+	for _, c := range changes {
+		w, err := d.episodeWrite(c, now, in.correlationID())
+		if err != nil {
+			return ws, nil, err
+		}
+		ws = append(ws, w)
+	}
+	return ws, apply, nil
+}
+
+// record writes ws in one transaction and reports the openings it recorded.
+func (d *DetectEpisodes) record(ctx context.Context, ws []hbsql.EpisodeWrite) error {
+	written, err := d.Store.WriteEpisodes(ctx, ws)
+	if err != nil {
+		return err
+	}
+	for i, w := range ws {
+		if written[i] && w.Row.Status == hbsql.EpisodeOpen && d.OnAnomaly != nil {
+			d.OnAnomaly(w.Row.Anomaly)
+		}
+	}
 	return nil
 }
 
