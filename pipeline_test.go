@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -20,51 +18,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/internal/pgtest"
 	"github.com/heartbeat/heartbeat/messages"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
-// testDatabaseURL is the server the database tests create their databases
-// on: HEARTBEAT_TEST_DATABASE_URL, or the local server.
-func testDatabaseURL() string {
-	if u := os.Getenv("HEARTBEAT_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
-// needInfra fails the test under CI, where PostgreSQL must be there, and
-// skips it elsewhere.
-func needInfra(t *testing.T, what string, err error) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required under CI=true: %v", what, err)
-	}
-	t.Skipf("%s not available (set HEARTBEAT_TEST_DATABASE_URL): %v", what, err)
-}
-
 // testDatabase creates a fresh database for t and returns its URL and a pool.
 func testDatabase(t *testing.T) (string, *pgxpool.Pool) {
 	t.Helper()
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, testDatabaseURL())
-	if err != nil {
-		needInfra(t, "PostgreSQL", err)
-	}
-	name := "hb_test_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "")
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-		_ = admin.Close(context.Background())
-	})
-	u, err := url.Parse(testDatabaseURL())
-	require.NoError(t, err)
-	u.Path = "/" + name
-	pool, err := pgxpool.New(ctx, u.String())
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	return u.String(), pool
+	return pgtest.Database(t, "hb_test_")
 }
 
 // testBroker starts an in-process Kafka-protocol broker for t, with the

@@ -2,9 +2,6 @@ package sql_test
 
 import (
 	"context"
-	"net/url"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,38 +10,14 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/internal/pgtest"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
-// database creates a fresh, empty database on HEARTBEAT_TEST_DATABASE_URL's
-// server (default: the local one) and drops it after the test.
+// database creates a fresh, empty database for t and drops it after.
 func database(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	base := os.Getenv("HEARTBEAT_TEST_DATABASE_URL")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is required under CI=true: %v", err)
-		}
-		t.Skipf("PostgreSQL not available: %v", err)
-	}
-	name := "hb_sql_" + strings.ReplaceAll(uuid.NewString()[:13], "-", "")
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-		_ = admin.Close(context.Background())
-	})
-	u, err := url.Parse(base)
-	require.NoError(t, err)
-	u.Path = "/" + name
-	pool, err := pgxpool.New(ctx, u.String())
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	_, pool := pgtest.Database(t, "hb_sql_")
 	return pool
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -16,16 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/app/bench"
+	"github.com/heartbeat/heartbeat/internal/pgtest"
 )
-
-// testDatabaseURL is the server the database tests create their databases
-// on: HEARTBEAT_TEST_DATABASE_URL, or the local server.
-func testDatabaseURL() string {
-	if u := os.Getenv("HEARTBEAT_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
 
 // TestBenchSmoke runs every phase briefly against the built binary and
 // checks the JSON line: every number reported, positive, nothing lost or
@@ -36,12 +27,9 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, testDatabaseURL())
+	conn, err := pgx.Connect(ctx, pgtest.ServerURL())
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is required under CI=true: %v", err)
-		}
-		t.Skipf("PostgreSQL not available (set HEARTBEAT_TEST_DATABASE_URL): %v", err)
+		pgtest.Need(t, "PostgreSQL", err)
 	}
 	require.NoError(t, conn.Close(ctx))
 
@@ -53,7 +41,7 @@ func TestBenchSmoke(t *testing.T) {
 
 	var stdout, stderr bytes.Buffer
 	err = bench.Main(ctx, []string{
-		"-binary", bin, "-database-url", testDatabaseURL(), "-json",
+		"-binary", bin, "-database-url", pgtest.ServerURL(), "-json",
 		"-duration", "2s", "-warmup", "1s", "-customers", "100", "-drain-events", "20000",
 		"-copy-rows", "50000", "-per-row-time", "1s", "-rss-customers", "10000",
 	}, &stdout, &stderr)
@@ -85,7 +73,7 @@ func TestBenchSmoke(t *testing.T) {
 	// The bench dropped its database.
 	name := regexp.MustCompile(`database (heartbeat_bench_[0-9a-f]+) created`).FindStringSubmatch(stderr.String())
 	require.NotNil(t, name, "stderr names the bench database:\n%s", stderr.String())
-	conn, err = pgx.Connect(ctx, testDatabaseURL())
+	conn, err = pgx.Connect(ctx, pgtest.ServerURL())
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	var left bool

@@ -58,7 +58,7 @@ type cpuMeter struct {
 }
 
 func (r *runner) startCPU(cs ...*child) *cpuMeter {
-	m := &cpuMeter{at: time.Now(), db: r.db.name, children: map[string]float64{}, pids: map[string]int{}}
+	m := &cpuMeter{at: time.Now(), db: r.db.Name, children: map[string]float64{}, pids: map[string]int{}}
 	for _, c := range cs {
 		m.pids[c.name] = c.cmd.Process.Pid
 		m.children[c.name], _ = procCPU(c.cmd.Process.Pid)

@@ -2,12 +2,8 @@ package bench
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -18,9 +14,7 @@ import (
 
 // database is the bench's own database on the server under test.
 type database struct {
-	name   string
-	url    string // of the bench database, for the children's DATABASE_URL
-	admin  *pgx.ConnConfig
+	*hbsql.Scratch
 	pool   *pgxpool.Pool
 	server string // PostgreSQL version
 }
@@ -28,27 +22,12 @@ type database struct {
 // createDatabase creates heartbeat_bench_<random> on the server of
 // serverURL and applies the migrations.
 func createDatabase(ctx context.Context, serverURL string) (*database, error) {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	d := &database{name: "heartbeat_bench_" + hex.EncodeToString(b[:])}
-	admin, err := pgx.ParseConfig(withDatabase(serverURL, "postgres"))
+	s, err := hbsql.CreateScratch(ctx, serverURL, "heartbeat_bench_")
 	if err != nil {
-		return nil, fmt.Errorf("database URL: %w", err)
-	}
-	d.admin = admin
-	conn, err := pgx.ConnectConfig(ctx, admin)
-	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s:%d as %s: %w", admin.Host, admin.Port, admin.User, err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&d.server); err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{d.name}.Sanitize()); err != nil {
-		return nil, fmt.Errorf("create database %s: %w", d.name, err)
-	}
-	d.url = withDatabase(serverURL, d.name)
-	cfg, err := pgxpool.ParseConfig(d.url)
+	d := &database{Scratch: s}
+	cfg, err := pgxpool.ParseConfig(s.URL)
 	if err != nil {
 		d.drop(ctx)
 		return nil, err
@@ -58,21 +37,15 @@ func createDatabase(ctx context.Context, serverURL string) (*database, error) {
 		d.drop(ctx)
 		return nil, err
 	}
+	if err := d.pool.QueryRow(ctx, "SHOW server_version").Scan(&d.server); err != nil {
+		d.drop(ctx)
+		return nil, err
+	}
 	if _, err := hbsql.Migrate(ctx, d.pool); err != nil {
 		d.drop(ctx)
-		return nil, fmt.Errorf("migrate %s: %w", d.name, err)
+		return nil, fmt.Errorf("migrate %s: %w", s.Name, err)
 	}
 	return d, nil
-}
-
-// withDatabase returns the connection string s naming database name.
-func withDatabase(s, name string) string {
-	if u, err := url.Parse(s); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		u.Path = "/" + name
-		return u.String()
-	}
-	// key=value form: a later setting wins.
-	return s + " dbname=" + name
 }
 
 // drop closes the pool and drops the database, disconnecting what is left.
@@ -80,15 +53,7 @@ func (d *database) drop(ctx context.Context) error {
 	if d.pool != nil {
 		d.pool.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.ConnectConfig(ctx, d.admin)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{d.name}.Sanitize()+" WITH (FORCE)")
-	return err
+	return d.Drop(ctx)
 }
 
 // reset empties every table the pipeline writes, so a phase starts from

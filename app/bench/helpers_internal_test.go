@@ -54,12 +54,6 @@ func TestPercentile(t *testing.T) {
 	require.Zero(t, percentile(nil, 0.5))
 }
 
-func TestWithDatabase(t *testing.T) {
-	require.Equal(t, "postgres://postgres@127.0.0.1:5432/heartbeat_bench_1?sslmode=disable",
-		withDatabase("postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "heartbeat_bench_1"))
-	require.Equal(t, "host=db user=u dbname=heartbeat_bench_1", withDatabase("host=db user=u", "heartbeat_bench_1"))
-}
-
 func TestHuman(t *testing.T) {
 	require.Equal(t, "1,234,568", human(1234567.8))
 	require.Equal(t, "999", human(999))

@@ -55,18 +55,18 @@ func Run(ctx context.Context, o Options, log io.Writer) (*Result, error) {
 		return nil, err
 	}
 	r.res.PostgresVersion = r.db.server
-	r.progress("database %s created and migrated", r.db.name)
+	r.progress("database %s created and migrated", r.db.Name)
 
 	err = r.phases(ctx)
 	if r.drained != nil {
 		r.drained.close()
 	}
 	if o.Keep {
-		r.progress("kept database %s (DATABASE_URL=%s) and logs in %s", r.db.name, redactURL(r.db.url), r.logDir)
+		r.progress("kept database %s (DATABASE_URL=%s) and logs in %s", r.db.Name, redactURL(r.db.URL), r.logDir)
 		r.db.pool.Close()
 	} else {
 		if derr := r.db.drop(ctx); derr != nil {
-			r.progress("could not drop database %s: %v", r.db.name, derr)
+			r.progress("could not drop database %s: %v", r.db.Name, derr)
 		}
 		if err == nil {
 			_ = os.RemoveAll(r.logDir)
@@ -137,7 +137,7 @@ func childConfig(ctx context.Context) (app.Config, error) {
 func (r *runner) env(b *broker, extra map[string]string) map[string]string {
 	e := map[string]string{
 		"KAFKA_BOOTSTRAP_SERVERS": b.addr(),
-		"DATABASE_URL":            r.db.url,
+		"DATABASE_URL":            r.db.URL,
 		"LOG_LEVEL":               "info",
 		"SIM_INVALID_RATIO":       "0",
 		"SIM_BURST_MULTIPLIER":    "1",

@@ -12,15 +12,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heartbeat/heartbeat/grafana"
@@ -184,32 +180,22 @@ func createDatabase(ctx context.Context, base string, keep bool) (*pgxpool.Pool,
 	if base == "" {
 		base = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
-	admin, err := pgx.Connect(ctx, base)
+	db, err := hbsql.CreateScratch(ctx, base, "heartbeat_dashbench_")
 	if err != nil {
 		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	name := "heartbeat_dashbench_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		_ = admin.Close(ctx)
-		return nil, nil, err
-	}
-	u, err := url.Parse(base)
+	pool, err := pgxpool.New(ctx, db.URL)
 	if err != nil {
-		return nil, nil, err
-	}
-	u.Path = "/" + name
-	pool, err := pgxpool.New(ctx, u.String())
-	if err != nil {
+		_ = db.Drop(ctx)
 		return nil, nil, err
 	}
 	drop := func() {
 		pool.Close()
 		if keep {
-			fmt.Fprintf(os.Stderr, "kept database %s\n", name)
-		} else {
-			_, _ = admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+			fmt.Fprintf(os.Stderr, "kept database %s\n", db.Name)
+			return
 		}
-		_ = admin.Close(context.Background())
+		_ = db.Drop(context.Background())
 	}
 	if _, err := hbsql.Migrate(ctx, pool); err != nil {
 		drop()
