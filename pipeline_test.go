@@ -18,7 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app"
-	"github.com/heartbeat/heartbeat/internal/pgtest"
+	"github.com/heartbeat/heartbeat/sql/pgtest"
 	"github.com/heartbeat/heartbeat/messages"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )

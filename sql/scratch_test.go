@@ -7,7 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/internal/pgtest"
+	"github.com/heartbeat/heartbeat/sql/pgtest"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 

@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/app/bench"
-	"github.com/heartbeat/heartbeat/internal/pgtest"
+	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
 
 // TestBenchSmoke runs every phase briefly against the built binary and
