@@ -18,9 +18,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app"
-	"github.com/heartbeat/heartbeat/sql/pgtest"
 	"github.com/heartbeat/heartbeat/messages"
 	hbsql "github.com/heartbeat/heartbeat/sql"
+	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
 
 // testDatabase creates a fresh database for t and returns its URL and a pool.

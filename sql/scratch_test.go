@@ -7,8 +7,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/sql/pgtest"
 	hbsql "github.com/heartbeat/heartbeat/sql"
+	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
 
 func TestWithDatabase(t *testing.T) {

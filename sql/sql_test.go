@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/sql/pgtest"
 	hbsql "github.com/heartbeat/heartbeat/sql"
+	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
 
 // database creates a fresh, empty database for t and drops it after.
