@@ -122,6 +122,7 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		engine:    engine,
 		episodes:  episodes, episodeStore: anomalies, episodeHistory: hbsql.NewEpisodeHistory(history),
 	}
+	routerDone := make(chan struct{}) // closed when the router has stopped
 	router, closers, err := w.router()
 	p.closers = append(p.closers, closers...)
 	if err != nil {
@@ -133,7 +134,9 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 			return nil, err
 		}
 		p.Runners = append(p.Runners,
-			app.Runner{Name: "outbox forwarder", Run: fwd.Run},
+			app.Runner{Name: "outbox forwarder", Run: func(ctx context.Context) error {
+				return forwardUntilDrained(ctx, a, fwd, routerDone)
+			}},
 			app.Runner{Name: "detector state eviction", Run: func(ctx context.Context) error {
 				every(ctx, min(cfg.Anomaly.StateTTL/4, time.Minute), func() {
 					engine.Evict(cfg.Anomaly.StateTTL)
@@ -160,7 +163,10 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		groups = append(groups, topics.GroupAnomaly)
 	}
 	p.Runners = append(p.Runners,
-		app.Runner{Name: "router", Run: router.Run},
+		app.Runner{Name: "router", Run: func(ctx context.Context) error {
+			defer close(routerDone)
+			return router.Run(ctx)
+		}},
 		app.Runner{Name: "consumer lag", Run: func(ctx context.Context) error { return a.ConsumerLag(ctx, groups, 5*time.Second) }})
 	return p, nil
 }
@@ -332,6 +338,48 @@ func newForwarder(a *app.App, pub message.Publisher) (*forwarder.Forwarder, erro
 		ForwarderTopic: hbsql.OutboxTopic,
 		CloseTimeout:   a.Config.ShutdownTimeout,
 	})
+}
+
+// forwardUntilDrained runs the outbox forwarder until ctx ends, and then
+// on until the router has stopped (no anomaly can be written any more) and
+// the outbox is empty, or half of SHUTDOWN_TIMEOUT has passed. Stopping it
+// with ctx would cancel a batch it had already published to Kafka before
+// its offset committed, and the restart would publish those again.
+func forwardUntilDrained(ctx context.Context, a *app.App, fwd *forwarder.Forwarder, routerDone <-chan struct{}) error {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		deadline := time.After(a.Config.ShutdownTimeout / 2)
+		select {
+		case <-routerDone:
+		case <-deadline:
+			cancel()
+			return
+		}
+		poll := time.NewTicker(max(a.Config.OutboxPoll, 5*time.Millisecond))
+		defer poll.Stop()
+		for {
+			qctx, qcancel := context.WithTimeout(fctx, time.Second)
+			n, err := hbsql.OutboxPending(qctx, a.Pool)
+			qcancel()
+			if err != nil || n == 0 {
+				if err != nil {
+					a.Log.Warn("outbox not drained before stopping", "err", err)
+				}
+				cancel()
+				return
+			}
+			select {
+			case <-poll.C:
+			case <-deadline:
+				a.Log.Warn("outbox not drained before stopping; the rest is forwarded on the next start", "pending", n)
+				cancel()
+				return
+			}
+		}
+	}()
+	return fwd.Run(fctx)
 }
 
 func newSimulator(a *app.App, pub message.Publisher) *simulate.Simulator {

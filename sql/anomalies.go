@@ -72,6 +72,21 @@ func OutboxSchema() wmsql.SchemaAdapter { return wmsql.DefaultPostgreSQLSchema{}
 // OutboxOffsets is the watermill-sql offsets adapter of the outbox table.
 func OutboxOffsets() wmsql.OffsetsAdapter { return wmsql.DefaultPostgreSQLOffsetsAdapter{} }
 
+// OutboxPending reports how many outbox messages the forwarder has not yet
+// moved to Kafka.
+func OutboxPending(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, `SELECT count(*) FROM watermill_outbox m
+		LEFT JOIN watermill_offsets_outbox o ON o.consumer_group = ''
+		WHERE o.consumer_group IS NULL
+		   OR m.transaction_id > o.last_processed_transaction_id
+		   OR (m.transaction_id = o.last_processed_transaction_id AND m."offset" > o.offset_acked)`).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("outbox pending: %w", err)
+	}
+	return n, nil
+}
+
 // PruneOutbox deletes outbox messages the forwarder has already moved to
 // Kafka and that are older than keep, so the outbox table stays small. It
 // returns how many it deleted.
