@@ -472,8 +472,5 @@ func (in *input) correlationID() string {
 	if in.msg != nil {
 		return wmmw.MessageCorrelationID(in.msg)
 	}
-	if id := in.rec.Header(messages.CorrelationIDMetadata); id != "" || in.newID == nil {
-		return id
-	}
-	return in.newID()
+	return recordCorrelationID(in.rec, in.newID)
 }

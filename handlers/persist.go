@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	wmmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/heartbeat/heartbeat/messages"
 	hbsql "github.com/heartbeat/heartbeat/sql"
@@ -66,7 +65,7 @@ func (p *Persist) handleBatch(msg *message.Message, b *messages.Batch) error {
 		}
 		rows[i] = hbsql.EventRow{Source: r.Source, CheckpointOnly: true}
 		if !b.Routed {
-			invalid = append(invalid, RecordMessage(msg.Context(), r, p.NewCorrelationID))
+			invalid = append(invalid, recordMessage(msg.Context(), r, p.NewCorrelationID))
 			verrs = append(verrs, verr)
 		}
 	}
@@ -90,56 +89,6 @@ func (p *Persist) handleBatch(msg *message.Message, b *messages.Batch) error {
 	}
 	b.Done = len(b.Records)
 	return nil
-}
-
-// RecordMessage is record r of a batch message as its own message, with a
-// correlation id from newID (when set) if it arrived without one.
-func RecordMessage(ctx context.Context, r *messages.Record, newID func() string) *message.Message {
-	m := r.Message(ctx)
-	if newID != nil && wmmw.MessageCorrelationID(m) == "" {
-		wmmw.SetCorrelationID(newID(), m)
-	}
-	return m
-}
-
-// RecordHandler handles a message, or one record of a batch message as it
-// would the record's own message; newID names a record without a
-// correlation id.
-type RecordHandler interface {
-	Handle(msg *message.Message) error
-	HandleRecord(ctx context.Context, r *messages.Record, newID func() string) error
-}
-
-// BatchHandler is a RecordHandler that handles a batch's records not done
-// at once, marking them done when it succeeds.
-type BatchHandler interface {
-	RecordHandler
-	HandleBatch(ctx context.Context, b *messages.Batch, newID func() string) error
-}
-
-// EachRecord adapts h to batch messages: it hands h each record not done of
-// a batch message in order, counting it done when h succeeds, and stops at
-// the first error — a retry resumes there; or the whole batch, if h is a
-// BatchHandler. Other messages go to h.Handle.
-func EachRecord(h RecordHandler, newID func() string) message.NoPublishHandlerFunc {
-	bh, whole := h.(BatchHandler)
-	return func(msg *message.Message) error {
-		b, ok := messages.BatchOf(msg)
-		if !ok {
-			return h.Handle(msg)
-		}
-		ctx := msg.Context()
-		if whole {
-			return bh.HandleBatch(ctx, b, newID)
-		}
-		for b.Done < len(b.Records) {
-			if err := h.HandleRecord(ctx, &b.Records[b.Done], newID); err != nil {
-				return err
-			}
-			b.Done++
-		}
-		return nil
-	}
 }
 
 // Settle records a message that needs no row (an invalid event, already

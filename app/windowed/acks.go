@@ -25,7 +25,6 @@ func (s *Subscriber) ackLoop() {
 		case <-s.closing:
 			return
 		case <-ticker.C:
-		case <-s.wake:
 		}
 		parts = s.assigned(parts[:0])
 		scan := time.Since(lastScan) >= nackScan

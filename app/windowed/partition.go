@@ -64,8 +64,8 @@ type partition struct {
 	committed int64
 	revoked   bool
 
-	// Ordered delivery: records fetched and not yet delivered, and a
-	// signal that more arrived.
+	// Records fetched and not yet delivered, and a signal to the
+	// partition's delivery goroutine that more arrived.
 	queue []queued
 	ready chan struct{}
 }

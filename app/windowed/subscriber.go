@@ -44,7 +44,6 @@ type Subscriber struct {
 	resends     []resendAt
 	resendReady chan struct{}
 
-	wake       chan struct{} // a window is full: check pauses now
 	closing    chan struct{}
 	cancelPoll context.CancelFunc
 	senders    sync.WaitGroup // goroutines that write to out
@@ -72,7 +71,6 @@ func NewSubscriber(cfg Config, logger watermill.LoggerAdapter) (*Subscriber, err
 		logger:      logger.With(watermill.LogFields{"consumer_group": cfg.ConsumerGroup}),
 		parts:       make(map[int32]*partition),
 		resendReady: make(chan struct{}, 1),
-		wake:        make(chan struct{}, 1),
 		closing:     make(chan struct{}),
 	}, nil
 }
@@ -245,15 +243,9 @@ func (s *Subscriber) deliverWindowed(p *partition) {
 	defer s.senders.Done()
 	var out []*message.Message // delivered, maybe not settled
 	for {
-		n := 0
-		for _, m := range out {
-			if !isClosed(m.Acked()) && !isClosed(m.Nacked()) {
-				out[n] = m
-				n++
-			}
+		if len(out) >= s.cfg.MaxMessagesInFlightPerPartition {
+			out = unsettled(out)
 		}
-		clear(out[n:])
-		out = out[:n]
 		if len(out) >= s.cfg.MaxMessagesInFlightPerPartition {
 			select {
 			case <-out[0].Acked():
@@ -285,6 +277,19 @@ func (s *Subscriber) deliverWindowed(p *partition) {
 	}
 }
 
+// unsettled keeps the messages of out neither acked nor nacked, in order.
+func unsettled(out []*message.Message) []*message.Message {
+	n := 0
+	for _, m := range out {
+		if !isClosed(m.Acked()) && !isClosed(m.Nacked()) {
+			out[n] = m
+			n++
+		}
+	}
+	clear(out[n:])
+	return out[:n]
+}
+
 // take registers the next message of p's queue and returns it with its
 // first record's sequence number. It waits for records when the queue is
 // empty, returning a nil message when some arrived; false when p is revoked
@@ -307,7 +312,7 @@ func (s *Subscriber) take(p *partition) (uint64, *message.Message, bool) {
 		}
 	}
 	seq := p.nextSeq()
-	msg, n := s.next(s.ctx, p, p.queue)
+	msg, n := s.next(p, p.queue)
 	clear(p.queue[:n])
 	p.queue = p.queue[n:]
 	if len(p.queue) == 0 {
@@ -320,9 +325,9 @@ func (s *Subscriber) take(p *partition) (uint64, *message.Message, bool) {
 // next registers the next message of records in p's window — a batch of up
 // to BatchRecords of them, or the first alone — and returns it with how many
 // records it took. Call with p.mu held.
-func (s *Subscriber) next(ctx context.Context, p *partition, records []queued) (*message.Message, int) {
+func (s *Subscriber) next(p *partition, records []queued) (*message.Message, int) {
 	if s.cfg.BatchRecords <= 1 {
-		msg := records[0].rec.Message(ctx)
+		msg := records[0].rec.Message(s.ctx)
 		p.register(&records[0], msg, nil, 0)
 		return msg, 1
 	}
@@ -334,7 +339,7 @@ func (s *Subscriber) next(ctx context.Context, p *partition, records []queued) (
 	first, last := b.Records[0].Source, b.Records[n-1].Source
 	msg := message.NewMessage(first.Topic+"-"+strconv.FormatInt(int64(first.Partition), 10)+"-"+
 		strconv.FormatInt(first.Offset, 10)+"-"+strconv.FormatInt(last.Offset, 10), nil)
-	msg.SetContext(messages.WithBatch(messages.WithSource(ctx, first), b))
+	msg.SetContext(messages.WithBatch(messages.WithSource(s.ctx, first), b))
 	for i := range records[:n] {
 		p.register(&records[i], msg, b, i)
 	}
