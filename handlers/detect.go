@@ -125,13 +125,9 @@ func (d *Detect) restore(ctx context.Context, h messages.Heartbeat, src messages
 	at, rate, found, err := d.History.Previous(ctx, h, src)
 	outcome := "found"
 	switch {
-	case errors.Is(err, hbsql.ErrHistoryIncomplete):
-		// Persist is not running or far behind: go on without history rather
-		// than stall detection; a SPIKE across this point may be missed.
+	case historyIncomplete(d.Logger, h.CustomerID, err):
+		// Go on without history: a SPIKE across this point may be missed.
 		outcome = "incomplete"
-		if d.Logger != nil {
-			d.Logger.Warn("detector state not rebuilt: persist has not stored the earlier readings", "customer_id", h.CustomerID, "err", err)
-		}
 	case err != nil:
 		return err
 	case found:
@@ -385,14 +381,9 @@ func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src 
 	prime, readings, err := d.History.Readings(ctx, h, src, warmFrom)
 	outcome := "found"
 	switch {
-	case errors.Is(err, hbsql.ErrHistoryIncomplete):
-		// Persist is not running or far behind: go on from the recorded
-		// episodes alone rather than stall detection; pending timers start
-		// again.
+	case historyIncomplete(d.Logger, h.CustomerID, err):
+		// Go on from the recorded episodes alone; pending timers start again.
 		outcome = "incomplete"
-		if d.Logger != nil {
-			d.Logger.Warn("detector state not rebuilt: persist has not stored the earlier readings", "customer_id", h.CustomerID, "err", err)
-		}
 		prime, readings = nil, nil
 	case err != nil:
 		return err
@@ -419,6 +410,19 @@ func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src 
 		d.OnHistory(outcome)
 	}
 	return nil
+}
+
+// historyIncomplete reports, and logs, an error saying persist has not
+// stored a customer's earlier readings (it is not running or far behind):
+// the detectors then go on without them rather than stall detection.
+func historyIncomplete(log *slog.Logger, customer string, err error) bool {
+	if !errors.Is(err, hbsql.ErrHistoryIncomplete) {
+		return false
+	}
+	if log != nil {
+		log.Warn("detector state not rebuilt: persist has not stored the earlier readings", "customer_id", customer, "err", err)
+	}
+	return true
 }
 
 // validReading is both detectors' validation: ok is false for a reading to
