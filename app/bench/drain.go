@@ -11,7 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app"
-	"github.com/heartbeat/heartbeat/app/windowed"
+	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
@@ -103,7 +103,7 @@ func (r *runner) preload(ctx context.Context, b *broker, n int) (idSet, error) {
 		}
 		want[id] = struct{}{}
 		rec := &kgo.Record{Key: []byte(ev.Key), Value: ev.Payload,
-			Headers: []kgo.RecordHeader{{Key: windowed.UUIDHeaderKey, Value: []byte(ev.ID)}}}
+			Headers: []kgo.RecordHeader{{Key: messages.UUIDHeader, Value: []byte(ev.ID)}}}
 		cl.Produce(ctx, rec, done)
 	}
 	if err := cl.Flush(ctx); err != nil {

@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/heartbeat/heartbeat/app/windowed"
 	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 )
@@ -228,7 +227,7 @@ func (r *runner) publishAtRate(ctx context.Context, b *broker, prefix uint64, pi
 			}
 			pub = append(pub, now.UnixNano())
 			cl.Produce(ctx, &kgo.Record{Key: []byte(customers[c]), Value: payload,
-				Headers: []kgo.RecordHeader{{Key: windowed.UUIDHeaderKey, Value: []byte(id)}}}, done)
+				Headers: []kgo.RecordHeader{{Key: messages.UUIDHeader, Value: []byte(id)}}}, done)
 		}
 		if time.Since(lastCheck) > 250*time.Millisecond {
 			lastCheck = time.Now()

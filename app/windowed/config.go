@@ -6,13 +6,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/heartbeat/heartbeat/messages"
 )
-
-// UUIDHeaderKey is the record header that holds the Watermill message UUID,
-// the same one watermill-kafka's marshaler writes.
-const UUIDHeaderKey = messages.UUIDHeader
 
 // Config configures a [Subscriber].
 type Config struct {

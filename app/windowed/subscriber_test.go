@@ -40,7 +40,7 @@ func TestSubscriber_MessageFields(t *testing.T) {
 	c := newCluster(t)
 	records := []*kgo.Record{
 		{Topic: topic, Partition: 2, Key: []byte("cust_1"), Value: []byte("a"), Headers: []kgo.RecordHeader{
-			{Key: windowed.UUIDHeaderKey, Value: []byte("0192f7c4-0000-7000-8000-000000000001")},
+			{Key: messages.UUIDHeader, Value: []byte("0192f7c4-0000-7000-8000-000000000001")},
 			{Key: messages.CorrelationIDMetadata, Value: []byte("corr-1")},
 		}},
 		{Topic: topic, Partition: 2, Key: []byte("cust_2"), Value: []byte("b"), Headers: []kgo.RecordHeader{
@@ -55,7 +55,7 @@ func TestSubscriber_MessageFields(t *testing.T) {
 	require.Equal(t, message.Payload("a"), first.Payload)
 	require.Equal(t, "corr-1", first.Metadata.Get(messages.CorrelationIDMetadata))
 	require.Equal(t, "cust_1", first.Metadata.Get(messages.KeyMetadata))
-	require.NotContains(t, first.Metadata, windowed.UUIDHeaderKey)
+	require.NotContains(t, first.Metadata, messages.UUIDHeader)
 	require.Equal(t, messages.Source{Topic: topic, Partition: 2, Offset: 0}, source(t, first))
 
 	require.Equal(t, "topic-2-1", second.UUID, "UUID derived from the record's coordinates")
