@@ -30,7 +30,7 @@ import (
 // the rules — written here from README's definitions, not with the rules
 // package — finds in the stored readings.
 
-const empaticaCSV = "../shared/testdata/empatica-e4-hr.csv"
+const empaticaCSV = "testdata/empatica-e4-hr.csv"
 
 // episodeEnv makes the rules bite on the Empatica recording (60–122 bpm):
 // with the defaults (120 bpm for 10 minutes, 40 bpm, a jump of 30) it has

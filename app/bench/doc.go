@@ -1,4 +1,4 @@
-// Package bench measures the pipeline against the targets of DESIGN.md §7,
+// Package bench measures the pipeline against its performance targets (see the README's Performance section),
 // in one run, on the in-process Kafka broker and a real PostgreSQL server:
 // `heartbeat bench` ([Main]).
 //

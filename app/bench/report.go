@@ -117,7 +117,7 @@ func (r *Result) finish() {
 	r.Duplicated = r.IngestCheck.Duplicated + r.DrainCheck.Duplicated
 }
 
-// target is a goal of DESIGN.md §7 (as issue 6 quantifies it).
+// target is one of the performance goals the README's Performance section lists.
 type target struct {
 	atLeast bool
 	value   float64

@@ -21,7 +21,7 @@ import (
 	"github.com/heartbeat/heartbeat/messages"
 )
 
-const empatica = "../../../shared/testdata/empatica-e4-hr.csv"
+const empatica = "../../testdata/empatica-e4-hr.csv"
 
 func readFile(t *testing.T, name string) replay.Recording {
 	t.Helper()
