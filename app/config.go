@@ -35,6 +35,9 @@ type Config struct {
 	MetricsAddr      string        `env:"METRICS_ADDR"`
 	ProgressInterval time.Duration `env:"PROGRESS_INTERVAL, default=5s"`
 	ShutdownTimeout  time.Duration `env:"SHUTDOWN_TIMEOUT, default=8s"`
+	// StartupTimeout bounds how long start-up waits for Kafka, and for
+	// PostgreSQL, to be reachable.
+	StartupTimeout time.Duration `env:"STARTUP_TIMEOUT, default=30s"`
 
 	Kafka      KafkaConfig
 	Broker     BrokerConfig
@@ -231,6 +234,7 @@ func (c Config) validate() error {
 	}
 	positiveDur("PROGRESS_INTERVAL", c.ProgressInterval)
 	positiveDur("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	positiveDur("STARTUP_TIMEOUT", c.StartupTimeout)
 	positiveDur("OUTBOX_POLL_INTERVAL", c.OutboxPoll)
 	if _, _, err := net.SplitHostPort(c.Broker.Addr); err != nil {
 		bad("BROKER_ADDR", "%q is not host:port (like 127.0.0.1:19092)", c.Broker.Addr)

@@ -77,7 +77,7 @@ func TestKafkaSecurity(t *testing.T) {
 			defer cluster.Close()
 
 			env := map[string]string{
-				"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": cluster.ListenAddrs()[0],
+				"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": cluster.ListenAddrs()[0], "METRICS_ADDR": "127.0.0.1:0",
 				"KAFKA_SECURITY_PROTOCOL": c.protocol, "KAFKA_TLS_CA_FILE": caFile,
 			}
 			if c.mechanism != "" {

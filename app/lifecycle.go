@@ -21,16 +21,29 @@ type Runner struct {
 
 // Run serves /metrics, logs progress, and runs the runners until ctx ends
 // (SIGINT/SIGTERM), an Ends runner finishes, or one fails; then cleanup runs
-// with a deadline of SHUTDOWN_TIMEOUT.
-func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) error {
+// with a deadline of SHUTDOWN_TIMEOUT, whatever happened.
+func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	serve, err := ServeMetrics(ctx, a.Config.EffectiveMetricsAddr(), a.Registry, a.Log)
-	if err != nil {
-		return err
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), a.Config.ShutdownTimeout)
+		defer ccancel()
+		start := time.Now()
+		if cleanup != nil {
+			cleanup(cctx)
+		}
+		a.Log.Info("stopped", "cleanup", time.Since(start).Round(time.Millisecond))
+	}()
+	ln := a.metricsLn
+	if ln == nil {
+		if ln, err = ListenMetrics(a.Config.EffectiveMetricsAddr()); err != nil {
+			return err
+		}
 	}
+	a.metricsLn = nil // served from here on: closed when gctx ends
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(serve)
+	// gctx, not ctx: a runner that fails stops the server too.
+	g.Go(serveMetrics(gctx, ln, a.Registry, a.Log))
 	g.Go(func() error { ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
 	for _, r := range runners {
 		g.Go(func() error {
@@ -45,15 +58,7 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 			return nil
 		})
 	}
-	err = g.Wait()
-	cctx, ccancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
-	defer ccancel()
-	start := time.Now()
-	if cleanup != nil {
-		cleanup(cctx)
-	}
-	a.Log.Info("stopped", "cleanup", time.Since(start).Round(time.Millisecond))
-	return err
+	return g.Wait()
 }
 
 // RunBroker runs only the in-process broker, on BROKER_ADDR, keeping its
@@ -69,7 +74,7 @@ func RunBroker(ctx context.Context, cfg Config, log *slog.Logger) error {
 	} else {
 		log.Info("in-process Kafka broker (kfake) running; records are kept in memory only (set BROKER_DATA_DIR to keep them)", "addr", c.ListenAddrs())
 	}
-	tctx, cancel := context.WithTimeout(ctx, StartupTimeout)
+	tctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
 	if err := EnsureTopics(tctx, c.ListenAddrs(), nil, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
 		return err
