@@ -102,24 +102,31 @@ func EnsureTopics(ctx context.Context, brokers []string, opts []kgo.Opt, replica
 	backoff := 250 * time.Millisecond
 	for _, t := range topics {
 		for {
-			resp, err := adm.CreateTopic(ctx, t.Partitions, replication, nil, t.Name)
-			refused := func(msg string, err error) error {
-				return &RefusedError{msg: msg, err: err}
+			// CreateTopics, not CreateTopic: its error is the request's
+			// (the cluster, the client), the topic's is in its response.
+			var topicErr error
+			resps, err := adm.CreateTopics(ctx, t.Partitions, replication, nil, t.Name)
+			if err == nil {
+				if r, ok := resps[t.Name]; ok {
+					topicErr = r.Err
+				} else {
+					err = fmt.Errorf("no answer for topic %s", t.Name)
+				}
 			}
 			var ke *kerr.Error
 			switch {
 			case err != nil && errors.As(err, &ke) && !ke.Retriable:
-				return refused(fmt.Sprintf("Kafka at %s refused the client (check KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*)", strings.Join(brokers, ",")), err)
-			case err == nil && resp.Err != nil && errors.Is(resp.Err, kerr.TopicAlreadyExists):
+				return &RefusedError{fmt.Sprintf("Kafka at %s refused the client (check KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*)", strings.Join(brokers, ",")), err}
+			case err == nil && errors.Is(topicErr, kerr.TopicAlreadyExists):
 				log.Debug("topic exists", "topic", t.Name)
-			case err == nil && resp.Err != nil && errors.As(resp.Err, &ke) && !ke.Retriable:
-				return refused(fmt.Sprintf("Kafka refused to create topic %s=%s with %s=%d and KAFKA_REPLICATION_FACTOR=%d",
-					t.NameVar, t.Name, t.PartitionsVar, t.Partitions, replication), resp.Err)
-			case err == nil && resp.Err == nil:
+			case err == nil && errors.As(topicErr, &ke) && !ke.Retriable:
+				return &RefusedError{fmt.Sprintf("Kafka refused to create topic %s=%s with %s=%d and KAFKA_REPLICATION_FACTOR=%d",
+					t.NameVar, t.Name, t.PartitionsVar, t.Partitions, replication), topicErr}
+			case err == nil && topicErr == nil:
 				log.Info("topic created", "topic", t.Name, "partitions", t.Partitions)
 			default:
 				if err == nil {
-					err = resp.Err
+					err = topicErr
 				}
 				if ctx.Err() != nil {
 					return fmt.Errorf("create topic %s on %v: %w", t.Name, brokers, err)
