@@ -66,7 +66,10 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 func RunBroker(ctx context.Context, cfg Config, log *slog.Logger) error {
 	c, err := StartBroker(cfg.Broker.Addr, cfg.Broker.DataDir)
 	if err != nil {
-		return err
+		if cfg.Broker.DataDir != "" {
+			return fmt.Errorf("BROKER_ADDR=%s, BROKER_DATA_DIR=%s: %w", cfg.Broker.Addr, cfg.Broker.DataDir, err)
+		}
+		return fmt.Errorf("BROKER_ADDR=%s: %w", cfg.Broker.Addr, err)
 	}
 	defer c.Close()
 	if cfg.Broker.DataDir != "" {
