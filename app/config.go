@@ -338,6 +338,10 @@ func (c Config) validate() error {
 	if pg.Port < 1 || pg.Port > 65535 {
 		bad("POSTGRES_PORT", "%d is not a TCP port", pg.Port)
 	}
+	// A host name has at most 253 bytes (a socket directory fewer).
+	if len(pg.Host) > 253 {
+		bad("POSTGRES_HOST", "must be a host name or address of at most 253 bytes, got %d", len(pg.Host))
+	}
 	// PostgreSQL cuts longer names to 63 bytes, silently.
 	for _, n := range [][2]string{{"POSTGRES_DB", pg.DB}, {"POSTGRES_USER", pg.User}} {
 		if n[1] == "" || len(n[1]) > 63 {
