@@ -441,9 +441,28 @@ func explainEnvError(err error, l envconfig.Lookuper) error {
 		}
 		env, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		val, _ := l.Lookup(env)
-		return fmt.Errorf("%s=%s: %s (expected %s)", env, strconv.Quote(val), lastCause(rest), kindOf(f.Type))
+		return fmt.Errorf("%s=%s: %s (expected %s)", env, strconv.Quote(val), cause(f.Type, val, lastCause(rest)), kindOf(f.Type))
 	}
 	return err
+}
+
+// durationSyntax is a duration time.ParseDuration reads when it fits.
+var durationSyntax = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
+// cause says why val is not a value of type t: "invalid duration" is also
+// time.ParseDuration's answer to a duration too long, which deserves
+// saying; strconv's "value out of range" names the range.
+func cause(t reflect.Type, val, cause string) string {
+	switch {
+	case t == reflect.TypeOf(time.Duration(0)) && durationSyntax.MatchString(strings.TrimSpace(val)):
+		return fmt.Sprintf("out of range: the longest duration is %s (about 292 years)", time.Duration(math.MaxInt64))
+	case strings.HasSuffix(cause, "value out of range") && t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
+		bits := t.Bits()
+		return fmt.Sprintf("out of range %d..%d", -(int64(1) << (bits - 1)), int64(uint64(1)<<(bits-1)-1))
+	case strings.HasSuffix(cause, "value out of range") && t.Kind() == reflect.Uint64:
+		return fmt.Sprintf("out of range 0..%d", uint64(math.MaxUint64))
+	}
+	return cause
 }
 
 func lastCause(s string) string {

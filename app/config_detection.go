@@ -107,7 +107,7 @@ func LoadDetectionConfig(ctx context.Context, l envconfig.Lookuper, a AnomalyCon
 		if f, ok := reflect.TypeOf(d).FieldByName(field); ok {
 			env, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 			val, _ := l.Lookup(env)
-			return d, fmt.Errorf("%s=%s: %s (expected %s)", env, strconv.Quote(val), lastCause(rest), kindOf(f.Type))
+			return d, fmt.Errorf("%s=%s: %s (expected %s)", env, strconv.Quote(val), cause(f.Type, val, lastCause(rest)), kindOf(f.Type))
 		}
 		return d, err
 	}
