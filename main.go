@@ -108,7 +108,8 @@ func run(ctx context.Context, args []string) error {
 }
 
 // oneLine joins a multi-line error (pgx lists each connection attempt on its
-// own line) into one line, dropping repeated lines.
+// own line; the configuration, each variable in error) into one line,
+// dropping repeated lines.
 func oneLine(msg string) string {
 	var parts []string
 	seen := map[string]bool{}
@@ -118,5 +119,5 @@ func oneLine(msg string) string {
 			parts = append(parts, l)
 		}
 	}
-	return strings.Join(parts, " ")
+	return strings.Join(parts, "; ")
 }
