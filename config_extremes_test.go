@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,6 +143,9 @@ func bounds(t *testing.T, v configVariable) []string {
 // extremeCase is a variable set to one extreme value, alone.
 type extremeCase struct {
 	name, value string
+	// text is set for a variable that is text (a name, a path, a list),
+	// not a quantity.
+	text bool
 }
 
 func (c extremeCase) String() string {
@@ -173,7 +177,8 @@ func acceptedExtremes(t *testing.T) []extremeCase {
 	var accepted []extremeCase
 	for _, v := range vars {
 		for _, value := range append(extremes(v.typ), bounds(t, v)...) {
-			c := extremeCase{v.name, value}
+			k := v.typ.Kind()
+			c := extremeCase{v.name, value, k == reflect.String || k == reflect.Slice || k == reflect.Bool}
 			_, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
 			if err != nil {
 				require.Contains(t, err.Error(), v.name, "%s: the error names the variable", c)
@@ -226,6 +231,11 @@ func TestStartupAtExtremes(t *testing.T) {
 	for _, c := range accepted {
 		if why, skip := notStartedAlone[c.name]; skip {
 			t.Logf("%s: not started (%s)", c, why)
+			continue
+		}
+		// Of a text variable, the values that differ in kind: a short
+		// one, the longest, whitespace, non-ASCII. A quantity, every one.
+		if c.text && !slices.Contains([]string{"0", "a\tb", "é"}, c.value) && len(c.value) < 300 {
 			continue
 		}
 		env := maps.Clone(base)
