@@ -9,7 +9,7 @@ import (
 )
 
 // outboxUnforwarded selects the outbox messages (m) the forwarder has not
-// moved to Kafka yet. watermill-sql's forwarder (consumer group ”) records in
+// moved to Kafka yet. watermill-sql's forwarder (the empty consumer group) records in
 // watermill_offsets_outbox the last (transaction_id, offset) it acknowledged
 // and takes messages in that order; a message is forwarded when it sorts
 // at or before that mark. Until the forwarder has acknowledged anything there
