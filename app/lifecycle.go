@@ -29,11 +29,13 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 	if a.Health == nil {
 		a.Health = NewHealth()
 	}
-	serve, err := ServeMetrics(ctx, a.Config.EffectiveMetricsAddr(), a.Registry, a.Health, a.Log)
+	g, gctx := errgroup.WithContext(ctx)
+	// Served until the group ends: a runner that fails stops the server too,
+	// or Wait would wait for it until a signal came.
+	serve, err := ServeMetrics(gctx, a.Config.EffectiveMetricsAddr(), a.Registry, a.Health, a.Log)
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(serve)
 	g.Go(func() error { ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
 	if d := a.Config.Health.UnhealthyExitAfter; d > 0 {
