@@ -57,17 +57,18 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		}
 	}()
 
-	pub, err := a.NewPublisher()
+	kafkaPub, err := a.NewPublisher()
 	if err != nil {
 		return nil, err
 	}
+	p.closers = append(p.closers, func(context.Context) { _ = kafkaPub.Close() })
 	// Watermill's publisher metrics, heartbeat_publish_time_seconds{success}:
 	// invalid envelopes, the poison queue and the outbox forwarder publish
 	// through pub, and a failure there is otherwise only a log line.
-	if pub, err = metrics.NewPrometheusMetricsBuilder(a.Registry, "heartbeat", "").DecoratePublisher(pub); err != nil {
+	pub, err := metrics.NewPrometheusMetricsBuilder(a.Registry, "heartbeat", "").DecoratePublisher(kafkaPub)
+	if err != nil {
 		return nil, err
 	}
-	p.closers = append(p.closers, func(context.Context) { _ = pub.Close() })
 
 	if cfg.Runs(app.HandlerSimulate) {
 		simPub, err := a.NewBulkPublisher()
