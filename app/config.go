@@ -46,6 +46,7 @@ type Config struct {
 	Persist    PersistConfig
 	Retry      RetryConfig
 	OutboxPoll time.Duration `env:"OUTBOX_POLL_INTERVAL, default=10ms"`
+	Health     HealthConfig
 }
 
 // KafkaConfig names the cluster, topics and consumer groups.
@@ -232,6 +233,7 @@ func (c Config) validate() error {
 	positiveDur("PROGRESS_INTERVAL", c.ProgressInterval)
 	positiveDur("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 	positiveDur("OUTBOX_POLL_INTERVAL", c.OutboxPoll)
+	errs = append(errs, c.Health.validate()...)
 	if _, _, err := net.SplitHostPort(c.Broker.Addr); err != nil {
 		bad("BROKER_ADDR", "%q is not host:port (like 127.0.0.1:19092)", c.Broker.Addr)
 	}

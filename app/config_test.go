@@ -67,6 +67,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "verbose"}, []string{"LOG_LEVEL"}},
 		{map[string]string{"DATABASE_URL": "mysql://x"}, []string{"DATABASE_URL"}},
 		{map[string]string{"ANOMALY_LOW_THRESHOLD": "150"}, []string{"ANOMALY_LOW_THRESHOLD", "ANOMALY_HIGH_THRESHOLD"}},
+		{map[string]string{"STALL_AFTER": "5s"}, []string{"STALL_AFTER", "at least 15s", "session timeout"}},
+		{map[string]string{"UNHEALTHY_EXIT_AFTER": "-1m"}, []string{"UNHEALTHY_EXIT_AFTER", "0 (never exit)"}},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.want, " "), func(t *testing.T) {

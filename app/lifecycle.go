@@ -19,19 +19,28 @@ type Runner struct {
 	Ends bool
 }
 
-// Run serves /metrics, logs progress, and runs the runners until ctx ends
-// (SIGINT/SIGTERM), an Ends runner finishes, or one fails; then cleanup runs
-// with a deadline of SHUTDOWN_TIMEOUT.
+// Run serves /metrics and /healthz, logs progress, and runs the runners
+// until ctx ends (SIGINT/SIGTERM), an Ends runner finishes, or one fails —
+// or the process has been unhealthy for UNHEALTHY_EXIT_AFTER, which is an
+// error too; then cleanup runs with a deadline of SHUTDOWN_TIMEOUT.
 func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	serve, err := ServeMetrics(ctx, a.Config.EffectiveMetricsAddr(), a.Registry, a.Log)
+	if a.Health == nil {
+		a.Health = NewHealth()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	// Served until the group ends: a runner that fails stops the server too,
+	// or Wait would wait for it until a signal came.
+	serve, err := ServeMetrics(gctx, a.Config.EffectiveMetricsAddr(), a.Registry, a.Health, a.Log)
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(serve)
 	g.Go(func() error { ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
+	if d := a.Config.Health.UnhealthyExitAfter; d > 0 {
+		g.Go(func() error { return a.Health.ExitWhenUnhealthyFor(gctx, d, time.Second) })
+	}
 	for _, r := range runners {
 		g.Go(func() error {
 			err := r.Run(gctx)
