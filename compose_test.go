@@ -162,6 +162,24 @@ func TestComposeLoadsWithEnvExample(t *testing.T) {
 		}
 	})
 
+	// Docker marks a container whose health check fails unhealthy and
+	// restarts only one that exited: a stalled service exits 1 after
+	// UNHEALTHY_EXIT_AFTER, and its restart policy must start it again.
+	t.Run("an unhealthy pipeline service is restarted", func(t *testing.T) {
+		for name := range pipelineServices {
+			s := p.Services[name]
+			require.Contains(t, []string{types.RestartPolicyAlways, types.RestartPolicyUnlessStopped, types.RestartPolicyOnFailure},
+				s.Restart, "%s restarts after a non-zero exit", name)
+			cfg, err := app.LoadConfig(context.Background(), mapLookuper(envOf(s)))
+			require.NoError(t, err)
+			require.Positive(t, cfg.Health.UnhealthyExitAfter, "%s exits when unhealthy (UNHEALTHY_EXIT_AFTER)", name)
+			// The health check sees the stall before the exit does.
+			hc := s.HealthCheck
+			require.Less(t, time.Duration(*hc.Interval)*time.Duration(*hc.Retries), cfg.Health.UnhealthyExitAfter,
+				"%s is marked unhealthy before it exits", name)
+		}
+	})
+
 	t.Run("kafka runs KRaft without ZooKeeper", func(t *testing.T) {
 		env := envOf(p.Services["kafka"])
 		require.Contains(t, env["KAFKA_PROCESS_ROLES"], "controller")

@@ -62,11 +62,18 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 		}
 	}()
 
-	pub, err := a.NewPublisher()
+	kafkaPub, err := a.NewPublisher()
 	if err != nil {
 		return nil, err
 	}
-	p.closers = append(p.closers, func(context.Context) { _ = pub.Close() })
+	p.closers = append(p.closers, func(context.Context) { _ = kafkaPub.Close() })
+	// Watermill's publisher metrics, heartbeat_publish_time_seconds{success}:
+	// invalid envelopes, the poison queue and the outbox forwarder publish
+	// through pub, and a failure there is otherwise only a log line.
+	pub, err := metrics.NewPrometheusMetricsBuilder(a.Registry, "heartbeat", "").DecoratePublisher(kafkaPub)
+	if err != nil {
+		return nil, err
+	}
 
 	if cfg.Runs(app.HandlerSimulate) {
 		simPub, err := a.NewBulkPublisher()
@@ -155,6 +162,7 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 				})
 				return nil
 			}},
+			app.Runner{Name: "outbox watch", Run: func(ctx context.Context) error { return a.WatchOutbox(ctx, 5*time.Second) }},
 			app.Runner{Name: "outbox pruning", Run: func(ctx context.Context) error {
 				every(ctx, time.Minute, func() {
 					if _, err := hbsql.PruneOutbox(ctx, a.Pool, 10*time.Minute); err != nil && ctx.Err() == nil {
@@ -309,6 +317,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 			return nil, closers, err
 		}
 		closers = append(closers, func(context.Context) { _ = sub.Close() })
+		m.InitAnomalies(cfg.Detection.Mode)
 		onAnomaly := func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() }
 		onHistory := func(outcome string) { m.StateRestores.WithLabelValues(outcome).Inc() }
 		var h handlers.RecordHandler

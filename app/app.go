@@ -28,6 +28,8 @@ type App struct {
 	WLogger  watermill.LoggerAdapter
 	Registry *prometheus.Registry
 	Metrics  *Metrics
+	// Health is what /healthz reports: the stall watchers' problems.
+	Health *Health
 	// Brokers is the Kafka bootstrap list in use: KAFKA_BOOTSTRAP_SERVERS, or
 	// the in-process broker's address.
 	Brokers []string
@@ -59,6 +61,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Log:      log,
 		WLogger:  NewWatermillLogger(log),
 		Registry: NewRegistry(),
+		Health:   NewHealth(),
 		Brokers:  cfg.Kafka.BootstrapServers,
 	}
 	a.Metrics = NewMetrics(a.Registry)

@@ -51,6 +51,7 @@ type Config struct {
 	Persist    PersistConfig
 	Retry      RetryConfig
 	OutboxPoll time.Duration `env:"OUTBOX_POLL_INTERVAL, default=10ms"`
+	Health     HealthConfig
 }
 
 // KafkaConfig names the cluster, topics and consumer groups.
@@ -294,6 +295,7 @@ func (c Config) validate() error {
 	durBetween("SHUTDOWN_TIMEOUT", c.ShutdownTimeout, 1, forever)
 	durBetween("STARTUP_TIMEOUT", c.StartupTimeout, 1, forever)
 	durBetween("OUTBOX_POLL_INTERVAL", c.OutboxPoll, time.Millisecond, forever)
+	errs = append(errs, c.Health.validate()...)
 	hostPort("BROKER_ADDR", c.Broker.Addr, "127.0.0.1:19092", true)
 	for _, s := range c.Kafka.BootstrapServers {
 		hostPort("KAFKA_BOOTSTRAP_SERVERS", s, "kafka:9092", false)

@@ -83,6 +83,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"DETECT_STATE_TTL": "3ns"}, []string{"DETECT_STATE_TTL", "at least 1s"}},
 		{map[string]string{"POSTGRES_DB": strings.Repeat("d", 64)}, []string{"POSTGRES_DB", "63 bytes"}},
 		{map[string]string{"METRICS_ADDR": ":99999"}, []string{"METRICS_ADDR", "port number"}},
+		{map[string]string{"STALL_AFTER": "5s"}, []string{"STALL_AFTER", "at least 15s", "session timeout"}},
+		{map[string]string{"UNHEALTHY_EXIT_AFTER": "-1m"}, []string{"UNHEALTHY_EXIT_AFTER", "0 (never exit)"}},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.want, " "), func(t *testing.T) {

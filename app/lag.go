@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -14,14 +15,32 @@ import (
 
 // ConsumerLag exports heartbeat_consumer_lag{group,topic,partition}: how many
 // records each of groups has still to consume, from the broker's end
-// offsets and the group's committed offsets, refreshed every interval.
+// offsets and the group's committed offsets, refreshed every interval. From
+// the same reads it reports stalls (see groupStalls): a partition with lag
+// whose committed offset has not moved for STALL_AFTER is counted in
+// heartbeat_consumer_stalled_partitions{group}, logged with its owner, and
+// makes /healthz fail until the group progresses again.
 func (a *App) ConsumerLag(ctx context.Context, groups []string, interval time.Duration) error {
 	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "heartbeat_consumer_lag",
 		Help: "Records of a partition not yet consumed by a group: end offset minus the group's committed offset.",
 	}, []string{"group", "topic", "partition"})
-	if err := a.Registry.Register(gauge); err != nil {
-		return err
+	stalledGauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "heartbeat_consumer_stalled_partitions",
+		Help: "Partitions where a group has records to consume and has not committed progress for STALL_AFTER.",
+	}, []string{"group"})
+	for _, c := range []prometheus.Collector{gauge, stalledGauge} {
+		if err := a.Registry.Register(c); err != nil {
+			return err
+		}
+	}
+	health := a.Health
+	if health == nil {
+		health = NewHealth()
+	}
+	stalls := make(map[string]*groupStalls, len(groups))
+	for _, g := range groups {
+		stalls[g] = newGroupStalls(g, a.Config.Health.StallAfter, a.Log, health, stalledGauge.WithLabelValues(g), time.Now())
 	}
 	adm, closeAdm, err := a.newAdmin()
 	if err != nil {
@@ -34,10 +53,23 @@ func (a *App) ConsumerLag(ctx context.Context, groups []string, interval time.Du
 		qctx, cancel := context.WithTimeout(ctx, interval)
 		lags, err := adm.Lag(qctx, groups...)
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
 			a.Log.Debug("consumer lag not available", "err", err)
 		}
-		for group, l := range lags {
+		now := time.Now()
+		for _, group := range groups {
+			l, ok := lags[group]
+			switch {
+			case ok:
+				stalls[group].observe(l, now)
+			case err != nil:
+				stalls[group].unread(err, now)
+			default:
+				stalls[group].unread(errors.New("group missing from the broker's answer"), now)
+			}
 			for topic, parts := range l.Lag {
 				for p, m := range parts {
 					if m.Err == nil && m.Lag >= 0 {

@@ -19,9 +19,11 @@ type Runner struct {
 	Ends bool
 }
 
-// Run serves /metrics, logs progress, and runs the runners until ctx ends
-// (SIGINT/SIGTERM), an Ends runner finishes, or one fails; then cleanup runs
-// with a deadline of SHUTDOWN_TIMEOUT, whatever happened.
+// Run serves /metrics and /healthz, logs progress, and runs the runners
+// until ctx ends (SIGINT/SIGTERM), an Ends runner finishes, or one fails —
+// or the process has been unhealthy for UNHEALTHY_EXIT_AFTER, which is an
+// error too; then cleanup runs with a deadline of SHUTDOWN_TIMEOUT, whatever
+// happened.
 func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -34,6 +36,9 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 		}
 		a.Log.Info("stopped", "cleanup", time.Since(start).Round(time.Millisecond))
 	}()
+	if a.Health == nil {
+		a.Health = NewHealth()
+	}
 	ln := a.metricsLn
 	if ln == nil {
 		if ln, err = ListenMetrics(a.Config.EffectiveMetricsAddr()); err != nil {
@@ -42,9 +47,13 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 	}
 	a.metricsLn = nil // served from here on: closed when gctx ends
 	g, gctx := errgroup.WithContext(ctx)
-	// gctx, not ctx: a runner that fails stops the server too.
-	g.Go(serveMetrics(gctx, ln, a.Registry, a.Log))
+	// Served until the group ends: a runner that fails stops the server too,
+	// or Wait would wait for it until a signal came.
+	g.Go(serveMetrics(gctx, ln, a.Registry, a.Health, a.Log))
 	g.Go(func() error { ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
+	if d := a.Config.Health.UnhealthyExitAfter; d > 0 {
+		g.Go(func() error { return a.Health.ExitWhenUnhealthyFor(gctx, d, time.Second) })
+	}
 	for _, r := range runners {
 		g.Go(func() error {
 			err := r.Run(gctx)

@@ -3,15 +3,20 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/heartbeat/heartbeat/handlers/rules"
 )
 
 // Metrics are the pipeline's own counters: the original system's seven,
@@ -41,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ProduceErrors: f.NewCounter(prometheus.CounterOpts{Name: "heartbeat_produce_errors_total",
 			Help: "Heartbeat events the simulator failed to publish."}),
 		Consumed: f.NewCounterVec(prometheus.CounterOpts{Name: "heartbeat_messages_consumed_total",
-			Help: "Messages read from Kafka by a handler (redeliveries included)."}, []string{"handler"}),
+			Help: "Readings (Kafka records) a handler received, each record of a batch message counted (redeliveries included)."}, []string{"handler"}),
 		DBInserts: f.NewCounter(prometheus.CounterOpts{Name: "heartbeat_db_inserts_total",
 			Help: "Rows committed to heartbeat_events (redelivered duplicates excluded)."}),
 		Invalid: f.NewCounterVec(prometheus.CounterOpts{Name: "heartbeat_invalid_total",
@@ -78,9 +83,23 @@ func (m *Metrics) InitHandler(handler string) {
 		m.Invalid.WithLabelValues(handler, "schema")
 		m.Invalid.WithLabelValues(handler, "domain")
 	case "detect":
-		for _, t := range [][2]string{{"LOW_HEART_RATE", "high"}, {"HIGH_HEART_RATE", "high"}, {"SPIKE", "medium"}} {
-			m.Anomalies.WithLabelValues(t[0], t[1])
+		for _, outcome := range []string{"found", "none", "incomplete"} {
+			m.StateRestores.WithLabelValues(outcome)
 		}
+	}
+}
+
+// InitAnomalies creates the anomaly series of the rules of DETECTION_MODE
+// mode at zero, so that the first anomaly of each type is an increase and
+// the dashboard lists the rules in use, not the other mode's.
+func (m *Metrics) InitAnomalies(mode string) {
+	types := [][2]string{{rules.LowHeartRate, rules.SeverityHigh}, {rules.HighHeartRate, rules.SeverityHigh}, {rules.Spike, rules.SeverityMedium}}
+	if mode == rules.ModeEpisode {
+		types = [][2]string{{rules.SustainedHigh, rules.SeverityHigh}, {rules.SustainedLow, rules.SeverityHigh},
+			{rules.Spike, rules.SeverityMedium}, {rules.SignalLoss, rules.SeverityLow}}
+	}
+	for _, t := range types {
+		m.Anomalies.WithLabelValues(t[0], t[1])
 	}
 }
 
@@ -101,21 +120,33 @@ func ListenMetrics(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// ServeMetrics serves /metrics on addr until ctx ends. The listener is opened
-// before it returns, so a taken port fails start-up with a clear error.
-func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) (func() error, error) {
+// ServeMetrics serves /metrics and /healthz on addr until ctx ends. The
+// listener is opened before it returns, so a taken port fails start-up with
+// a clear error. /healthz answers 200 "ok" while health reports no problem,
+// and 503 with one reason a line while it does.
+func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, health *Health, log *slog.Logger) (func() error, error) {
 	ln, err := ListenMetrics(addr)
 	if err != nil {
 		return nil, err
 	}
-	return serveMetrics(ctx, ln, reg, log), nil
+	return serveMetrics(ctx, ln, reg, health, log), nil
 }
 
 // serveMetrics serves /metrics and /healthz on ln until ctx ends.
-func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry, log *slog.Logger) func() error {
+func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry, health *Health, log *slog.Logger) func() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if health != nil {
+			if reasons, _ := health.Problems(); len(reasons) > 0 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte(strings.Join(reasons, "\n") + "\n"))
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	log.Info("metrics listening", "addr", ln.Addr().String())
 	return func() error {
@@ -132,7 +163,9 @@ func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry
 	}
 }
 
-// HealthCheck fails unless url answers 200 within two seconds.
+// HealthCheck fails unless url answers 200 within two seconds. The error
+// carries the start of the body, the reasons /healthz gives, so that a
+// container's health log says why.
 func HealthCheck(ctx context.Context, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -146,7 +179,8 @@ func HealthCheck(ctx context.Context, url string) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return errors.New("healthcheck " + url + ": " + resp.Status)
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+		return fmt.Errorf("healthcheck %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return nil
 }

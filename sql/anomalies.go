@@ -98,16 +98,8 @@ func InitOutbox(ctx context.Context, pool *pgxpool.Pool) error {
 // OutboxPending reports how many outbox messages the forwarder has not yet
 // moved to Kafka.
 func OutboxPending(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
-	var n int64
-	err := pool.QueryRow(ctx, `SELECT count(*) FROM watermill_outbox m
-		LEFT JOIN watermill_offsets_outbox o ON o.consumer_group = ''
-		WHERE o.consumer_group IS NULL
-		   OR m.transaction_id > o.last_processed_transaction_id
-		   OR (m.transaction_id = o.last_processed_transaction_id AND m."offset" > o.offset_acked)`).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("outbox pending: %w", err)
-	}
-	return n, nil
+	n, _, err := OutboxBacklog(ctx, pool)
+	return n, err
 }
 
 // PruneOutbox deletes outbox messages the forwarder has already moved to
