@@ -72,9 +72,15 @@ func startupEnv(env map[string]string) []string {
 // the built binary: each ends the process with status 1 and one line on
 // stderr, "heartbeat: " and the cause — no panic, no goroutine dump, no
 // second line (LOG_LEVEL=error: the logs of a start-up that fails are not
-// errors of their own).
+// errors of their own). Then SIGTERM during start-up (signalDuringStartup),
+// with the same binary.
 func TestStartupFailures(t *testing.T) {
 	bin := buildHeartbeat(t)
+	startupFailures(t, bin)
+	t.Run("SIGTERM", func(t *testing.T) { signalDuringStartup(t, bin) })
+}
+
+func startupFailures(t *testing.T, bin string) {
 	today := time.Now().UTC()
 	metricsTaken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -185,11 +191,10 @@ func TestStartupFailures(t *testing.T) {
 	}
 }
 
-// TestSignalDuringStartup sends SIGTERM while start-up waits for Kafka, and
+// signalDuringStartup sends SIGTERM while start-up waits for Kafka, and
 // while it waits for PostgreSQL: the process stops at once (STARTUP_TIMEOUT
 // is a minute) and exits 0, saying so in one line.
-func TestSignalDuringStartup(t *testing.T) {
-	bin := buildHeartbeat(t)
+func signalDuringStartup(t *testing.T, bin string) {
 	for _, c := range []struct {
 		name, waiting string
 		env           map[string]string
