@@ -194,14 +194,14 @@ type EpisodeAnomaly struct {
 	Status string `json:"status"`
 	// ReclassifiedFrom is the rule the episode opened as, once it has
 	// become another (a SPIKE become SUSTAINED_HIGH or SUSTAINED_LOW).
-	ReclassifiedFrom string `json:"reclassified_from,omitempty"`
-	StartedAt  time.Time  `json:"started_at"`
-	OpenedAt   time.Time  `json:"opened_at"`
-	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	PeakRate   int        `json:"peak_heart_rate"`
-	TroughRate int        `json:"trough_heart_rate"`
-	Samples    int        `json:"samples"`
-	DurationMS int64      `json:"duration_ms"`
+	ReclassifiedFrom string     `json:"reclassified_from,omitempty"`
+	StartedAt        time.Time  `json:"started_at"`
+	OpenedAt         time.Time  `json:"opened_at"`
+	EndedAt          *time.Time `json:"ended_at,omitempty"`
+	PeakRate         int        `json:"peak_heart_rate"`
+	TroughRate       int        `json:"trough_heart_rate"`
+	Samples          int        `json:"samples"`
+	DurationMS       int64      `json:"duration_ms"`
 }
 
 // Handle implements message.NoPublishHandlerFunc.

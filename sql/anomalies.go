@@ -119,13 +119,13 @@ type EpisodeRow struct {
 	// ReclassifiedFrom, on an open row, makes the write a reclassification:
 	// the row of that type becomes Type.
 	ReclassifiedFrom string
-	StartedAt  time.Time
-	OpenedAt   time.Time
-	EndedAt    *time.Time
-	PeakRate   int
-	TroughRate int
-	Samples    int
-	DurationMS int64
+	StartedAt        time.Time
+	OpenedAt         time.Time
+	EndedAt          *time.Time
+	PeakRate         int
+	TroughRate       int
+	Samples          int
+	DurationMS       int64
 }
 
 // Episode statuses.
