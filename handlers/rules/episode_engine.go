@@ -87,13 +87,14 @@ type pending struct {
 }
 
 // evaluation is what Evaluate computed, for its apply: the reading's
-// customer's next state (its recent readings in buf, to save an
-// allocation), those of the customers it declared silent, the watermark.
+// customer's next state (its recent readings in rates and tail, to save
+// allocations), those of the customers it declared silent, the watermark.
 type evaluation struct {
 	e      *EpisodeEngine
 	l      *lane
 	own    pending
-	buf    [7]reading
+	rates  [7]int16
+	tail   [3]reading
 	others []pending
 	wm     int64
 }
@@ -165,7 +166,8 @@ func (e *EpisodeEngine) evaluate(ev *evaluation, h messages.Heartbeat, notAfter 
 	ev.own = pending{lc: lc, id: h.CustomerID}
 	if lc != nil {
 		ev.own.seq, ev.own.st = lc.seq, lc.st
-		ev.own.st.recent = append(ev.buf[:0], lc.st.recent...)
+		ev.own.st.rates = append(ev.rates[:0], lc.st.rates...)
+		ev.own.st.tail = append(ev.tail[:0], lc.st.tail...)
 		ev.own.st = ev.own.st.cloneOpen()
 	}
 	r := readingOf(h)
@@ -208,12 +210,13 @@ func (e *EpisodeEngine) install(l *lane, p pending, wm int64) {
 		return // moved on since this evaluation: never move back
 	}
 	st := p.st
-	// The evaluation's buffer is not the customer's to keep; a new
-	// customer's gets its final size at once.
-	if lc.st.recent == nil {
-		lc.st.recent = make([]reading, 0, e.p.ringSize())
+	// The evaluation's buffers are not the customer's to keep; a new
+	// customer's get their final size at once.
+	if lc.st.rates == nil {
+		lc.st.rates, lc.st.tail = make([]int16, 0, e.p.ringSize()), make([]reading, 0, e.p.tailSize())
 	}
-	st.recent = append(lc.st.recent[:0], st.recent...)
+	st.rates = append(lc.st.rates[:0], st.rates...)
+	st.tail = append(lc.st.tail[:0], st.tail...)
 	lc.st = st
 	lc.seq++
 	lc.lastSeen = e.now().UnixNano()

@@ -123,6 +123,9 @@ func TestRestoredEngineMatchesUninterrupted(t *testing.T) {
 	for _, seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			p := rules.DefaultEpisodeParams()
+			if seed == 3 {
+				p.SpikeConfirm = 3 // a longer SPIKE window
+			}
 			stream := randomStream(seed, 10, 6*time.Hour)
 
 			whole, err := rules.NewEpisodeEngine(p)
@@ -263,6 +266,32 @@ func TestRestoreCases(t *testing.T) {
 				got := restartedAt(t, p, stream, map[int]bool{i: true})
 				require.Equal(t, want, got, "restarted before reading %d", i)
 			}
+		})
+	}
+}
+
+// TestEvaluateMatchesProcess: the detector's path (Evaluate, then apply)
+// records what Process does, also with SPIKE windows longer than the
+// buffers Evaluate copies a customer's recent readings into.
+func TestEvaluateMatchesProcess(t *testing.T) {
+	for _, confirm := range []int{2, 4} {
+		t.Run(fmt.Sprint("confirm=", confirm), func(t *testing.T) {
+			p := rules.DefaultEpisodeParams()
+			p.SpikeConfirm = confirm
+			stream := randomStream(7, 6, 3*time.Hour)
+			a, err := rules.NewEpisodeEngine(p)
+			require.NoError(t, err)
+			b, err := rules.NewEpisodeEngine(p)
+			require.NoError(t, err)
+			var want, got []rules.Change
+			for _, h := range stream {
+				want = append(want, a.Process(0, h, time.Time{})...)
+				cs, apply := b.Evaluate(0, h, time.Time{})
+				apply()
+				got = append(got, cs...)
+			}
+			require.NotEmpty(t, want)
+			require.Equal(t, want, got)
 		})
 	}
 }

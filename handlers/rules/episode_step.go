@@ -40,12 +40,15 @@ func unixTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }
 // a pure function of it and a reading, so the live detector, a restarted
 // one replaying history, and the evaluation all compute the same episodes.
 type customerEpisodes struct {
-	// recent holds the latest in-order readings since the last gap of
+	// rates are those of the latest in-order readings since the last gap of
 	// SignalLossAfter, oldest first, at most 2*SpikeConfirm+3, the newest
 	// last: the SPIKE rule is a predicate over them, so a customer's SPIKE
 	// state depends on a bounded stretch of its readings and nothing else.
-	// It holds at least the latest reading once there is one.
-	recent []reading
+	// tail holds the latest SpikeConfirm+1 of those readings in full — a
+	// jump and the readings that confirm it — and so at least the latest
+	// reading once there is one.
+	rates []int16
+	tail  []reading
 	// live: the latest reading arrived within SignalLossAfter of its time,
 	// so the partition's watermark may declare the customer silent.
 	live bool
@@ -53,7 +56,9 @@ type customerEpisodes struct {
 	// reading closes it), so that is all it needs.
 	lost bool
 
-	high, low run
+	// timer is the running sustain timer: at most one runs, as the low and
+	// high bands are apart.
+	timer run
 
 	// open is the open clinical episode: at most one at a time, so one
 	// physiological event is one alert. A pointer, so that a customer
@@ -61,14 +66,15 @@ type customerEpisodes struct {
 	open *openEpisode
 }
 
-// run is a sustain timer: readings in a SUSTAINED band without a break
-// since start, a reading at the threshold.
+// run is a sustain timer: readings in the band of SUSTAINED rule kind
+// without a break since start, a reading at its threshold. kind is zero
+// when no timer runs.
 type run struct {
 	start   reading
 	peak    int16
 	trough  int16
 	samples int32
-	active  bool
+	kind    ruleKind
 }
 
 func (s *run) add(r reading) {
@@ -134,6 +140,14 @@ func (o *openEpisode) up() bool {
 	return o.rule == kindHigh
 }
 
+// side is the SUSTAINED rule of o's side: HIGH for a jump up.
+func (o *openEpisode) side() ruleKind {
+	if o.up() {
+		return kindHigh
+	}
+	return kindLow
+}
+
 func (o *openEpisode) hold(r reading) {
 	o.clearing = false
 	o.last = r
@@ -174,18 +188,19 @@ func openOf(ep Episode) *openEpisode {
 }
 
 // has reports whether c has seen a reading.
-func (c *customerEpisodes) has() bool { return len(c.recent) > 0 }
+func (c *customerEpisodes) has() bool { return len(c.tail) > 0 }
 
 // latest is c's latest in-order reading; c.has() must hold.
-func (c *customerEpisodes) latest() reading { return c.recent[len(c.recent)-1] }
+func (c *customerEpisodes) latest() reading { return c.tail[len(c.tail)-1] }
 
 // clone returns a copy that shares nothing mutable with c.
 func (c customerEpisodes) clone() customerEpisodes {
-	c.recent = append([]reading(nil), c.recent...)
+	c.rates = append([]int16(nil), c.rates...)
+	c.tail = append([]reading(nil), c.tail...)
 	return c.cloneOpen()
 }
 
-// cloneOpen copies the open episode, leaving recent to the caller.
+// cloneOpen copies the open episode, leaving rates and tail to the caller.
 func (c customerEpisodes) cloneOpen() customerEpisodes {
 	if c.open != nil {
 		o := *c.open
@@ -196,21 +211,29 @@ func (c customerEpisodes) cloneOpen() customerEpisodes {
 
 func (p *EpisodeParams) ringSize() int { return 2*p.SpikeConfirm + 3 }
 
+func (p *EpisodeParams) tailSize() int { return p.SpikeConfirm + 1 }
+
 // observe records in-order reading r in c's recent readings; a gap of
 // SignalLossAfter empties them first.
 func (p *EpisodeParams) observe(c *customerEpisodes, r reading) {
 	if c.has() && r.at-c.latest().at >= int64(p.SignalLossAfter) {
-		c.recent = c.recent[:0]
+		c.rates, c.tail = c.rates[:0], c.tail[:0]
 	}
-	if n := p.ringSize(); len(c.recent) == n {
-		copy(c.recent, c.recent[1:])
-		c.recent[n-1] = r
-	} else {
-		if c.recent == nil {
-			c.recent = make([]reading, 0, n)
-		}
-		c.recent = append(c.recent, r)
+	if c.rates == nil {
+		c.rates, c.tail = make([]int16, 0, p.ringSize()), make([]reading, 0, p.tailSize())
 	}
+	c.rates = push(c.rates, r.rate, p.ringSize())
+	c.tail = push(c.tail, r, p.tailSize())
+}
+
+// push appends x to s, dropping its oldest element once s holds n.
+func push[T any](s []T, x T, n int) []T {
+	if len(s) < n {
+		return append(s, x)
+	}
+	copy(s, s[1:])
+	s[n-1] = x
+	return s[:n]
 }
 
 // step moves c past reading r of customer and appends the episodes it
@@ -237,23 +260,11 @@ func (p *EpisodeParams) step(customer string, c *customerEpisodes, r reading, ou
 	// Sustain timers run on every reading, whatever episode is open — but
 	// not the timer of the open episode's own rule, which is alerting
 	// already — so no episode ever delays a SUSTAINED condition.
-	// SUSTAINED_LOW first, as LOW came first in the original rules.
-	lowAt, highAt := int(r.rate) <= p.SustainedLow, int(r.rate) >= p.SustainedHigh
-	if o := c.open; o == nil || o.rule != kindLow {
-		track(&c.low, lowAt, int(r.rate) <= p.SustainedLow+p.Hysteresis, r)
-	}
-	if o := c.open; o == nil || o.rule != kindHigh {
-		track(&c.high, highAt, int(r.rate) >= p.SustainedHigh-p.Hysteresis, r)
-	}
-	for _, s := range []struct {
-		run  *run
-		kind ruleKind
-	}{{&c.low, kindLow}, {&c.high, kindHigh}} {
-		if s.run.active && r.at-s.run.start.at >= int64(p.SustainFor) {
-			out = p.sustained(customer, c, s.kind, *s.run, r, out)
-			c.high, c.low = run{}, run{}
-			return out
-		}
+	p.track(c, r)
+	if t := c.timer; t.kind != 0 && r.at-t.start.at >= int64(p.SustainFor) {
+		out = p.sustained(customer, c, t.kind, t, r, out)
+		c.timer = run{}
+		return out
 	}
 
 	// The open clinical episode holds, clears, or — a SPIKE — settles.
@@ -265,7 +276,7 @@ func (p *EpisodeParams) step(customer string, c *customerEpisodes, r reading, ou
 		}
 		reason := ""
 		switch {
-		case o.rule == kindSpike && ((o.up() && c.high.active) || (!o.up() && c.low.active)):
+		case o.rule == kindSpike && c.timer.kind == o.side():
 			// A timer of its side runs: whether this is a sustained
 			// condition that began with a jump is not decided yet.
 		case o.clearing && r.at-o.clearStart >= int64(p.ClearFor):
@@ -284,11 +295,12 @@ func (p *EpisodeParams) step(customer string, c *customerEpisodes, r reading, ou
 
 	// SPIKE: the jump SpikeConfirm readings ago, from a settled rate, and
 	// every reading since far enough from the rates before it.
-	if j, base, ok := p.confirmedJump(c.recent); ok {
-		o := &openEpisode{start: c.recent[j], opened: r, last: r, openedAt: r.at, base: int16(base), rule: kindSpike, openedAs: kindSpike}
+	if j, base, ok := p.confirmedJump(c.rates); ok {
+		// The jump is the oldest of the tail: N readings before the newest.
+		o := &openEpisode{start: c.tail[0], opened: r, last: r, openedAt: r.at, base: int16(base), rule: kindSpike, openedAs: kindSpike}
 		o.peak, o.trough = o.start.rate, o.start.rate
-		for _, x := range c.recent[j:] {
-			o.peak, o.trough = max(o.peak, x.rate), min(o.trough, x.rate)
+		for _, x := range c.rates[j:] {
+			o.peak, o.trough = max(o.peak, x), min(o.trough, x)
 			o.samples++
 		}
 		c.open = o
@@ -304,7 +316,7 @@ func (p *EpisodeParams) step(customer string, c *customerEpisodes, r reading, ou
 // (the other side's) closes first, superseded.
 func (p *EpisodeParams) sustained(customer string, c *customerEpisodes, kind ruleKind, s run, r reading, out []Change) []Change {
 	if o := c.open; o != nil {
-		if o.rule == kindSpike && o.up() == (kind == kindHigh) {
+		if o.rule == kindSpike && o.side() == kind {
 			o.rule, o.reclassified = kind, r
 			o.hold(r)
 			return append(out, Change{Kind: Reclassified, Episode: p.episode(customer, o)})
@@ -325,62 +337,79 @@ func (p *EpisodeParams) closeOpen(customer string, c *customerEpisodes, reason s
 	return Change{Kind: Closed, Episode: ep}
 }
 
-// confirmedJump reports whether the latest readings rs (oldest first, the
-// newest last) complete a SPIKE, with N = SpikeConfirm and far =
-// SpikeDelta-Hysteresis: rs[j], the reading N before the newest, jumped at
-// least SpikeDelta from base = rs[j-1]; the N+2 readings before the jump
-// are all there (no gap since the first of them) and settled — each of the
-// N+1 before base less than far from it, so the return of an artefact is
-// no jump; and every reading from the jump on is at least far from every
-// one of those N+2, on the jump's side, so that no single reading — an
-// artefact — can make a jump of the readings around it.
-func (p *EpisodeParams) confirmedJump(rs []reading) (j, base int, ok bool) {
+// confirmedJump reports whether the rates of the latest readings rs
+// (oldest first, the newest last) complete a SPIKE, with N = SpikeConfirm
+// and far = SpikeDelta-Hysteresis: rs[j], the reading N before the newest,
+// jumped at least SpikeDelta from base = rs[j-1]; the N+2 readings before
+// the jump are all there (no gap since the first of them) and settled —
+// each of the N+1 before base less than far from it, so the return of an
+// artefact is no jump; and every reading from the jump on is at least far
+// from every one of those N+2, on the jump's side, so that no single
+// reading — an artefact — can make a jump of the readings around it.
+func (p *EpisodeParams) confirmedJump(rs []int16) (j, base int, ok bool) {
 	n := p.SpikeConfirm
 	j = len(rs) - 1 - n
 	if j-n-2 < 0 {
 		return 0, 0, false
 	}
-	base = int(rs[j-1].rate)
-	if abs(int(rs[j].rate)-base) < p.SpikeDelta {
+	base = int(rs[j-1])
+	if abs(int(rs[j])-base) < p.SpikeDelta {
 		return 0, 0, false
 	}
 	far := p.SpikeDelta - p.Hysteresis
 	dir := 1
-	if int(rs[j].rate) < base {
+	if int(rs[j]) < base {
 		dir = -1
 	}
 	// edge is the settled reading nearest the jump's side.
 	edge := base
 	for _, x := range rs[j-n-2 : j-1] {
-		if abs(int(x.rate)-base) >= far {
+		if abs(int(x)-base) >= far {
 			return 0, 0, false
 		}
-		if dir*(int(x.rate)-edge) > 0 {
-			edge = int(x.rate)
+		if dir*(int(x)-edge) > 0 {
+			edge = int(x)
 		}
 	}
 	for _, x := range rs[j:] {
-		if dir*(int(x.rate)-edge) < far {
+		if dir*(int(x)-edge) < far {
 			return 0, 0, false
 		}
 	}
 	return j, base, true
 }
 
-// track moves a sustain timer past r: a reading at the threshold starts
-// it, a reading in the band (the threshold widened by the hysteresis)
-// keeps it, any other stops it — a Schmitt trigger, so that 1 Hz noise
-// around the threshold does not restart the timer.
-func track(s *run, at, inBand bool, r reading) {
+// track moves the sustain timer past r. A Schmitt trigger, so that 1 Hz
+// noise around the threshold does not restart it: a reading at a
+// threshold starts that side's timer, a reading in its band (the threshold
+// widened by the hysteresis) keeps it, any other stops it. The bands are
+// apart, so one timer at most runs; the timer of the open episode's own
+// rule does not start. SUSTAINED_LOW first, as LOW came first in the
+// original rules.
+func (p *EpisodeParams) track(c *customerEpisodes, r reading) {
+	rate := int(r.rate)
+	t := &c.timer
 	switch {
-	case s.active && inBand:
-		s.add(r)
-	case at:
-		*s = run{active: true, start: r}
-		s.add(r)
-	default:
-		*s = run{}
+	case t.kind == kindLow && rate <= p.SustainedLow+p.Hysteresis,
+		t.kind == kindHigh && rate >= p.SustainedHigh-p.Hysteresis:
+		t.add(r)
+		return
 	}
+	*t = run{}
+	var kind ruleKind
+	switch {
+	case rate <= p.SustainedLow:
+		kind = kindLow
+	case rate >= p.SustainedHigh:
+		kind = kindHigh
+	default:
+		return
+	}
+	if c.open != nil && c.open.rule == kind {
+		return
+	}
+	*t = run{kind: kind, start: r}
+	t.add(r)
 }
 
 // holds reports whether rate keeps the open episode o open: its condition
@@ -416,7 +445,7 @@ func (p *EpisodeParams) loseSignal(customer string, c *customerEpisodes, out []C
 	if c.open != nil {
 		out = append(out, p.closeOpen(customer, c, ClosedSignalLoss))
 	}
-	c.high, c.low = run{}, run{}
+	c.timer = run{}
 	c.lost = true
 	return append(out, Change{Kind: Opened, Episode: p.lossEpisode(customer, c)})
 }
