@@ -250,8 +250,8 @@ func (e *EpisodeEngine) Known(partition int32, customer string) bool {
 // restart, so that it is the state an uninterrupted engine holds: prime is
 // its latest reading before warmFrom (nil if none), readings are its
 // readings from warmFrom on in the order the partition delivered them
-// (see [EpisodeParams.RestoreWindow]), and recorded its episodes recorded
-// open or ended since [EpisodeParams.RecentSince]. With no readings at all
+// (see [EpisodeParams.Recall]), and recorded its episodes recorded open
+// or ended recently, as Recall found them. With no readings at all
 // (storage incomplete), the episodes recorded open are taken as they are.
 // It returns the episodes open after the replay. State the engine already
 // holds for customer is kept.

@@ -41,24 +41,43 @@ func stateReadings(i, n int) []messages.Heartbeat {
 // BenchmarkEpisodeStateBytes measures the episode engine's memory per
 // customer: the live heap after loading stateCustomers customers, each
 // with ten readings (its recent readings full, no episode open), over the
-// heap before, divided by the customers. Run with -benchtime=1x: each
-// iteration builds a whole engine.
+// heap before, divided by the customers — built reading by reading as the
+// detector evaluates them ("live"), and rebuilt from stored readings as
+// after a restart ("restored"). Run with -benchtime=1x: each iteration
+// builds a whole engine.
 func BenchmarkEpisodeStateBytes(b *testing.B) {
-	for b.Loop() {
-		before := heapAfterGC()
-		e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
-		if err != nil {
-			b.Fatal(err)
+	for _, restored := range []bool{false, true} {
+		name := "live"
+		if restored {
+			name = "restored"
 		}
-		for i := range stateCustomers {
-			for _, h := range stateReadings(i, 10) {
-				_, apply := e.Evaluate(int32(i%24), h, time.Time{})
-				apply()
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				before := heapAfterGC()
+				e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := range stateCustomers {
+					hs := stateReadings(i, 10)
+					if restored {
+						rs := make([]rules.Reading, len(hs))
+						for k, h := range hs {
+							rs[k] = rules.ReadingOf(h)
+						}
+						e.Restore(int32(i%24), hs[0].CustomerID, nil, rs, t0, nil)
+						continue
+					}
+					for _, h := range hs {
+						_, apply := e.Evaluate(int32(i%24), h, time.Time{})
+						apply()
+					}
+				}
+				after := heapAfterGC()
+				b.ReportMetric(float64(int64(after)-int64(before))/stateCustomers, "B/customer")
+				runtime.KeepAlive(e)
 			}
-		}
-		after := heapAfterGC()
-		b.ReportMetric(float64(int64(after)-int64(before))/stateCustomers, "B/customer")
-		runtime.KeepAlive(e)
+		})
 	}
 }
 
