@@ -309,11 +309,7 @@ func (d *DetectEpisodes) episodeWrite(c rules.Change, now time.Time, corr string
 	if err != nil {
 		return hbsql.EpisodeWrite{}, err
 	}
-	var from string
-	if c.Episode.OpenedAs != "" {
-		from = c.Episode.OpenedAs
-	}
-	body, err := json.Marshal(EpisodeAnomaly{Anomaly: row.Anomaly, Status: row.Status, ReclassifiedFrom: from, StartedAt: row.StartedAt,
+	body, err := json.Marshal(EpisodeAnomaly{Anomaly: row.Anomaly, Status: row.Status, ReclassifiedFrom: c.Episode.OpenedAs, StartedAt: row.StartedAt,
 		OpenedAt: row.OpenedAt, EndedAt: row.EndedAt, PeakRate: row.PeakRate, TroughRate: row.TroughRate,
 		Samples: row.Samples, DurationMS: row.DurationMS})
 	if err != nil {

@@ -60,7 +60,7 @@ func TestCases(t *testing.T) {
 	sc := evaluate.DefaultScenario()
 	sc.Physiology.Customers, sc.Physiology.Span = 1, time.Hour
 	if raceEnabled {
-		sc.CaseCustomers = 10
+		sc.CaseCustomers = 6
 	}
 	rep, err := evaluate.Run(sc, nil)
 	require.NoError(t, err)

@@ -191,7 +191,7 @@ type Reading struct {
 }
 
 // Episode is one anomaly of the episode mode: from its first reading to its
-// last, one row and two messages (opened, closed).
+// last, one row and its messages (opened, reclassified, closed).
 type Episode struct {
 	CustomerID string
 	// Rule is the episode's rule now: a SPIKE whose side's SUSTAINED
