@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -10,12 +11,14 @@ import (
 )
 
 // TestDefaultDetectionAlertsOncePerEpisode runs the pipeline with nothing
-// about detection set: the episode rules. At 1 Hz, sixteen minutes of three
+// about detection set: the episode rules. At 1 Hz, sixteen minutes of five
 // customers: a sudden jump held for three minutes is one SPIKE, a gradual
 // rise to 130 bpm held for eleven minutes one SUSTAINED_HIGH (not a SPIKE,
-// not 660 HIGH_HEART_RATE), and an isolated motion artefact (one reading 35
-// bpm off) nothing. Both episodes close once the rate has been back for a
-// minute.
+// not 660 HIGH_HEART_RATE), a jump into twelve minutes at 150 one episode
+// (a SPIKE become SUSTAINED_HIGH, not both), an isolated motion artefact
+// (one reading 35 bpm off) nothing, and neither does an artefact 24 above
+// the readings before it and 30 above the one after. The episodes close
+// once the rate has been back for a minute.
 func TestDefaultDetectionAlertsOncePerEpisode(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
@@ -45,27 +48,41 @@ func TestDefaultDetectionAlertsOncePerEpisode(t *testing.T) {
 		if s == 7*60 {
 			artefact = 105
 		}
-		recs = append(recs, reading2("cust_jump", jump, at), reading2("cust_tachy", tachy, at), reading2("cust_artefact", artefact, at))
+		jumpTachy := 80 + s%3
+		if s >= 60 && s < 13*60 {
+			jumpTachy = 150 + s%3
+		}
+		boundary := 70
+		switch {
+		case s == 7*60:
+			boundary = 94
+		case s > 7*60:
+			boundary = 64
+		}
+		recs = append(recs, reading2("cust_jump", jump, at), reading2("cust_tachy", tachy, at), reading2("cust_artefact", artefact, at),
+			reading2("cust_jump_tachy", jumpTachy, at), reading2("cust_boundary", boundary, at))
 	}
 	produce(t, broker, "events.raw.v1", recs)
 
 	waitForRows(t, pool, "SELECT count(*) FROM heartbeat_events", len(recs))
 	waitForGroup(t, broker, "cg.anomaly.v1", int64(len(recs)))
-	want := map[string]string{"cust_jump|SPIKE": "closed", "cust_tachy|SUSTAINED_HIGH": "closed"}
+	want := map[string]string{"cust_jump|SPIKE|": "closed", "cust_tachy|SUSTAINED_HIGH|": "closed",
+		"cust_jump_tachy|SUSTAINED_HIGH|SPIKE": "closed"}
 	got := map[string]string{}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		rows, err := pool.Query(context.Background(), "SELECT customer_id || '|' || anomaly_type, status FROM anomalies")
+		rows, err := pool.Query(context.Background(), `SELECT customer_id || '|' || anomaly_type || '|' || coalesce(details->>'reclassified_from', ''),
+			status FROM anomalies`)
 		require.NoError(t, err)
 		got = map[string]string{}
 		var key, status string
 		_, err = pgx.ForEachRow(rows, []any{&key, &status}, func() error { got[key] = status; return nil })
 		require.NoError(t, err)
-		if len(got) == len(want) && got["cust_jump|SPIKE"] == "closed" && got["cust_tachy|SUSTAINED_HIGH"] == "closed" {
+		if reflect.DeepEqual(got, want) {
 			break
 		}
 	}
-	require.Equal(t, want, got, "one row per episode, none for the artefact")
+	require.Equal(t, want, got, "one row per episode, none for the artefacts")
 	var rows int
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM anomalies").Scan(&rows))
-	require.Equal(t, 2, rows)
+	require.Equal(t, 3, rows)
 }

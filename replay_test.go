@@ -48,13 +48,16 @@ var episodeEnv = map[string]string{
 }
 
 // gapRecording is a second, synthetic customer: a gradual fall to a low
-// plateau, a gap of 7 minutes in the signal, and a jump.
+// plateau, a gap of 7 minutes in the signal, a jump, a jump into a
+// tachycardia (in episodeEnv's terms: at or above 100 for 2 minutes), and a
+// drop to a new level that settles before a gradual fall to a low of its
+// own — 53 minutes of readings.
 func gapRecording(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("customer_id,timestamp,heart_rate\n")
 	start := time.Date(2023, 4, 5, 9, 30, 0, 0, time.UTC)
-	for s := 0; s < 40*60; s++ {
+	for s := 0; s < 60*60; s++ {
 		if s >= 20*60 && s < 27*60 {
 			continue // the wearable is off
 		}
@@ -66,6 +69,18 @@ func gapRecording(t *testing.T) string {
 			rate = 68 + s%2
 		case s >= 30*60 && s < 33*60:
 			rate = 95 + s%2
+		case s >= 36*60 && s < 40*60:
+			rate = 104 + s%2 // a SPIKE, then SUSTAINED_HIGH: one episode
+		case s >= 43*60 && s < 44*60:
+			rate = 80 + (s-43*60)/6 // a gradual rise to 90
+		case s >= 44*60 && s < 45*60:
+			rate = 90 + s%2
+		case s >= 45*60 && s < 49*60:
+			rate = 80 + s%2 // a drop: a SPIKE that settles after 2 minutes
+		case s >= 49*60 && s < 50*60:
+			rate = 80 - (s-49*60)/6 // a gradual fall to 70
+		case s >= 50*60 && s < 54*60:
+			rate = 70 + s%2 // SUSTAINED_LOW of its own
 		}
 		fmt.Fprintf(&b, "gap_01,%s,%d\n", start.Add(time.Duration(s)*time.Second).Format(time.RFC3339), rate)
 	}
@@ -146,22 +161,23 @@ func storedReadings(t *testing.T, pool *pgxpool.Pool, files ...string) map[strin
 	return got
 }
 
-// episode is an anomalies row of the episode mode, as compared.
+// episode is an anomalies row of the episode mode, as compared. From is
+// the rule a reclassified episode opened as.
 type episode struct {
-	Type, StartEvent, Status string
-	Start, End               time.Time
-	Peak, Trough, Samples    int
+	Type, From, StartEvent, Status string
+	Start, End                     time.Time
+	Peak, Trough, Samples          int
 }
 
 func (e episode) String() string {
-	return fmt.Sprintf("%s from %s (%s) to %s %s peak %d trough %d samples %d", e.Type, e.Start.Format("15:04:05"), e.StartEvent[:8],
+	return fmt.Sprintf("%s (from %q) from %s (%s) to %s %s peak %d trough %d samples %d", e.Type, e.From, e.Start.Format("15:04:05"), e.StartEvent[:8],
 		e.End.Format("15:04:05"), e.Status, e.Peak, e.Trough, e.Samples)
 }
 
 // expectedEpisodes computes README's episode rules over one customer's
 // readings, independently of package rules. p holds the environment's
 // values.
-func expectedEpisodes(rs []storedReading, p map[string]string) []episode {
+func expectedEpisodes(stored []storedReading, p map[string]string) []episode {
 	num := func(k string) int {
 		var n int
 		_, _ = fmt.Sscan(p[k], &n)
@@ -171,131 +187,152 @@ func expectedEpisodes(rs []storedReading, p map[string]string) []episode {
 	high, low, hyst, delta, confirm := num("ANOMALY_SUSTAINED_HIGH_THRESHOLD"), num("ANOMALY_SUSTAINED_LOW_THRESHOLD"),
 		num("ANOMALY_HYSTERESIS"), num("ANOMALY_SPIKE_DELTA"), num("ANOMALY_SPIKE_CONFIRM_READINGS")
 	sustain, clear, loss := dur("ANOMALY_SUSTAINED_FOR"), dur("ANOMALY_CLEAR_FOR"), dur("ANOMALY_SIGNAL_LOSS_AFTER")
+	far := delta - hyst
 
+	// A reading not later than the customer's latest changes nothing.
+	var rs []storedReading
+	for _, r := range stored {
+		if len(rs) == 0 || r.at.After(rs[len(rs)-1].at) {
+			rs = append(rs, r)
+		}
+	}
 	var out []episode
-	var open *episode     // the open clinical episode
-	var atOpening episode // what its row says until it closes
+	var open *episode // the open clinical episode
+	var row episode   // what its row says until it closes
 	var openBase, openDir int
 	var clearingSince *time.Time
-	highFrom, lowFrom := -1, -1 // index where the sustain timer started
+	highFrom, lowFrom := -1, -1 // index of the sustain timer's first reading
 	segStart := 0               // first reading after the last gap
-	closeOpen := func(end time.Time) {
-		open.Status, open.End = "closed", end
+	closeOpen := func() {
+		open.Status = "closed"
 		out = append(out, *open)
-		open = nil
+		open, clearingSince = nil, nil
 	}
-	holds := func(rate int) bool {
-		switch open.Type {
+	inBand := func(typ string, rate int) bool {
+		switch typ {
 		case "SUSTAINED_HIGH":
 			return rate >= high-hyst
 		case "SUSTAINED_LOW":
 			return rate <= low+hyst
 		}
-		return openDir*(rate-openBase) >= delta-hyst
+		return openDir*(rate-openBase) >= far
 	}
-	stats := func(ep *episode, from, to int) {
-		ep.Peak, ep.Trough, ep.Samples = rs[from].rate, rs[from].rate, 0
+	hold := func(r storedReading) {
+		open.End = r.at // the latest holding reading
+		open.Peak, open.Trough, open.Samples = max(open.Peak, r.rate), min(open.Trough, r.rate), open.Samples+1
+		clearingSince = nil
+	}
+	fresh := func(typ string, from, to int) *episode {
+		ep := &episode{Type: typ, StartEvent: rs[from].id, Start: rs[from].at, End: rs[to].at, Peak: rs[from].rate, Trough: rs[from].rate}
 		for _, r := range rs[from : to+1] {
 			ep.Peak, ep.Trough, ep.Samples = max(ep.Peak, r.rate), min(ep.Trough, r.rate), ep.Samples+1
 		}
+		return ep
+	}
+	// timer is the Schmitt trigger of rule 2.
+	timer := func(from, k int, at, band bool) int {
+		switch {
+		case from >= 0 && band:
+			return from
+		case at:
+			return k
+		}
+		return -1
 	}
 	for k, r := range rs {
+		// 1. Gaps.
 		if k > 0 && r.at.Sub(rs[k-1].at) >= loss {
 			if open != nil {
-				closeOpen(open.End)
+				closeOpen()
 			}
 			out = append(out, episode{Type: "SIGNAL_LOSS", StartEvent: rs[k-1].id, Start: rs[k-1].at, End: r.at, Status: "closed",
 				Peak: rs[k-1].rate, Trough: rs[k-1].rate})
-			highFrom, lowFrom, segStart, clearingSince = -1, -1, k, nil
+			highFrom, lowFrom, segStart = -1, -1, k
 		}
-		if open != nil {
-			if holds(r.rate) {
-				open.End = r.at // the latest holding reading
-				open.Peak, open.Trough, open.Samples = max(open.Peak, r.rate), min(open.Trough, r.rate), open.Samples+1
-				clearingSince = nil
+		// 2. Sustain timers, on every reading but the open SUSTAINED's own.
+		if open == nil || open.Type != "SUSTAINED_LOW" {
+			lowFrom = timer(lowFrom, k, r.rate <= low, r.rate <= low+hyst)
+		}
+		if open == nil || open.Type != "SUSTAINED_HIGH" {
+			highFrom = timer(highFrom, k, r.rate >= high, r.rate >= high-hyst)
+		}
+		// 3. A SUSTAINED condition met: opens, reclassifies the SPIKE of its
+		// side, or supersedes.
+		met, from := "", -1
+		switch {
+		case lowFrom >= 0 && r.at.Sub(rs[lowFrom].at) >= sustain:
+			met, from = "SUSTAINED_LOW", lowFrom
+		case highFrom >= 0 && r.at.Sub(rs[highFrom].at) >= sustain:
+			met, from = "SUSTAINED_HIGH", highFrom
+		}
+		if met != "" {
+			if open != nil && open.Type == "SPIKE" && (openDir > 0) == (met == "SUSTAINED_HIGH") {
+				open.Type, open.From = met, "SPIKE"
+				hold(r)
+				row = *open
 			} else {
-				if clearingSince == nil {
-					at := r.at
-					clearingSince = &at
+				if open != nil {
+					closeOpen()
 				}
-				if r.at.Sub(*clearingSince) >= clear {
-					closeOpen(open.End)
-					clearingSince = nil
-				}
+				open = fresh(met, from, k)
+				row = *open
+			}
+			highFrom, lowFrom = -1, -1
+			continue
+		}
+		// 4. The open episode holds, clears, or (a SPIKE) settles, unless a
+		// SPIKE's side's timer runs.
+		if open != nil {
+			if inBand(open.Type, r.rate) {
+				hold(r)
+			} else if clearingSince == nil {
+				at := r.at
+				clearingSince = &at
+			}
+			waiting := open.Type == "SPIKE" && ((openDir > 0 && highFrom >= 0) || (openDir < 0 && lowFrom >= 0))
+			cleared := clearingSince != nil && r.at.Sub(*clearingSince) >= clear
+			settled := open.Type == "SPIKE" && r.at.Sub(open.Start) >= sustain
+			if !waiting && (cleared || settled) {
+				closeOpen()
 			}
 			if open != nil {
 				continue
 			}
 		}
-		// Sustain timers: start at the threshold, run while in the band.
-		switch {
-		case lowFrom >= 0 && r.rate <= low+hyst:
-		case r.rate <= low:
-			lowFrom = k
-		default:
-			lowFrom = -1
-		}
-		switch {
-		case highFrom >= 0 && r.rate >= high-hyst:
-		case r.rate >= high:
-			highFrom = k
-		default:
-			highFrom = -1
-		}
-		opened := false
-		for _, s := range []struct {
-			typ  string
-			from int
-			at   bool
-		}{{"SUSTAINED_LOW", lowFrom, r.rate <= low}, {"SUSTAINED_HIGH", highFrom, r.rate >= high}} {
-			if s.from >= 0 && s.at && r.at.Sub(rs[s.from].at) >= sustain {
-				open = &episode{Type: s.typ, StartEvent: rs[s.from].id, Start: rs[s.from].at, End: r.at}
-				stats(open, s.from, k)
-				atOpening = *open
-				opened = true
-				break
-			}
-		}
-		if opened {
-			highFrom, lowFrom = -1, -1
-			continue
-		}
-		// SPIKE: the jump `confirm` readings ago from a settled rate.
+		// 5. SPIKE: the jump `confirm` readings ago, its N+2 readings before
+		// it since the gap, settled, and the readings from the jump far
+		// from every one of them.
 		j := k - confirm
-		if j-1 < segStart || j-1 < 0 {
+		first := j - confirm - 2
+		if first < segStart {
 			continue
 		}
 		base := rs[j-1].rate
 		if abs(rs[j].rate-base) < delta {
 			continue
 		}
-		settled := true
-		for m := j - 2; m >= segStart && m >= j-2-confirm; m-- {
-			if abs(rs[m].rate-base) >= delta-hyst {
-				settled = false
-			}
-		}
 		dir := 1
 		if rs[j].rate < base {
 			dir = -1
 		}
-		confirmed := settled
-		for _, x := range rs[j+1 : k+1] {
-			if dir*(x.rate-base) < delta-hyst {
-				confirmed = false
+		ok := true
+		for m := first; m <= j-2; m++ {
+			ok = ok && abs(rs[m].rate-base) < far
+		}
+		for _, x := range rs[j : k+1] {
+			for m := first; m <= j-1; m++ {
+				ok = ok && dir*(x.rate-rs[m].rate) >= far
 			}
 		}
-		if confirmed {
-			open = &episode{Type: "SPIKE", StartEvent: rs[j].id, Start: rs[j].at, End: r.at}
-			stats(open, j, k)
-			atOpening = *open
+		if ok {
+			open = fresh("SPIKE", j, k)
+			row = *open
 			openBase, openDir = base, dir
-			highFrom, lowFrom = -1, -1
 		}
 	}
 	if open != nil {
-		atOpening.Status = "open"
-		out = append(out, atOpening)
+		row.Status = "open"
+		out = append(out, row)
 	}
 	return out
 }
@@ -309,15 +346,19 @@ func abs(x int) int {
 
 func storedEpisodes(t *testing.T, pool *pgxpool.Pool, customer string) []episode {
 	t.Helper()
-	rows, err := pool.Query(context.Background(), `SELECT anomaly_type, event_id::text, status, started_at,
+	rows, err := pool.Query(context.Background(), `SELECT anomaly_type, coalesce(details->>'reclassified_from', ''), event_id::text, status, started_at,
 		coalesce(ended_at, started_at + duration_ms * interval '1 millisecond'), peak_rate, trough_rate, samples, anomaly_id::text, customer_id
 		FROM anomalies WHERE customer_id = $1 ORDER BY started_at, anomaly_type`, customer)
 	require.NoError(t, err)
 	var out []episode
 	var e episode
 	var id, cust string
-	_, err = pgx.ForEachRow(rows, []any{&e.Type, &e.StartEvent, &e.Status, &e.Start, &e.End, &e.Peak, &e.Trough, &e.Samples, &id, &cust}, func() error {
-		require.Equal(t, rules.EpisodeID(cust, e.Type, e.StartEvent), id, "anomaly id derives from customer, rule and start event")
+	_, err = pgx.ForEachRow(rows, []any{&e.Type, &e.From, &e.StartEvent, &e.Status, &e.Start, &e.End, &e.Peak, &e.Trough, &e.Samples, &id, &cust}, func() error {
+		identity := e.Type
+		if e.From != "" {
+			identity = e.From
+		}
+		require.Equal(t, rules.EpisodeID(cust, identity, e.StartEvent), id, "anomaly id derives from customer, the rule it opened as and start event")
 		e.Start, e.End = e.Start.UTC(), e.End.UTC()
 		out = append(out, e)
 		return nil
@@ -375,20 +416,30 @@ func TestReplayEmpaticaEpisodes(t *testing.T) {
 		want := sortEpisodes(expectedEpisodes(stored[customer], episodeEnv))
 		for _, e := range want {
 			kinds[e.Type]++
+			if e.From != "" {
+				kinds[e.From+"→"+e.Type]++
+			}
 		}
 		got := waitForEpisodes(t, pool, customer, want)
 		require.Equal(t, want, got, "%s: anomalies are exactly those the rules imply", customer)
 	}
 	t.Logf("episodes: %v", kinds)
-	for _, typ := range []string{"SUSTAINED_HIGH", "SUSTAINED_LOW", "SPIKE", "SIGNAL_LOSS"} {
+	for _, typ := range []string{"SUSTAINED_HIGH", "SUSTAINED_LOW", "SPIKE", "SIGNAL_LOSS", "SPIKE→SUSTAINED_HIGH"} {
 		require.Positive(t, kinds[typ], "the recordings exercise %s", typ)
 	}
-	// Each opening and each closing is one message on the anomaly topic.
+	var settled int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM anomalies WHERE details->>'close_reason' = 'settled'`).Scan(&settled))
+	require.Positive(t, settled, "a SPIKE that settles at its new level")
+	// Each opening, reclassification and closing is one message on the
+	// anomaly topic.
 	msgs := 0
 	for _, c := range []string{"e4_subject_01", "gap_01"} {
 		for _, e := range storedEpisodes(t, pool, c) {
 			msgs++
 			if e.Status == "closed" {
+				msgs++
+			}
+			if e.From != "" {
 				msgs++
 			}
 		}
@@ -409,7 +460,7 @@ func TestReplayEmpaticaEpisodes(t *testing.T) {
 		t.Skipf("the hour turned between the two replays (%s, then %s)", shiftOf(first), shiftOf(again))
 	}
 	before := storedEpisodes(t, pool, "gap_01")
-	const records = 3651 + 2*1980
+	const records = 3651 + 2*3180
 	waitForRows(t, pool, "SELECT coalesce(sum(last_offset + 1), 0) FROM ingest_checkpoint WHERE consumer_group = 'cg.db-writer.v1'", records)
 	waitForGroup(t, broker, "cg.anomaly.v1", records)
 	storedReadings(t, pool, empaticaCSV, gap)

@@ -158,15 +158,15 @@ type EpisodeHistory interface {
 // DetectEpisodes is the detector of DETECTION_MODE=episode: it validates
 // readings as Persist does and evaluates the valid ones against the episode
 // rules ([rules.EpisodeEngine]). Each episode is one anomalies row, inserted
-// when it opens and updated when it closes; the opening and the closing are
-// each published on events.anomaly.v1 through the outbox, in the
-// transaction that changes the row. The state moves on only after it
-// commits.
+// when it opens, updated when a SPIKE becomes a SUSTAINED episode and when
+// it closes; each of those is published on events.anomaly.v1 through the
+// outbox, in the transaction that changes the row. The state moves on only
+// after it commits.
 //
 // After a restart, a rebalance or an eviction, a customer's state is
 // rebuilt before its first reading is evaluated: its open and recently
 // ended episodes from the anomalies table, then its stored readings
-// replayed through the same rules (see [rules.EpisodeParams.RestoreWindow]).
+// replayed through the same rules (see [rules.EpisodeParams.Recall]).
 type DetectEpisodes struct {
 	Limits messages.Limits
 	Engine *rules.EpisodeEngine
@@ -184,19 +184,24 @@ type DetectEpisodes struct {
 }
 
 // EpisodeAnomaly is the message on events.anomaly.v1 of an episode opening
-// (status "open") or closing ("closed"): the per-event anomaly's fields, for
-// the episode's first reading, and the episode's. The opening's message id
-// is the anomaly id; the closing's is derived from it.
+// (status "open"), reclassification (status "open" again, with
+// ReclassifiedFrom: the same anomaly id, its new type and severity) or
+// closing ("closed"): the per-event anomaly's fields, for the episode's
+// first reading, and the episode's. The opening's message id is the
+// anomaly id; the reclassification's and the closing's are derived from it.
 type EpisodeAnomaly struct {
 	messages.Anomaly
-	Status     string     `json:"status"`
-	StartedAt  time.Time  `json:"started_at"`
-	OpenedAt   time.Time  `json:"opened_at"`
-	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	PeakRate   int        `json:"peak_heart_rate"`
-	TroughRate int        `json:"trough_heart_rate"`
-	Samples    int        `json:"samples"`
-	DurationMS int64      `json:"duration_ms"`
+	Status string `json:"status"`
+	// ReclassifiedFrom is the rule the episode opened as, once it has
+	// become another (a SPIKE become SUSTAINED_HIGH or SUSTAINED_LOW).
+	ReclassifiedFrom string     `json:"reclassified_from,omitempty"`
+	StartedAt        time.Time  `json:"started_at"`
+	OpenedAt         time.Time  `json:"opened_at"`
+	EndedAt          *time.Time `json:"ended_at,omitempty"`
+	PeakRate         int        `json:"peak_heart_rate"`
+	TroughRate       int        `json:"trough_heart_rate"`
+	Samples          int        `json:"samples"`
+	DurationMS       int64      `json:"duration_ms"`
 }
 
 // Handle implements message.NoPublishHandlerFunc.
@@ -284,14 +289,15 @@ func (d *DetectEpisodes) evaluate(in input, now time.Time, ws []hbsql.EpisodeWri
 	return ws, apply, nil
 }
 
-// record writes ws in one transaction and reports the openings it recorded.
+// record writes ws in one transaction and reports the openings it
+// recorded: a reclassification is the same alert, not a new anomaly.
 func (d *DetectEpisodes) record(ctx context.Context, ws []hbsql.EpisodeWrite) error {
 	written, err := d.Store.WriteEpisodes(ctx, ws)
 	if err != nil {
 		return err
 	}
 	for i, w := range ws {
-		if written[i] && w.Row.Status == hbsql.EpisodeOpen && d.OnAnomaly != nil {
+		if written[i] && w.Row.Status == hbsql.EpisodeOpen && w.Row.ReclassifiedFrom == "" && d.OnAnomaly != nil {
 			d.OnAnomaly(w.Row.Anomaly)
 		}
 	}
@@ -303,15 +309,19 @@ func (d *DetectEpisodes) episodeWrite(c rules.Change, now time.Time, corr string
 	if err != nil {
 		return hbsql.EpisodeWrite{}, err
 	}
-	body, err := json.Marshal(EpisodeAnomaly{Anomaly: row.Anomaly, Status: row.Status, StartedAt: row.StartedAt,
+	body, err := json.Marshal(EpisodeAnomaly{Anomaly: row.Anomaly, Status: row.Status, ReclassifiedFrom: c.Episode.OpenedAs, StartedAt: row.StartedAt,
 		OpenedAt: row.OpenedAt, EndedAt: row.EndedAt, PeakRate: row.PeakRate, TroughRate: row.TroughRate,
 		Samples: row.Samples, DurationMS: row.DurationMS})
 	if err != nil {
 		return hbsql.EpisodeWrite{}, err
 	}
 	id := row.AnomalyID
-	if row.Status == hbsql.EpisodeClosed {
+	switch {
+	case row.Status == hbsql.EpisodeClosed:
 		id = messages.AnomalyID(row.AnomalyID, "closed")
+	case row.ReclassifiedFrom != "":
+		// A SPIKE is reclassified at most once.
+		id = messages.AnomalyID(row.AnomalyID, "reclassified")
 	}
 	out := anomalyMessage(id, body, corr, row.CustomerID, row.Type)
 	out.Metadata.Set("anomaly_status", row.Status)
@@ -345,7 +355,17 @@ func NewEpisodeRow(c rules.Change, p rules.EpisodeParams, detectedAt time.Time) 
 		Status: hbsql.EpisodeOpen, StartedAt: ep.Start.Time.UTC(), OpenedAt: ep.OpenedAt.UTC(),
 		PeakRate: ep.Peak, TroughRate: ep.Trough, Samples: ep.Samples, DurationMS: ep.Duration().Milliseconds(),
 	}
-	if c.Kind == rules.Closed {
+	switch c.Kind {
+	case rules.Reclassified:
+		// Merged into the opening's details: the SPIKE's jump stays.
+		row.ReclassifiedFrom = ep.OpenedAs
+		details["reclassified_from"] = ep.OpenedAs
+		details["reclassified_at"] = ep.Reclassified.Time.UTC()
+		details["reclassified_event_id"] = ep.Reclassified.EventID
+		details["reclassified_heart_rate"] = ep.Reclassified.Rate
+		delete(details, "opened_event_id")
+		delete(details, "opened_heart_rate")
+	case rules.Closed:
 		details = map[string]any{"close_reason": ep.CloseReason}
 		end := ep.End.UTC()
 		row.Status, row.EndedAt = hbsql.EpisodeClosed, &end
@@ -355,7 +375,7 @@ func NewEpisodeRow(c rules.Change, p rules.EpisodeParams, detectedAt time.Time) 
 		return hbsql.EpisodeRow{}, err
 	}
 	var prev *int
-	if ep.Rule == rules.Spike {
+	if ep.Identity() == rules.Spike {
 		b := ep.Base
 		prev = &b
 	}
@@ -369,15 +389,12 @@ func NewEpisodeRow(c rules.Change, p rules.EpisodeParams, detectedAt time.Time) 
 
 func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src messages.Source) error {
 	p := d.Engine.Params()
-	recent, err := d.Store.RecentEpisodes(ctx, h.CustomerID, p.RecentSince(h.Timestamp))
+	recent, warmFrom, fullFrom, err := p.Recall(h.Timestamp, func(since time.Time) ([]rules.Episode, error) {
+		return d.Store.RecentEpisodes(ctx, h.CustomerID, since)
+	})
 	if err != nil {
 		return err
 	}
-	var starts []time.Time
-	for _, ep := range recent {
-		starts = append(starts, ep.Start.Time)
-	}
-	warmFrom, fullFrom := p.RestoreWindow(h.Timestamp, starts)
 	prime, readings, err := d.History.Readings(ctx, h, src, warmFrom)
 	outcome := "found"
 	switch {

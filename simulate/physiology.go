@@ -18,12 +18,26 @@ const (
 	LabelRestingTachycardia = "RESTING_TACHYCARDIA" // gradual rise to 130–165 bpm at rest, 20–45 min
 	LabelBradycardia        = "BRADYCARDIA"         // gradual fall to 32–37 bpm, 20–45 min
 	LabelSuddenJump         = "SUDDEN_JUMP"         // instant rise of 36–55 bpm, 2–8 min
+	// Episodes where one rule could mask another, injected only when
+	// [PhysiologyConfig.Episodes] names them.
+	LabelJumpTachycardia = "JUMP_TACHYCARDIA" // instant rise into 130–160 bpm, 12–25 min
+	LabelDropBradycardia = "DROP_BRADYCARDIA" // instant fall of 30–40 bpm, then to 32–37 bpm within 1–3 min; 12–20 min
+	// LabelRestDrop is an instant fall of 30 bpm or more (36 where the
+	// resting rate allows) to a new resting level of 55–65 bpm, held 15–25
+	// min; a BRADYCARDIA (a gradual fall to 32–37 bpm for 12–20 min)
+	// follows from that level, labelled on its own.
+	LabelRestDrop = "REST_DROP"
 	// The wearable sends nothing for 10–30 minutes.
 	LabelDeviceOff = "DEVICE_OFF"
 	// Sensor artefacts: isolated, nothing clinical.
 	LabelArtefactSpike   = "ARTEFACT_SPIKE"   // one reading 20–40 bpm off
 	LabelArtefactDropout = "ARTEFACT_DROPOUT" // 5–90 s without readings
 	LabelArtefactFlat    = "ARTEFACT_FLAT"    // the sensor repeats one value for 10–60 s
+	// LabelArtefactBoundary is one reading 24 bpm off the four before it
+	// (which repeat one value), the readings after it 6 bpm the other way —
+	// 30 from the artefact — for a minute: the boundary of SPIKE's settled
+	// base.
+	LabelArtefactBoundary = "ARTEFACT_BOUNDARY"
 )
 
 // Label classes.
@@ -36,7 +50,7 @@ const (
 // LabelClass is the class of label type typ.
 func LabelClass(typ string) string {
 	switch typ {
-	case LabelRestingTachycardia, LabelBradycardia, LabelSuddenJump:
+	case LabelRestingTachycardia, LabelBradycardia, LabelSuddenJump, LabelJumpTachycardia, LabelDropBradycardia, LabelRestDrop:
 		return ClassClinical
 	case LabelDeviceOff:
 		return ClassSignal
@@ -67,13 +81,19 @@ type PhysiologyConfig struct {
 	// EpisodesPerCustomer clinical episodes are placed in each customer's
 	// awake hours, their types taken in turn.
 	EpisodesPerCustomer int
+	// Episodes are the clinical label types injected, in turn; empty:
+	// RESTING_TACHYCARDIA, BRADYCARDIA, SUDDEN_JUMP.
+	Episodes []string
+	// RestingRate and RestingSD (zero: 65 and 10 bpm) shape the resting
+	// rates: ~ N(RestingRate, RestingSD) clipped to 40–100.
+	RestingRate, RestingSD float64
 	// DeviceOffRatio is the share of customers whose wearable goes silent
 	// once.
 	DeviceOffRatio float64
 	// Exercise bouts a simulated day, awake.
 	ExercisePerDay float64
 	// Artefacts an hour, each kind.
-	SpikesPerHour, DropoutsPerHour, FlatRunsPerHour float64
+	SpikesPerHour, DropoutsPerHour, FlatRunsPerHour, BoundaryArtefactsPerHour float64
 	// LateRatio is the share of readings delivered after the customer's
 	// next one (backdated).
 	LateRatio float64
@@ -102,6 +122,12 @@ func (c PhysiologyConfig) withDefaults() PhysiologyConfig {
 	}
 	if c.DayLength <= 0 {
 		c.DayLength = d.DayLength
+	}
+	if c.RestingRate <= 0 {
+		c.RestingRate = 65
+	}
+	if c.RestingSD <= 0 {
+		c.RestingSD = 10
 	}
 	return c
 }
@@ -142,6 +168,9 @@ const (
 	segSpike
 	segDropout
 	segFlat
+	segJumpTachy
+	segDropBrady // also REST_DROP: a drop held until fall, then bradycardia
+	segBoundary
 )
 
 type segment struct {
@@ -150,6 +179,9 @@ type segment struct {
 	target     float64
 	tauOn      float64
 	tauOff     float64
+	// segDropBrady: the drop (bpm, positive) until fall, then target.
+	drop float64
+	fall int
 }
 
 type physCustomer struct {
@@ -167,6 +199,7 @@ type physCustomer struct {
 	flat                    int // the repeated value during a flat run, 0 when none
 	last                    int
 	late                    *PhysReading
+	boundary                int // the level a boundary artefact holds, 0 when none
 }
 
 // NewPhysiology plans the scenario of cfg.
@@ -179,7 +212,7 @@ func NewPhysiology(cfg PhysiologyConfig) *Physiology {
 			rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+0x51ed27)),
 		}
 		c.phase = time.Duration(c.rng.IntN(1000)) * time.Millisecond
-		c.rest = math.Max(40, math.Min(100, 65+10*c.rng.NormFloat64()))
+		c.rest = math.Max(40, math.Min(100, cfg.RestingRate+cfg.RestingSD*c.rng.NormFloat64()))
 		c.dip = 0.10 + 0.10*c.rng.Float64()
 		c.base = c.rest * p.sleepFactor(c, 0)
 		p.plan(c, i)
@@ -275,11 +308,48 @@ func (p *Physiology) plan(c *physCustomer, index int) {
 				Start: p.at(c, seg.start), End: p.at(c, end)})
 		}
 	}
-	kinds := []segKind{segTachy, segBrady, segJump}
+	kinds := []string{LabelRestingTachycardia, LabelBradycardia, LabelSuddenJump}
+	if len(p.cfg.Episodes) > 0 {
+		kinds = p.cfg.Episodes
+	}
 	for k := range p.cfg.EpisodesPerCustomer {
-		kind := kinds[(index+k)%len(kinds)]
 		var seg segment
-		var label string
+		label := kinds[(index+k)%len(kinds)]
+		switch label {
+		case LabelJumpTachycardia:
+			seg = segment{kind: segJumpTachy, target: uniform(rng, 130, 160)}
+			seg.end = int(uniform(rng, 12, 25) * 60)
+		case LabelDropBradycardia, LabelRestDrop:
+			seg = segment{kind: segDropBrady, drop: uniform(rng, 30, 40), target: uniform(rng, 32, 37),
+				tauOn: uniform(rng, 20, 40), tauOff: uniform(rng, 60, 120)}
+			if label == LabelDropBradycardia {
+				seg.fall = int(uniform(rng, 1, 3) * 60)
+			} else {
+				// A new resting level, not itself a bradycardia.
+				seg.drop = c.rest - uniform(rng, 55, max(55, min(65, c.rest-36)))
+				seg.fall = int(uniform(rng, 15, 25) * 60)
+			}
+			seg.end = seg.fall + int(uniform(rng, 12, 20)*60)
+		}
+		if seg.kind != 0 {
+			s, ok := place(seg.end, 3*minute, 15*minute, true)
+			if !ok {
+				continue
+			}
+			seg.start, seg.end, seg.fall = s, s+seg.end, s+seg.fall
+			if label == LabelRestDrop {
+				c.segs = append(c.segs, seg)
+				p.labels = append(p.labels, Label{CustomerID: c.id, Type: LabelRestDrop, Start: p.at(c, seg.start), End: p.at(c, seg.fall-1)},
+					Label{CustomerID: c.id, Type: LabelBradycardia, Start: p.at(c, seg.fall), End: p.at(c, seg.end-1)})
+				continue
+			}
+			add(seg, label)
+			continue
+		}
+		kind := map[string]segKind{LabelRestingTachycardia: segTachy, LabelBradycardia: segBrady}[label]
+		if label == LabelSuddenJump {
+			kind = segJump
+		}
 		switch kind {
 		case segTachy:
 			seg = segment{kind: kind, target: uniform(rng, 130, 165), tauOn: uniform(rng, 60, 120), tauOff: uniform(rng, 60, 120)}
@@ -325,7 +395,11 @@ func (p *Physiology) plan(c *physCustomer, index int) {
 		{segSpike, p.cfg.SpikesPerHour, 1, 1, LabelArtefactSpike},
 		{segDropout, p.cfg.DropoutsPerHour, 5, 90, LabelArtefactDropout},
 		{segFlat, p.cfg.FlatRunsPerHour, 10, 60, LabelArtefactFlat},
+		{segBoundary, p.cfg.BoundaryArtefactsPerHour, 65, 65, LabelArtefactBoundary},
 	} {
+		if a.rate <= 0 {
+			continue
+		}
 		for range poisson(rng, a.rate*hours) {
 			length := int(uniform(rng, a.lo, a.hi+1))
 			s, ok := place(length, minute, minute, false)
@@ -333,11 +407,21 @@ func (p *Physiology) plan(c *physCustomer, index int) {
 				continue
 			}
 			seg := segment{kind: a.kind, start: s, end: s + length}
-			if a.kind == segSpike {
+			switch a.kind {
+			case segSpike:
 				seg.target = uniform(rng, 20, 40)
 				if rng.IntN(5) == 0 {
 					seg.target = -seg.target
 				}
+			case segBoundary:
+				seg.target = 24
+				if rng.IntN(2) == 0 {
+					seg.target = -24
+				}
+				// Labelled at the artefact: after the four repeated readings.
+				c.segs = append(c.segs, seg)
+				p.labels = append(p.labels, Label{CustomerID: c.id, Type: a.label, Start: p.at(c, s+4), End: p.at(c, s+4)})
+				continue
 			}
 			add(seg, a.label)
 		}
@@ -433,6 +517,20 @@ func (p *Physiology) step(c *physCustomer, t int) (rate int, sends bool) {
 			} else if t == s.end {
 				episodeTau = 0
 			}
+		case segJumpTachy:
+			if in {
+				episodeTarget, episodeTau = s.target-c.base, 0
+			} else if t == s.end {
+				episodeTau = 0
+			}
+		case segDropBrady:
+			episodeTau = s.tauOff
+			switch {
+			case t < s.fall:
+				episodeTarget, episodeTau = -s.drop, 0
+			case in:
+				episodeTarget, episodeTau = s.target-c.base, s.tauOn
+			}
 		case segExercise:
 			exerciseTau = s.tauOff
 			if in {
@@ -464,6 +562,21 @@ func (p *Physiology) step(c *physCustomer, t int) (rate int, sends bool) {
 		case segSpike:
 			c.last = rate
 			return rate + int(math.Round(active.target)), true
+		case segBoundary:
+			// Four readings repeat the last one, the artefact is 24 off
+			// them, and the readings after it 6 the other way.
+			k := t - active.start
+			if k == 0 {
+				c.boundary = c.last
+			}
+			switch {
+			case k < 4:
+				return c.boundary, true
+			case k == 4:
+				return c.boundary + int(active.target), true
+			}
+			c.last = c.boundary - int(active.target)/4
+			return c.last, true
 		}
 	}
 	c.flat = 0

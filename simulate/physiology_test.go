@@ -344,3 +344,73 @@ func TestPhysiologySimulatorPublishes(t *testing.T) {
 		require.True(t, ids[m.UUID], "the same seed gives the same ids")
 	}
 }
+
+// TestPhysiologyCaseEpisodes checks the episodes where one rule could mask
+// another, and the boundary artefacts, against the readings they describe.
+func TestPhysiologyCaseEpisodes(t *testing.T) {
+	cfg := simulate.DefaultPhysiologyConfig()
+	cfg.Customers, cfg.Seed, cfg.Span, cfg.DayLength = 12, 3, 8*time.Hour, 12*time.Hour
+	cfg.EpisodesPerCustomer, cfg.RestingRate, cfg.RestingSD, cfg.BoundaryArtefactsPerHour = 3, 95, 3, 4
+	cfg.Episodes = []string{simulate.LabelRestDrop, simulate.LabelDropBradycardia, simulate.LabelJumpTachycardia}
+	g := simulate.NewPhysiology(cfg)
+	ids := g.CustomerIDs()
+	rate := map[string]map[time.Time]int{}
+	for _, id := range ids {
+		rate[id] = map[time.Time]int{}
+	}
+	for {
+		r, ok := g.Next()
+		if !ok {
+			break
+		}
+		rate[ids[r.Customer]][r.Time] = r.Rate
+	}
+	types := map[string]int{}
+	labels := g.Labels()
+	for i, l := range labels {
+		types[l.Type]++
+		at := func(d time.Duration) int {
+			r, ok := rate[l.CustomerID][l.Start.Add(d)]
+			require.True(t, ok, "%+v: no reading at %s", l, d)
+			return r
+		}
+		var in []int
+		for t := l.Start; !t.After(l.End); t = t.Add(time.Second) {
+			if r, ok := rate[l.CustomerID][t]; ok {
+				in = append(in, r)
+			}
+		}
+		d := l.End.Sub(l.Start) + time.Second
+		switch l.Type {
+		case simulate.LabelJumpTachycardia:
+			require.True(t, d >= 12*time.Minute && d <= 25*time.Minute, "%+v", l)
+			require.GreaterOrEqual(t, at(0)-at(-time.Second), 30, "%+v", l)
+			require.GreaterOrEqual(t, slices.Min(in[len(in)/10:len(in)*9/10]), 120, "%+v", l)
+		case simulate.LabelDropBradycardia:
+			require.True(t, d >= 13*time.Minute && d <= 23*time.Minute, "%+v", l)
+			require.GreaterOrEqual(t, at(-time.Second)-at(0), 30, "%+v", l)
+			require.LessOrEqual(t, slices.Max(in[len(in)/2:]), 43, "%+v", l)
+		case simulate.LabelRestDrop:
+			require.True(t, d >= 15*time.Minute && d <= 25*time.Minute, "%+v", l)
+			require.GreaterOrEqual(t, at(-time.Second)-at(0), 30, "%+v", l)
+			require.Greater(t, slices.Min(in), 45, "a new resting level, not a bradycardia: %+v", l)
+			next := labels[slices.IndexFunc(labels[i+1:], func(o simulate.Label) bool { return o.CustomerID == l.CustomerID })+i+1]
+			require.Equal(t, simulate.LabelBradycardia, next.Type, "%+v then %+v", l, next)
+			require.Equal(t, l.End.Add(time.Second), next.Start)
+		case simulate.LabelArtefactBoundary:
+			require.Equal(t, time.Duration(0), l.End.Sub(l.Start))
+			base := at(-time.Second)
+			for k := 2; k <= 4; k++ {
+				require.Equal(t, base, at(-time.Duration(k)*time.Second), "%+v: four repeated readings", l)
+			}
+			off := in[0] - base
+			require.Contains(t, []int{24, -24}, off, "%+v", l)
+			require.Equal(t, -off/4, at(time.Second)-base, "%+v: 30 from the artefact, the other way", l)
+		}
+	}
+	for _, typ := range []string{simulate.LabelRestDrop, simulate.LabelBradycardia, simulate.LabelDropBradycardia,
+		simulate.LabelJumpTachycardia, simulate.LabelArtefactBoundary} {
+		require.Positive(t, types[typ], typ)
+	}
+	require.Zero(t, types[simulate.LabelRestingTachycardia]+types[simulate.LabelSuddenJump])
+}

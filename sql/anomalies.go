@@ -118,9 +118,10 @@ func PruneOutbox(ctx context.Context, pool *pgxpool.Pool, keep time.Duration) (i
 }
 
 // Episodes (DETECTION_MODE=episode). An episode is one anomalies row,
-// inserted with status 'open' when it opens and updated to 'closed' once
-// when it closes; each of the two is one transaction with its outbox
-// message. The detector rebuilds a customer's state from the row (which
+// inserted with status 'open' when it opens, updated once if a SPIKE
+// becomes a SUSTAINED episode (its anomaly_type and severity; its id, first
+// reading and opening stay), and updated to 'closed' once when it closes;
+// each of these is one transaction with its outbox message. The detector rebuilds a customer's state from the row (which
 // episodes are open) and from heartbeat_events (the readings that drive the
 // timers), so no detector state is written per reading.
 
@@ -129,14 +130,17 @@ func PruneOutbox(ctx context.Context, pool *pgxpool.Pool, keep time.Duration) (i
 // episode's own.
 type EpisodeRow struct {
 	messages.Anomaly
-	Status     string // "open" or "closed"
-	StartedAt  time.Time
-	OpenedAt   time.Time
-	EndedAt    *time.Time
-	PeakRate   int
-	TroughRate int
-	Samples    int
-	DurationMS int64
+	Status string // "open" or "closed"
+	// ReclassifiedFrom, on an open row, makes the write a reclassification:
+	// the row of that type becomes Type.
+	ReclassifiedFrom string
+	StartedAt        time.Time
+	OpenedAt         time.Time
+	EndedAt          *time.Time
+	PeakRate         int
+	TroughRate       int
+	Samples          int
+	DurationMS       int64
 }
 
 // Episode statuses.
@@ -165,12 +169,24 @@ const closeEpisode = `UPDATE anomalies SET status = 'closed', ended_at = $2, pea
 	samples = $5, duration_ms = $6, details = details || $7, closed_at = $8
 	WHERE anomaly_id = $1 AND status = 'open'`
 
-// WriteEpisodes records the openings and closings of one reading, with their
-// outbox messages, in one transaction, in order. An opening inserts the row
-// unless it exists; a closing updates the row if it is open, or inserts it
-// closed if it was never recorded. Each message is queued only with the
-// row change it announces, so a redelivered reading duplicates nothing.
-// written tells, per write, whether it changed a row.
+// reclassifyEpisode changes the type of an open row still of type $9 only,
+// so that a redelivered reclassification changes nothing and queues no
+// second message. A row of the new type for the same first reading (only a
+// state rebuilt without history could record one) leaves it as it is, as
+// (event_id, anomaly_type) is unique.
+const reclassifyEpisode = `UPDATE anomalies a SET anomaly_type = $2, severity = $3, peak_rate = $4, trough_rate = $5,
+	samples = $6, duration_ms = $7, details = details || $8
+	WHERE anomaly_id = $1 AND status = 'open' AND anomaly_type = $9
+	  AND NOT EXISTS (SELECT 1 FROM anomalies b WHERE b.event_id = a.event_id AND b.anomaly_type = $2)`
+
+// WriteEpisodes records the openings, reclassifications and closings of
+// one reading, with their outbox messages, in one transaction, in order.
+// An opening inserts the row unless it exists; a reclassification updates
+// the open row of the type it reclassifies, and a closing the open row, or
+// either inserts the row as it now is if it was never recorded. Each
+// message is queued only with the row change it announces, so a
+// redelivered reading duplicates nothing. written tells, per write,
+// whether it changed a row.
 func (w *AnomalyWriter) WriteEpisodes(ctx context.Context, ws []EpisodeWrite) (written []bool, err error) {
 	written = make([]bool, len(ws))
 	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
@@ -178,13 +194,30 @@ func (w *AnomalyWriter) WriteEpisodes(ctx context.Context, ws []EpisodeWrite) (w
 		for i, e := range ws {
 			r := e.Row
 			changed := false
-			if r.Status == EpisodeClosed {
+			switch {
+			case r.Status == EpisodeClosed:
 				tag, err := tx.Exec(ctx, closeEpisode, r.AnomalyID, r.EndedAt, int16(r.PeakRate), int16(r.TroughRate),
 					r.Samples, r.DurationMS, r.Details, r.DetectedAt)
 				if err != nil {
 					return fmt.Errorf("close episode %s: %w", r.AnomalyID, err)
 				}
 				changed = tag.RowsAffected() == 1
+			case r.ReclassifiedFrom != "":
+				tag, err := tx.Exec(ctx, reclassifyEpisode, r.AnomalyID, r.Type, r.Severity, int16(r.PeakRate), int16(r.TroughRate),
+					r.Samples, r.DurationMS, r.Details, r.ReclassifiedFrom)
+				if err != nil {
+					return fmt.Errorf("reclassify episode %s: %w", r.AnomalyID, err)
+				}
+				if changed = tag.RowsAffected() == 1; !changed {
+					// Recorded already (a redelivery), or closed: nothing.
+					var exists bool
+					if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM anomalies WHERE anomaly_id = $1)`, r.AnomalyID).Scan(&exists); err != nil {
+						return fmt.Errorf("reclassify episode %s: %w", r.AnomalyID, err)
+					}
+					if exists {
+						continue
+					}
+				}
 			}
 			if !changed {
 				var closed bool
@@ -227,10 +260,12 @@ func (w *AnomalyWriter) insertEpisode(ctx context.Context, tx pgx.Tx, r EpisodeR
 }
 
 // RecentEpisodes returns customer's episodes that are open or ended at or
-// after since, with what rebuilding its state needs of them: rule, first
-// reading, opening time, end, and the figures recorded.
+// after since, with what rebuilding its state needs of them: rule (and the
+// rule it opened as), first reading, the rate before a SPIKE's jump,
+// opening time, end, and the figures recorded.
 func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]rules.Episode, error) {
-	rows, err := w.pool.Query(ctx, `SELECT anomaly_type, severity, event_id::text, started_at, heart_rate, opened_at, status, ended_at,
+	rows, err := w.pool.Query(ctx, `SELECT anomaly_type, coalesce(details->>'reclassified_from', ''), severity, event_id::text,
+		       started_at, heart_rate, coalesce((details->>'previous_heart_rate')::int, 0), opened_at, status, ended_at,
 		       peak_rate, trough_rate, samples, duration_ms
 		FROM anomalies WHERE customer_id = $1 AND status IS NOT NULL AND (status = 'open' OR ended_at >= $2)`, customer, since)
 	if err != nil {
@@ -239,14 +274,15 @@ func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, sin
 	var out []rules.Episode
 	var ep rules.Episode
 	var rate, peak, trough int16
+	var base int32
 	var status string
 	var ended *time.Time
 	var samples int32
 	var durationMS int64
-	_, err = pgx.ForEachRow(rows, []any{&ep.Rule, &ep.Severity, &ep.Start.EventID, &ep.Start.Time, &rate, &ep.OpenedAt, &status, &ended,
+	_, err = pgx.ForEachRow(rows, []any{&ep.Rule, &ep.OpenedAs, &ep.Severity, &ep.Start.EventID, &ep.Start.Time, &rate, &base, &ep.OpenedAt, &status, &ended,
 		&peak, &trough, &samples, &durationMS}, func() error {
 		e := ep
-		e.CustomerID, e.Start.Rate, e.Closed = customer, int(rate), status == EpisodeClosed
+		e.CustomerID, e.Start.Rate, e.Base, e.Closed = customer, int(rate), int(base), status == EpisodeClosed
 		e.Peak, e.Trough, e.Samples = int(peak), int(trough), int(samples)
 		e.Last = e.Start
 		e.Last.Time = e.Start.Time.Add(time.Duration(durationMS) * time.Millisecond)

@@ -177,3 +177,86 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 	_, _, err = hs.Readings(ctx, h, messages.Source{Topic: "events.raw.v1", Partition: 3, Offset: 25}, at)
 	require.ErrorIs(t, err, hbsql.ErrHistoryIncomplete, "persist has not stored up to offset 25")
 }
+
+// TestWriteEpisodesReclassifiesOnce: an open SPIKE row becomes
+// SUSTAINED_HIGH — same anomaly id, first reading and opening; type,
+// severity and figures updated, details merged — and its message is queued
+// once; a redelivered reclassification, or one of a closed row, changes
+// and queues nothing; one never recorded is inserted as it now is. The
+// rebuild reads back the rule the episode opened as and the SPIKE's base.
+func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
+	pool := episodeDB(t)
+	ctx := context.Background()
+	w := hbsql.NewAnomalyWriter(pool, watermill.NopLogger{})
+	start := uuid.NewString()
+	id := rules.EpisodeID("c1", rules.Spike, start)
+	spike := episodeWrite(id, start, hbsql.EpisodeOpen, nil)
+	spike.Row.Type, spike.Row.Severity, spike.Row.Samples = rules.Spike, rules.SeverityMedium, 3
+	spike.Row.Details = json.RawMessage(`{"threshold":30,"previous_heart_rate":80,"delta":70}`)
+	re := episodeWrite(id, start, hbsql.EpisodeOpen, nil)
+	re.Row.ReclassifiedFrom, re.Row.Samples = rules.Spike, 601
+	re.Row.Details = json.RawMessage(`{"threshold":120,"reclassified_from":"SPIKE"}`)
+	re.Msg = message.NewMessage(messages.AnomalyID(id, "reclassified"), []byte(`{}`))
+
+	written, err := w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike})
+	require.NoError(t, err)
+	require.Equal(t, []bool{true}, written)
+	for i, want := range []bool{true, false} {
+		written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{re})
+		require.NoError(t, err)
+		require.Equal(t, []bool{want}, written, "reclassification %d", i)
+	}
+	require.Equal(t, 2, count(t, pool, "SELECT count(*) FROM watermill_outbox"), "an opening, a reclassification")
+	var typ, severity, details string
+	var samples int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT anomaly_type, severity, samples, details::text FROM anomalies
+		WHERE anomaly_id = $1 AND event_id = $2 AND status = 'open' AND opened_at = $3`, id, start, at.Add(10*time.Minute)).Scan(&typ, &severity, &samples, &details))
+	require.Equal(t, rules.SustainedHigh, typ)
+	require.Equal(t, rules.SeverityHigh, severity)
+	require.Equal(t, 601, samples)
+	require.JSONEq(t, `{"threshold":120,"previous_heart_rate":80,"delta":70,"reclassified_from":"SPIKE"}`, details)
+
+	recent, err := w.RecentEpisodes(ctx, "c1", at)
+	require.NoError(t, err)
+	require.Len(t, recent, 1)
+	require.Equal(t, rules.SustainedHigh, recent[0].Rule)
+	require.Equal(t, rules.Spike, recent[0].OpenedAs)
+	require.Equal(t, 80, recent[0].Base)
+	require.Equal(t, id, recent[0].ID(), "the rebuilt episode keeps its identity")
+
+	// Closed, it is not reclassified again.
+	end := at.Add(30 * time.Minute)
+	closing := episodeWrite(id, start, hbsql.EpisodeClosed, &end)
+	_, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{closing})
+	require.NoError(t, err)
+	spike2 := spike
+	spike2.Row.Status = hbsql.EpisodeOpen
+	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike2, re})
+	require.NoError(t, err)
+	require.Equal(t, []bool{false, false}, written)
+	require.Equal(t, 3, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
+
+	// Never recorded: inserted reclassified.
+	orphanStart := uuid.NewString()
+	orphanID := rules.EpisodeID("c1", rules.Spike, orphanStart)
+	orphan := episodeWrite(orphanID, orphanStart, hbsql.EpisodeOpen, nil)
+	orphan.Row.ReclassifiedFrom = rules.Spike
+	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{orphan})
+	require.NoError(t, err)
+	require.Equal(t, []bool{true}, written)
+	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM anomalies WHERE anomaly_id = $1 AND anomaly_type = 'SUSTAINED_HIGH' AND status = 'open'", orphanID))
+
+	// A SUSTAINED_HIGH row of the same first reading already there (only a
+	// state rebuilt without history could record one): the SPIKE stays a
+	// SPIKE rather than fail the write, and so the partition, for ever.
+	s3 := uuid.NewString()
+	spike3 := episodeWrite(rules.EpisodeID("c1", rules.Spike, s3), s3, hbsql.EpisodeOpen, nil)
+	spike3.Row.Type = rules.Spike
+	other := episodeWrite(rules.EpisodeID("c1", rules.SustainedHigh, s3), s3, hbsql.EpisodeOpen, nil)
+	re3 := spike3
+	re3.Row.Type, re3.Row.ReclassifiedFrom = rules.SustainedHigh, rules.Spike
+	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike3, other, re3})
+	require.NoError(t, err)
+	require.Equal(t, []bool{true, true, false}, written)
+	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM anomalies WHERE event_id = $1 AND anomaly_type = 'SPIKE'", s3))
+}

@@ -48,6 +48,9 @@ type Options struct {
 	MaxLag int64
 	// RSSCustomers are simulated in the memory phase.
 	RSSCustomers int
+	// MeetTimeout bounds how long the memory phase waits for the detector
+	// to have met every one of RSSCustomers before its measured window.
+	MeetTimeout time.Duration
 	// SimPublishers is the simulator children's SIM_PUBLISHERS.
 	SimPublishers int
 	// Phases run, in the fixed order of AllPhases; empty: all.
@@ -98,6 +101,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Rate <= 0 {
 		o.Rate = maxRate
 	}
+	if o.MeetTimeout <= 0 {
+		o.MeetTimeout = 5 * time.Minute
+	}
 	if o.LatencyRate <= 0 || o.AnomalyEvery <= 0 || o.SimPublishers <= 0 {
 		return o, errors.New("-latency-rate, -anomaly-every and -sim-publishers must be positive")
 	}
@@ -146,6 +152,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.AnomalyEvery, "anomaly-every", 100, "every n-th reading of the latency phase is 150 bpm")
 	fs.Int64Var(&o.MaxLag, "max-lag", 100_000, "SIM_MAX_LAG of the simulator in the ingest and memory phases (0: none)")
 	fs.IntVar(&o.RSSCustomers, "rss-customers", 100_000, "simulated customers in the memory phase")
+	fs.DurationVar(&o.MeetTimeout, "meet-timeout", 5*time.Minute, "memory phase: longest wait for the detector to meet every customer before the measured window")
 	fs.IntVar(&o.SimPublishers, "sim-publishers", 64, "SIM_PUBLISHERS of the simulator children")
 	fs.StringVar(&phases, "phases", strings.Join(AllPhases, ","), "phases to run (comma list)")
 	fs.StringVar(&o.DatabaseURL, "database-url", "", "PostgreSQL server to create the bench database on (default: DATABASE_URL or POSTGRES_*)")

@@ -4,7 +4,9 @@
 // process, and the alerts are matched against the injected episodes. It
 // reports, for the episode mode and for the original per-event mode side by
 // side, precision, recall, F1, alerts per true episode, detection delay, the
-// share of isolated artefacts that raise an alert and a NAB-style score.
+// share of isolated artefacts that raise an alert and a NAB-style score; and,
+// for the episode mode, the same on [Cases]: scenarios where one rule could
+// mask another.
 package evaluate
 
 import (
@@ -26,6 +28,8 @@ type Scenario struct {
 	// MinRate and MaxRate are the validation range: readings outside are
 	// refused before detection, as in the pipeline.
 	MinRate, MaxRate int
+	// CaseCustomers is the customers of each of [Cases]; 0 scores none.
+	CaseCustomers int
 }
 
 // DefaultScenario is the scenario `go run . evaluate` scores by default:
@@ -37,7 +41,7 @@ func DefaultScenario() Scenario {
 	p.Span, p.DayLength = 12*time.Hour, 12*time.Hour
 	p.ExercisePerDay = 2
 	return Scenario{Physiology: p, Episode: rules.DefaultEpisodeParams(), PerEvent: rules.DefaultThresholds(),
-		MinRate: messages.DefaultLimits().MinHeartRate, MaxRate: messages.DefaultLimits().MaxHeartRate}
+		MinRate: messages.DefaultLimits().MinHeartRate, MaxRate: messages.DefaultLimits().MaxHeartRate, CaseCustomers: 40}
 }
 
 // Matching windows: an alert belongs to a labelled episode of its customer
@@ -59,10 +63,13 @@ const (
 )
 
 // Alert is one notification: an episode opening, or a per-event anomaly.
+// Rule is its rule in the end — a SPIKE reclassified SUSTAINED is the same
+// alert — and RuleAt when it got it.
 type Alert struct {
 	Customer string
 	Rule     string
 	At       time.Time
+	RuleAt   time.Time
 }
 
 // Modes.
@@ -77,11 +84,14 @@ func ExpectedRule(mode, labelType string) string {
 		return map[string]string{
 			simulate.LabelRestingTachycardia: rules.SustainedHigh, simulate.LabelBradycardia: rules.SustainedLow,
 			simulate.LabelSuddenJump: rules.Spike, simulate.LabelDeviceOff: rules.SignalLoss,
+			simulate.LabelJumpTachycardia: rules.SustainedHigh, simulate.LabelDropBradycardia: rules.SustainedLow,
+			simulate.LabelRestDrop: rules.Spike,
 		}[labelType]
 	}
 	return map[string]string{
 		simulate.LabelRestingTachycardia: rules.HighHeartRate, simulate.LabelBradycardia: rules.LowHeartRate,
-		simulate.LabelSuddenJump: rules.Spike,
+		simulate.LabelSuddenJump: rules.Spike, simulate.LabelJumpTachycardia: rules.HighHeartRate,
+		simulate.LabelDropBradycardia: rules.LowHeartRate, simulate.LabelRestDrop: rules.Spike,
 	}[labelType]
 }
 
@@ -113,8 +123,13 @@ type TypeMetrics struct {
 	ExpectedRule string `json:"expected_rule,omitempty"`
 	// RulePrecision is the share of the expected rule's alerts that fall on
 	// a labelled episode (of any type).
-	RulePrecision    *float64 `json:"rule_precision,omitempty"`
-	Recall           *float64 `json:"recall,omitempty"`
+	RulePrecision *float64 `json:"rule_precision,omitempty"`
+	Recall        *float64 `json:"recall,omitempty"`
+	// RuleRecall is the share of labels with an alert of the expected rule
+	// (an alert masked by another rule's counts for Recall, not here), and
+	// RuleDelayMedianS the delay from a label's start until then.
+	RuleRecall       *float64 `json:"rule_recall,omitempty"`
+	RuleDelayMedianS *float64 `json:"rule_delay_median_s,omitempty"`
 	AlertsPerEpisode *float64 `json:"alerts_per_episode,omitempty"`
 	DelayMedianS     *float64 `json:"detection_delay_median_s,omitempty"`
 	NABScore         *float64 `json:"nab_score,omitempty"`
@@ -128,6 +143,62 @@ type Report struct {
 	Default  Metrics                           `json:"default"`
 	PerEvent Metrics                           `json:"per_event"`
 	ByType   map[string]map[string]TypeMetrics `json:"by_type"`
+	// Cases are the episode mode's scores on the [Cases] scenarios.
+	Cases []CaseReport `json:"cases,omitempty"`
+}
+
+// CaseReport is the episode mode's scores on one case scenario.
+type CaseReport struct {
+	Name     string                 `json:"name"`
+	Scenario ScenarioSummary        `json:"scenario"`
+	Default  Metrics                `json:"default"`
+	ByType   map[string]TypeMetrics `json:"by_type"`
+}
+
+// Case is a scenario built where one rule could mask another.
+type Case struct {
+	Name     string
+	Scenario Scenario
+}
+
+// Cases are the scenarios where one rule could mask another, with sc's
+// rules, validation range and seed: sc.CaseCustomers customers, 8 awake
+// hours each, two episodes a customer, the simulator's artefacts —
+//
+//   - a drop of 30 bpm or more to a new resting level of 55–65 bpm held
+//     15–25 minutes (a SPIKE that settles), then a bradycardia from there
+//     (its own SUSTAINED_LOW);
+//   - a drop of 30–40 bpm straight into a bradycardia (a SPIKE that
+//     becomes SUSTAINED_LOW);
+//   - a jump into a tachycardia of 130–160 bpm for 12–25 minutes (a SPIKE
+//     that becomes SUSTAINED_HIGH);
+//   - artefacts at the boundary of SPIKE's settled base: one reading 24 off
+//     four repeated ones, the readings after it 30 from it (nothing).
+func Cases(sc Scenario) []Case {
+	mk := func(name string, f func(*simulate.PhysiologyConfig)) Case {
+		c := Case{Name: name, Scenario: sc}
+		p := &c.Scenario.Physiology
+		p.Customers, p.Span, p.DayLength, p.EpisodesPerCustomer = sc.CaseCustomers, 8*time.Hour, 12*time.Hour, 2
+		p.DeviceOffRatio = 0
+		f(p)
+		return c
+	}
+	return []Case{
+		// Resting rates of 86–100 bpm leave room for a drop of 30 or more to
+		// a rate that is not itself low.
+		mk("a drop to a new resting level, then bradycardia", func(p *simulate.PhysiologyConfig) {
+			p.Episodes, p.RestingRate, p.RestingSD = []string{simulate.LabelRestDrop}, 95, 3
+		}),
+		mk("a drop straight into bradycardia", func(p *simulate.PhysiologyConfig) {
+			p.Episodes, p.RestingRate, p.RestingSD = []string{simulate.LabelDropBradycardia}, 95, 3
+		}),
+		mk("a jump into tachycardia", func(p *simulate.PhysiologyConfig) {
+			p.Episodes = []string{simulate.LabelJumpTachycardia}
+		}),
+		mk("an artefact at the settled-base boundary", func(p *simulate.PhysiologyConfig) {
+			p.EpisodesPerCustomer, p.BoundaryArtefactsPerHour = 0, 6
+		}),
+	}
 }
 
 // ScenarioSummary describes the scored scenario.
@@ -141,18 +212,61 @@ type ScenarioSummary struct {
 	Labels    map[string]int `json:"labels"`
 }
 
-// Run generates the scenario, runs both modes over it and scores them.
-// With readings non-nil, every generated reading is also passed to it (to
-// export the scenario).
+// Run generates the scenario, runs both modes over it and scores them, then
+// the episode mode over [Cases] of sc. With readings non-nil, every reading
+// of sc's scenario is also passed to it (to export the scenario).
 func Run(sc Scenario, readings func(simulate.PhysReading)) (Report, error) {
-	episodes, err := rules.NewEpisodeEngine(sc.Episode)
+	sum, labels, alerts, err := simulateRun(sc, readings, true)
 	if err != nil {
 		return Report{}, err
 	}
-	perEvent := rules.NewEngine(sc.PerEvent)
+	rep := Report{Scenario: sum, ByType: map[string]map[string]TypeMetrics{}}
+	for _, mode := range []string{ModeDefault, ModePerEvent} {
+		m, byType := score(mode, labels, alerts[mode])
+		if mode == ModeDefault {
+			rep.Default = m
+		} else {
+			rep.PerEvent = m
+		}
+		for typ, tm := range byType {
+			if rep.ByType[typ] == nil {
+				rep.ByType[typ] = map[string]TypeMetrics{}
+			}
+			rep.ByType[typ][mode] = tm
+		}
+	}
+	if sc.CaseCustomers <= 0 {
+		return rep, nil
+	}
+	for _, c := range Cases(sc) {
+		sum, labels, alerts, err := simulateRun(c.Scenario, nil, false)
+		if err != nil {
+			return Report{}, err
+		}
+		m, byType := score(ModeDefault, labels, alerts[ModeDefault])
+		rep.Cases = append(rep.Cases, CaseReport{Name: c.Name, Scenario: sum, Default: m, ByType: byType})
+	}
+	return rep, nil
+}
+
+// simulateRun generates sc's scenario and runs the episode engine (and,
+// with perEvent, the per-event one) over it, returning the alerts by mode.
+func simulateRun(sc Scenario, readings func(simulate.PhysReading), perEvent bool) (ScenarioSummary, []simulate.Label, map[string][]Alert, error) {
+	episodes, err := rules.NewEpisodeEngine(sc.Episode)
+	if err != nil {
+		return ScenarioSummary{}, nil, nil, err
+	}
+	perEventEngine := rules.NewEngine(sc.PerEvent)
 	gen := simulate.NewPhysiology(sc.Physiology)
 	ids := gen.CustomerIDs()
-	var alerts = map[string][]Alert{}
+	alerts := map[string][]Alert{}
+	// open finds the alert of an open episode (by customer and start: the
+	// readings have no event ids here) when it is reclassified.
+	type key struct {
+		customer string
+		start    time.Time
+	}
+	open := map[key]int{}
 	sum := ScenarioSummary{Seed: gen.Config().Seed, Customers: len(ids), Hours: gen.Config().Span.Hours(),
 		DayHours: gen.Config().DayLength.Hours(), Labels: map[string]int{}}
 	for {
@@ -170,42 +284,41 @@ func Run(sc Scenario, readings func(simulate.PhysReading)) (Report, error) {
 		}
 		h := messages.Heartbeat{CustomerID: ids[r.Customer], Timestamp: r.Time, HeartRate: r.Rate}
 		for _, c := range episodes.Process(0, h, time.Time{}) {
-			if c.Kind == rules.Opened {
-				alerts[ModeDefault] = append(alerts[ModeDefault], Alert{Customer: c.Episode.CustomerID, Rule: c.Episode.Rule, At: c.Episode.OpenedAt})
+			k := key{c.Episode.CustomerID, c.Episode.Start.Time}
+			switch c.Kind {
+			case rules.Opened:
+				open[k] = len(alerts[ModeDefault])
+				alerts[ModeDefault] = append(alerts[ModeDefault], Alert{Customer: c.Episode.CustomerID, Rule: c.Episode.Rule,
+					At: c.Episode.OpenedAt, RuleAt: c.Episode.OpenedAt})
+			case rules.Reclassified:
+				if i, ok := open[k]; ok {
+					alerts[ModeDefault][i].Rule, alerts[ModeDefault][i].RuleAt = c.Episode.Rule, c.Episode.Reclassified.Time
+				}
+			case rules.Closed:
+				delete(open, k)
 			}
 		}
-		f, found, apply := perEvent.Evaluate(h)
+		if !perEvent {
+			continue
+		}
+		f, found, apply := perEventEngine.Evaluate(h)
 		apply()
 		if found {
-			alerts[ModePerEvent] = append(alerts[ModePerEvent], Alert{Customer: h.CustomerID, Rule: f.Rule, At: h.Timestamp})
+			alerts[ModePerEvent] = append(alerts[ModePerEvent], Alert{Customer: h.CustomerID, Rule: f.Rule, At: h.Timestamp, RuleAt: h.Timestamp})
 		}
 	}
 	labels := gen.Labels()
 	for _, l := range labels {
 		sum.Labels[l.Type]++
 	}
-	rep := Report{Scenario: sum, ByType: map[string]map[string]TypeMetrics{}}
-	for _, mode := range []string{ModeDefault, ModePerEvent} {
-		m, byType := score(mode, labels, alerts[mode])
-		if mode == ModeDefault {
-			rep.Default = m
-		} else {
-			rep.PerEvent = m
-		}
-		for typ, tm := range byType {
-			if rep.ByType[typ] == nil {
-				rep.ByType[typ] = map[string]TypeMetrics{}
-			}
-			rep.ByType[typ][mode] = tm
-		}
-	}
-	return rep, nil
+	return sum, labels, alerts, nil
 }
 
 type window struct {
 	label    simulate.Label
 	from, to time.Time
 	first    *time.Time
+	ruleAt   *time.Time // the first alert of the expected rule
 	alerts   int
 	nab      float64
 	artefact bool
@@ -267,6 +380,10 @@ func score(mode string, labels []simulate.Label, alerts []Alert) (Metrics, map[s
 			if hit.first == nil {
 				at := a.At
 				hit.first = &at
+			}
+			if a.Rule == ExpectedRule(mode, hit.label.Type) && (hit.ruleAt == nil || a.RuleAt.Before(*hit.ruleAt)) {
+				at := a.RuleAt
+				hit.ruleAt = &at
 			}
 		default:
 			falseAlerts++
@@ -334,8 +451,8 @@ func score(mode string, labels []simulate.Label, alerts []Alert) (Metrics, map[s
 		if tm.ExpectedRule != "" {
 			tm.RulePrecision = ptr(ratio(float64(ruleTrue[tm.ExpectedRule]), float64(ruleAlerts[tm.ExpectedRule])))
 		}
-		detected, trueAlerts, nab := 0, 0, 0.0
-		var ds []float64
+		detected, byRule, trueAlerts, nab := 0, 0, 0, 0.0
+		var ds, rds []float64
 		for _, w := range ws {
 			trueAlerts += w.alerts
 			nab += w.nab
@@ -343,9 +460,17 @@ func score(mode string, labels []simulate.Label, alerts []Alert) (Metrics, map[s
 				detected++
 				ds = append(ds, w.first.Sub(w.label.Start).Seconds())
 			}
+			if w.ruleAt != nil {
+				byRule++
+				rds = append(rds, w.ruleAt.Sub(w.label.Start).Seconds())
+			}
 		}
 		k := float64(len(ws))
 		tm.Recall = ptr(ratio(float64(detected), k))
+		if tm.ExpectedRule != "" {
+			tm.RuleRecall = ptr(ratio(float64(byRule), k))
+			tm.RuleDelayMedianS = ptr(median(rds))
+		}
 		tm.AlertsPerEpisode = ptr(ratio(float64(trueAlerts), float64(detected)))
 		tm.DelayMedianS = ptr(median(ds))
 		// Per type, false alerts are left out: they belong to no type.

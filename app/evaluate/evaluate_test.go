@@ -22,6 +22,7 @@ import (
 // isolated artefacts raising an alert.
 func TestTargets(t *testing.T) {
 	sc := evaluate.DefaultScenario()
+	sc.CaseCustomers = 0 // TestCases
 	if raceEnabled {
 		sc.Physiology.Customers = 12
 	}
@@ -49,9 +50,61 @@ func TestTargets(t *testing.T) {
 	require.Less(t, p.Precision, d.Precision)
 }
 
+// TestCases asserts, on the scenarios where one rule could mask another,
+// that none does: every labelled episode raises an alert of its expected
+// rule (a drop into bradycardia and a jump into tachycardia by their
+// SPIKE's reclassification, a bradycardia after a drop that settled by its
+// own SUSTAINED_LOW), one alert per episode, and no artefact at the
+// settled-base boundary raises one.
+func TestCases(t *testing.T) {
+	sc := evaluate.DefaultScenario()
+	sc.Physiology.Customers, sc.Physiology.Span = 1, time.Hour
+	if raceEnabled {
+		sc.CaseCustomers = 6
+	}
+	rep, err := evaluate.Run(sc, nil)
+	require.NoError(t, err)
+	require.Len(t, rep.Cases, 4)
+	want := map[string]map[string]string{
+		"a drop to a new resting level, then bradycardia": {simulate.LabelRestDrop: rules.Spike, simulate.LabelBradycardia: rules.SustainedLow},
+		"a drop straight into bradycardia":                {simulate.LabelDropBradycardia: rules.SustainedLow},
+		"a jump into tachycardia":                         {simulate.LabelJumpTachycardia: rules.SustainedHigh},
+	}
+	for _, c := range rep.Cases {
+		t.Run(c.Name, func(t *testing.T) {
+			t.Logf("%+v", c.Default)
+			require.Equal(t, c.Default.Alerts, c.Default.TrueAlerts, "no false alert")
+			require.Zero(t, c.Default.ArtefactAlerts)
+			if c.Name == "an artefact at the settled-base boundary" {
+				tm := c.ByType[simulate.LabelArtefactBoundary]
+				require.Greater(t, tm.Labels, 100)
+				require.Equal(t, 0.0, *tm.AlertRate)
+				require.Zero(t, c.Default.Alerts)
+				return
+			}
+			types := want[c.Name]
+			require.NotEmpty(t, types, c.Name)
+			for typ, rule := range types {
+				tm := c.ByType[typ]
+				require.Equal(t, rule, tm.ExpectedRule)
+				require.Greater(t, tm.Labels, 10, typ)
+				require.GreaterOrEqual(t, *tm.Recall, 0.95, typ)
+				require.GreaterOrEqual(t, *tm.RuleRecall, 0.95, "%s: %s is not masked", typ, rule)
+				require.LessOrEqual(t, *tm.AlertsPerEpisode, 1.0, "%s: one alert per episode", typ)
+			}
+		})
+	}
+	// A sustained condition reached through a SPIKE is met when its timer
+	// has run 10 minutes: a jump into tachycardia starts it at the jump.
+	jump := rep.Cases[2].ByType[simulate.LabelJumpTachycardia]
+	require.InDelta(t, 600, *jump.RuleDelayMedianS, 1)
+	require.InDelta(t, 2, *jump.DelayMedianS, 1)
+}
+
 func small() evaluate.Scenario {
 	sc := evaluate.DefaultScenario()
 	sc.Physiology.Customers, sc.Physiology.Span, sc.Physiology.DayLength = 4, 3*time.Hour, 3*time.Hour
+	sc.CaseCustomers = 2
 	return sc
 }
 
@@ -90,10 +143,17 @@ func TestRunRejectsInvalidRules(t *testing.T) {
 // with the keys the issue names, for both modes.
 func TestMainJSON(t *testing.T) {
 	var out, errOut bytes.Buffer
-	require.NoError(t, evaluate.Main(context.Background(), []string{"-json", "-customers", "3", "-span", "2h", "-day", "2h", "-seed", "7"}, &out, &errOut))
+	require.NoError(t, evaluate.Main(context.Background(), []string{"-json", "-customers", "3", "-span", "2h", "-day", "2h", "-seed", "7",
+		"-case-customers", "2"}, &out, &errOut))
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	var got map[string]map[string]any
-	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &got))
+	var raw map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &raw))
+	got := map[string]map[string]any{}
+	for _, k := range []string{"default", "per_event", "by_type", "scenario"} {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(raw[k], &m), k)
+		got[k] = m
+	}
 	for _, mode := range []string{"default", "per_event"} {
 		for _, k := range []string{"precision", "recall", "f1", "alerts_per_episode", "artefact_alert_rate", "nab_score"} {
 			require.Contains(t, got[mode], k, "%s.%s", mode, k)
@@ -103,16 +163,24 @@ func TestMainJSON(t *testing.T) {
 	}
 	require.Contains(t, got, "by_type")
 	require.EqualValues(t, 7, got["scenario"]["seed"])
+	var cases struct {
+		Cases []evaluate.CaseReport `json:"cases"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &cases))
+	require.Len(t, cases.Cases, 4)
+	require.Equal(t, "a jump into tachycardia", cases.Cases[2].Name)
+	require.EqualValues(t, 7, cases.Cases[2].Scenario.Seed)
 }
 
 func TestMainTableAndFiles(t *testing.T) {
 	dir := t.TempDir()
 	var out bytes.Buffer
-	require.NoError(t, evaluate.Main(context.Background(), []string{"-customers", "2", "-span", "1h", "-day", "1h",
+	require.NoError(t, evaluate.Main(context.Background(), []string{"-customers", "2", "-span", "1h", "-day", "1h", "-case-customers", "1",
 		"-labels", dir + "/labels.csv", "-export", dir + "/readings.csv"}, &out, &bytes.Buffer{}))
 	require.Contains(t, out.String(), "alerts per true episode")
 	require.Contains(t, out.String(), "per_event (seed)")
 	require.Contains(t, out.String(), rules.Spike)
+	require.Contains(t, out.String(), "a jump into tachycardia")
 	require.FileExists(t, dir+"/labels.csv")
 	require.FileExists(t, dir+"/readings.csv")
 

@@ -34,8 +34,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	day := fs.Duration("day", sc.Physiology.DayLength, "length of a simulated day (compresses the sleep cycle; 24h is real time)")
 	labelsFile := fs.String("labels", "", "write the ground truth to this CSV file (customer_id,type,class,start,end)")
 	exportFile := fs.String("export", "", "write the scenario's readings to this CSV file, replayable with `heartbeat replay`")
+	caseCustomers := fs.Int("case-customers", sc.CaseCustomers, "customers of each scenario where one rule could mask another (0: none)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: heartbeat evaluate [-json] [-seed N] [-customers N] [-span D] [-day D] [-labels FILE] [-export FILE]")
+		fmt.Fprintln(stderr, "usage: heartbeat evaluate [-json] [-seed N] [-customers N] [-span D] [-day D] [-case-customers N] [-labels FILE] [-export FILE]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -67,10 +68,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case cfg.Sim.Seed != 0:
 		sc.Physiology.Seed = cfg.Sim.Seed
 	}
-	if *customers <= 0 || *span <= 0 || *day <= 0 {
-		return errors.New("evaluate: -customers, -span and -day must be positive")
+	if *customers <= 0 || *span <= 0 || *day <= 0 || *caseCustomers < 0 {
+		return errors.New("evaluate: -customers, -span and -day must be positive, -case-customers 0 or more")
 	}
 	sc.Physiology.Customers, sc.Physiology.Span, sc.Physiology.DayLength = *customers, *span, *day
+	sc.CaseCustomers = *caseCustomers
 
 	var export func(simulate.PhysReading)
 	var exported []simulate.PhysReading
@@ -166,24 +168,65 @@ func PrintTable(w io.Writer, rep Report, took time.Duration) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "by type\tmode\trule\trule precision\trecall\talerts/episode\tmedian delay\tNAB\talert rate\t")
-	for _, typ := range []string{simulate.LabelRestingTachycardia, simulate.LabelBradycardia, simulate.LabelSuddenJump, simulate.LabelDeviceOff,
-		simulate.LabelArtefactSpike, simulate.LabelArtefactDropout, simulate.LabelArtefactFlat} {
+	fmt.Fprintln(tw, "by type\tmode\trule\trule precision\trecall\trule recall\talerts/episode\tmedian delay\tNAB\talert rate\t")
+	for _, typ := range labelOrder {
 		for _, mode := range []string{ModeDefault, ModePerEvent} {
 			tm, ok := rep.ByType[typ][mode]
 			if !ok {
 				continue
 			}
-			rule := tm.ExpectedRule
-			if rule == "" && tm.AlertRate == nil {
-				rule = "(none)"
-			}
-			fmt.Fprintf(tw, "%s (%d)\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", typ, tm.Labels, mode, rule,
-				opt(tm.RulePrecision, f3), opt(tm.Recall, f3), opt(tm.AlertsPerEpisode, f3), opt(tm.DelayMedianS, dur),
-				opt(tm.NABScore, func(x float64) string { return fmt.Sprintf("%.1f", x) }), opt(tm.AlertRate, f3))
+			typeRow(tw, fmt.Sprintf("%s (%d)\t%s", typ, tm.Labels, mode), tm)
 		}
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rep.Cases) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\ncases where one rule could mask another (episode mode; %d customers, %.0f h each):\n\n",
+		rep.Cases[0].Scenario.Customers, rep.Cases[0].Scenario.Hours)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "case\tlabel\trule\trule precision\trecall\trule recall\talerts/episode\tmedian delay (to the rule)\tNAB\talert rate\t")
+	for _, c := range rep.Cases {
+		name := c.Name
+		for _, typ := range labelOrder {
+			tm, ok := c.ByType[typ]
+			if !ok || (tm.AlertRate != nil && typ != simulate.LabelArtefactBoundary) {
+				continue
+			}
+			typeRow(tw, fmt.Sprintf("%s\t%s (%d)", name, typ, tm.Labels), tm)
+			name = ""
+		}
+		fmt.Fprintf(tw, "%s\tall alerts: %d, true %d; artefacts alerting %s\t\t\t\t\t\t\t\t\t\n", name, c.Default.Alerts, c.Default.TrueAlerts,
+			f3(c.Default.ArtefactAlertRate))
+	}
 	return tw.Flush()
+}
+
+// labelOrder is the order label types are printed in.
+var labelOrder = []string{simulate.LabelRestingTachycardia, simulate.LabelBradycardia, simulate.LabelSuddenJump,
+	simulate.LabelRestDrop, simulate.LabelDropBradycardia, simulate.LabelJumpTachycardia, simulate.LabelDeviceOff,
+	simulate.LabelArtefactSpike, simulate.LabelArtefactDropout, simulate.LabelArtefactFlat, simulate.LabelArtefactBoundary}
+
+// typeRow prints tm after the tab-separated head.
+func typeRow(tw io.Writer, head string, tm TypeMetrics) {
+	rule := tm.ExpectedRule
+	if rule == "" && tm.AlertRate == nil {
+		rule = "(none)"
+	}
+	delay := opt(tm.DelayMedianS, dur)
+	switch {
+	case tm.Recall != nil && *tm.Recall == 0:
+		delay = "-"
+	case tm.RuleRecall != nil && *tm.RuleRecall == 0:
+		delay += " (never)"
+	case tm.RuleDelayMedianS != nil && tm.DelayMedianS != nil && *tm.RuleDelayMedianS != *tm.DelayMedianS:
+		delay += " (" + dur(*tm.RuleDelayMedianS) + ")"
+	}
+	fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", head, rule,
+		opt(tm.RulePrecision, f3), opt(tm.Recall, f3), opt(tm.RuleRecall, f3), opt(tm.AlertsPerEpisode, f3), delay,
+		opt(tm.NABScore, func(x float64) string { return fmt.Sprintf("%.1f", x) }), opt(tm.AlertRate, f3))
 }
 
 func f3(x float64) string { return fmt.Sprintf("%.3f", x) }

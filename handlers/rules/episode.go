@@ -32,6 +32,8 @@ const SeverityLow = "low"
 // Why an episode closed.
 const (
 	ClosedCleared        = "cleared"         // the condition released for ClearFor
+	ClosedSettled        = "settled"         // SPIKE: its new level held for SustainFor
+	ClosedSuperseded     = "superseded"      // a SUSTAINED condition of the other side was met
 	ClosedSignalLoss     = "signal_loss"     // the readings stopped
 	ClosedSignalRestored = "signal_restored" // SIGNAL_LOSS: readings came back
 )
@@ -39,15 +41,18 @@ const (
 // EpisodeParams tune the episode rules. [DefaultEpisodeParams] are
 // Apple-Watch-like: 120 bpm and 40 bpm held for 10 minutes.
 type EpisodeParams struct {
-	// SustainedHigh: SUSTAINED_HIGH opens at a reading at or above it when
-	// every reading for SustainFor, from one at or above it, has been at or
-	// above SustainedHigh-Hysteresis.
+	// SustainedHigh: a reading at or above it starts the SUSTAINED_HIGH
+	// timer, which runs while the readings stay at or above
+	// SustainedHigh-Hysteresis; the episode opens at the first reading
+	// SustainFor or more after the timer's first.
 	SustainedHigh int
-	// SustainedLow: SUSTAINED_LOW opens at a reading at or below it when
-	// every reading for SustainFor, from one at or below it, has been at or
-	// below SustainedLow+Hysteresis.
+	// SustainedLow: the same below, at or below SustainedLow and
+	// SustainedLow+Hysteresis.
 	SustainedLow int
-	SustainFor   time.Duration
+	// SustainFor is how long a sustain timer runs before its episode opens,
+	// and how long a SPIKE's new level holds before it is the customer's
+	// settled rate.
+	SustainFor time.Duration
 	// Hysteresis (bpm) is the band that keeps a sustain timer running and
 	// an open episode open: SUSTAINED_HIGH at or above
 	// SustainedHigh-Hysteresis, SUSTAINED_LOW at or below
@@ -62,7 +67,7 @@ type EpisodeParams struct {
 	// SPIKE candidate.
 	SpikeDelta int
 	// SpikeConfirm is how many readings after the jump must stay at least
-	// SpikeDelta-Hysteresis away from the rate before it for the SPIKE to
+	// SpikeDelta-Hysteresis away from the rates before it for the SPIKE to
 	// open; 0 opens on the jump itself.
 	SpikeConfirm int
 	// SignalLossAfter is the silence, in event time, after which a customer
@@ -109,47 +114,76 @@ func (p EpisodeParams) Validate() error {
 }
 
 // A customer's state is rebuilt after a restart (or an eviction) by
-// replaying its stored readings through the same rules; three bounds say
-// which readings that takes, at a reading of time now.
+// replaying its stored readings through the same rules from a point X at
+// which, in the uninterrupted run, no clinical episode was open and no
+// sustain timer running that the replay cannot restart the same way. Three
+// bounds find such a point.
 //
-//   - A pending sustain timer started less than SustainFor plus one gap
-//     (SignalLossAfter; a longer gap resets every timer) ago, or it would
-//     have opened: readings from now-SustainFor-SignalLossAfter on
-//     rebuild it.
-//   - An episode whose close was decided after that point must be replayed
-//     from its start; its close was decided at most ClearFor plus two gaps
-//     after its end. [EpisodeParams.RecentSince] is the earliest end of
-//     such an episode: the detector reloads the customer's episodes that
-//     are open or ended since.
+//   - A sustain timer opens its episode at the first reading SustainFor
+//     after its start, and readings are less than SignalLossAfter apart (a
+//     longer gap resets every timer): a timer still pending at time T
+//     started after T-SustainFor-SignalLossAfter. From there on, a replay
+//     runs the same timers: a timer running before X either stops at a
+//     reading (the replay's with it) or opens or reclassifies an episode,
+//     which starts after X by the next bound.
+//   - Every episode whose close was decided after X is known, and X is
+//     SustainFor+SignalLossAfter before its start (a SPIKE may be
+//     reclassified by a timer that started before its jump). An episode's
+//     close is decided at most closeDelay after its end: ClearFor and two
+//     gaps, plus, for a SPIKE, the SustainFor and gap it may wait for a
+//     timer of its side. [EpisodeParams.Recall] fetches the customer's
+//     episodes open or ended since X-closeDelay, moving X back before each
+//     one's start until no earlier episode matters.
 //   - SPIKE is a predicate over the latest 2*SpikeConfirm+3 readings, which
-//     span at most 2*SpikeConfirm+2 gaps: those readings before the replay
-//     only warm it up.
+//     span at most 2*SpikeConfirm+2 gaps: those readings before X only warm
+//     it up.
+
+func (p EpisodeParams) timerReach() time.Duration { return p.SustainFor + p.SignalLossAfter }
+
+func (p EpisodeParams) closeDelay() time.Duration {
+	return p.ClearFor + 3*p.SignalLossAfter + p.SustainFor
+}
 
 // RecentSince is the earliest end of an episode that may matter to a
-// customer's state at a reading of time now.
+// customer's state at a reading of time now, before the episodes found
+// move the replay further back ([EpisodeParams.Recall]).
 func (p EpisodeParams) RecentSince(now time.Time) time.Time {
-	return p.fullFrom(now).Add(-p.ClearFor - 2*p.SignalLossAfter)
+	return now.Add(-p.timerReach() - p.closeDelay())
 }
 
-func (p EpisodeParams) fullFrom(now time.Time) time.Time {
-	return now.Add(-p.SustainFor - p.SignalLossAfter)
-}
-
-// RestoreWindow says which stored readings rebuild a customer's state at a
-// reading of time now, given the starts of its episodes open or ended at or
-// after RecentSince(now): the readings from warmFrom on, in the order their
-// partition delivered them, those from fullFrom on through every rule.
-func (p EpisodeParams) RestoreWindow(now time.Time, episodeStarts []time.Time) (warmFrom, fullFrom time.Time) {
-	fullFrom = p.fullFrom(now)
-	for _, s := range episodeStarts {
-		if s.Before(fullFrom) {
-			fullFrom = s
+// Recall finds which stored episodes and readings rebuild a customer's
+// state at a reading of time now. fetch returns the customer's episodes
+// open or ended at or after since; Recall calls it until no episode it has
+// not seen can matter (usually once, twice when a recent episode started
+// long ago). The readings from warmFrom on, in the order their partition
+// delivered them, rebuild the state, those from fullFrom on through every
+// rule ([EpisodeEngine.Restore]).
+func (p EpisodeParams) Recall(now time.Time, fetch func(since time.Time) ([]Episode, error)) (recent []Episode, warmFrom, fullFrom time.Time, err error) {
+	since := p.RecentSince(now)
+	for {
+		if recent, err = fetch(since); err != nil {
+			return nil, time.Time{}, time.Time{}, err
 		}
+		fullFrom = now.Add(-p.timerReach())
+		for _, ep := range recent {
+			if s := ep.Start.Time.Add(-p.timerReach()); s.Before(fullFrom) {
+				fullFrom = s
+			}
+		}
+		need := fullFrom.Add(-p.closeDelay())
+		if !need.Before(since) {
+			break
+		}
+		since = need
 	}
-	return fullFrom.Add(-time.Duration(2*p.SpikeConfirm+2) * p.SignalLossAfter), fullFrom
+	return recent, fullFrom.Add(-time.Duration(2*p.SpikeConfirm+2) * p.SignalLossAfter), fullFrom, nil
 }
 
-// Reading is one heart-rate sample of a customer.
+// Reading is one heart-rate sample of a customer. EventID is a UUID (the
+// validation refuses any other): the engine keeps it as its 16 bytes, so
+// the readings of the episodes it returns carry its canonical lower-case
+// form, the form storage returns too. Any other string is kept as the nil
+// UUID.
 type Reading struct {
 	EventID string
 	Time    time.Time
@@ -157,11 +191,17 @@ type Reading struct {
 }
 
 // Episode is one anomaly of the episode mode: from its first reading to its
-// last, one row and two messages (opened, closed).
+// last, one row and its messages (opened, reclassified, closed).
 type Episode struct {
 	CustomerID string
-	Rule       string
-	Severity   string
+	// Rule is the episode's rule now: a SPIKE whose side's SUSTAINED
+	// condition was met while it was open has become that SUSTAINED
+	// episode (Reclassified).
+	Rule     string
+	Severity string
+	// OpenedAs is the rule the episode opened as, its identity; empty when
+	// it is Rule.
+	OpenedAs string
 	// Threshold is the rate of SUSTAINED_*, the jump of SPIKE, and the
 	// silence in seconds of SIGNAL_LOSS.
 	Threshold int
@@ -181,6 +221,9 @@ type Episode struct {
 	Peak, Trough, Samples int
 	// Base is the rate before a SPIKE's jump.
 	Base int
+	// Reclassified is the reading at which a SPIKE became a SUSTAINED
+	// episode (zero if it did not).
+	Reclassified Reading
 	// Closed episodes have End (the last holding reading's time, or for
 	// SIGNAL_LOSS the first reading after the silence) and a CloseReason.
 	Closed      bool
@@ -188,9 +231,18 @@ type Episode struct {
 	CloseReason string
 }
 
-// ID is the episode's anomaly id: a UUIDv5 of customer, rule and the start
-// reading's event id, the same however often or late it is computed.
-func (e Episode) ID() string { return EpisodeID(e.CustomerID, e.Rule, e.Start.EventID) }
+// ID is the episode's anomaly id: a UUIDv5 of customer, the rule it opened
+// as and the start reading's event id, the same however often or late it
+// is computed, and the same after a reclassification.
+func (e Episode) ID() string { return EpisodeID(e.CustomerID, e.Identity(), e.Start.EventID) }
+
+// Identity is the rule the episode opened as.
+func (e Episode) Identity() string {
+	if e.OpenedAs != "" {
+		return e.OpenedAs
+	}
+	return e.Rule
+}
 
 // Duration is from the first reading to the end, or to the latest holding
 // reading while open.
@@ -212,13 +264,17 @@ func EpisodeID(customer, rule, startEventID string) string {
 	return uuid.NewSHA1(episodeNamespace, []byte(customer+"/"+rule+"/"+startEventID)).String()
 }
 
-// ChangeKind says whether a change opens or closes an episode.
+// ChangeKind says whether a change opens, reclassifies or closes an
+// episode.
 type ChangeKind int
 
 // Change kinds.
 const (
 	Opened ChangeKind = iota + 1
 	Closed
+	// Reclassified: an open SPIKE became a SUSTAINED episode, keeping its
+	// identity (id, start, opening).
+	Reclassified
 )
 
 func (k ChangeKind) String() string {
@@ -227,11 +283,14 @@ func (k ChangeKind) String() string {
 		return "open"
 	case Closed:
 		return "closed"
+	case Reclassified:
+		return "reclassified"
 	}
 	return "unknown"
 }
 
-// Change is an episode opening or closing; Episode is its state then.
+// Change is an episode opening, reclassification or closing; Episode is
+// its state then.
 type Change struct {
 	Kind    ChangeKind
 	Episode Episode

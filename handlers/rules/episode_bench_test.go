@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 )
@@ -19,7 +21,7 @@ func BenchmarkEpisodeEvaluate(b *testing.B) {
 	}
 	hs := make([]messages.Heartbeat, customers)
 	for i := range hs {
-		hs[i] = messages.Heartbeat{EventID: fmt.Sprintf("e%d", i), CustomerID: fmt.Sprintf("cust_%06d", i), Timestamp: t0, HeartRate: 70}
+		hs[i] = messages.Heartbeat{EventID: uuid.NewString(), CustomerID: fmt.Sprintf("cust_%06d", i), Timestamp: t0, HeartRate: 70}
 		_, apply := e.Evaluate(int32(i%24), hs[i], time.Time{})
 		apply()
 	}

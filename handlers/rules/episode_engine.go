@@ -37,15 +37,15 @@ type lane struct {
 	// silent orders the customers without an open SIGNAL_LOSS by their last
 	// reading, so a watermark finds the ones that went silent cheaply.
 	silent    silentHeap
-	watermark time.Time
+	watermark int64 // Unix nanoseconds
 }
 
 type laneCustomer struct {
 	id       string
 	st       customerEpisodes
-	seq      uint64    // bumped by every install, to refuse stale applies
-	lastSeen time.Time // wall clock
-	idx      int       // in lane.silent, -1 when not there
+	seq      uint64 // bumped by every install, to refuse stale applies
+	lastSeen int64  // wall clock, Unix nanoseconds
+	idx      int32  // in lane.silent, -1 when not there
 	evicted  bool
 }
 
@@ -77,6 +77,8 @@ func ReadingOf(h messages.Heartbeat) Reading {
 	return Reading{EventID: h.EventID, Time: h.Timestamp, Rate: h.HeartRate}
 }
 
+func readingOf(h messages.Heartbeat) reading { return compact(ReadingOf(h)) }
+
 type pending struct {
 	lc  *laneCustomer // nil: a customer new to the lane
 	id  string
@@ -85,15 +87,16 @@ type pending struct {
 }
 
 // evaluation is what Evaluate computed, for its apply: the reading's
-// customer's next state (its recent readings in buf, to save an
-// allocation), those of the customers it declared silent, the watermark.
+// customer's next state (its recent readings in rates and tail, to save
+// allocations), those of the customers it declared silent, the watermark.
 type evaluation struct {
 	e      *EpisodeEngine
 	l      *lane
 	own    pending
-	buf    [7]Reading
+	rates  [7]int16
+	tail   [3]reading
 	others []pending
-	wm     time.Time
+	wm     int64
 }
 
 func (ev *evaluation) apply() {
@@ -137,16 +140,16 @@ func (e *EpisodeEngine) Process(partition int32, h messages.Heartbeat, notAfter 
 		lc = &laneCustomer{id: h.CustomerID, idx: -1}
 		l.customers[h.CustomerID] = lc
 	}
-	r := ReadingOf(h)
+	r := readingOf(h)
 	changes := e.p.step(h.CustomerID, &lc.st, r, nil)
 	e.p.arrived(&lc.st, r, notAfter)
 	lc.seq++
-	lc.lastSeen = e.now()
+	lc.lastSeen = e.now().UnixNano()
 	l.place(lc)
-	if wm := minTime(h.Timestamp, notAfter); wm.After(l.watermark) {
+	if wm := minTime(r.at, notAfter); wm > l.watermark {
 		l.watermark = wm
-		limit := wm.Add(-e.p.SignalLossAfter)
-		for l.silent.Len() > 0 && !l.silent[0].st.last.Time.After(limit) {
+		limit := wm - int64(e.p.SignalLossAfter)
+		for l.silent.Len() > 0 && l.silent[0].st.latest().at <= limit {
 			o := l.silent[0]
 			changes = e.p.loseSignal(o.id, &o.st, changes)
 			o.seq++
@@ -163,21 +166,19 @@ func (e *EpisodeEngine) evaluate(ev *evaluation, h messages.Heartbeat, notAfter 
 	ev.own = pending{lc: lc, id: h.CustomerID}
 	if lc != nil {
 		ev.own.seq, ev.own.st = lc.seq, lc.st
-		ev.own.st.recent = append(ev.buf[:0], lc.st.recent...)
-		ev.own.st = ev.own.st.clonePointers()
+		ev.own.st.rates = append(ev.rates[:0], lc.st.rates...)
+		ev.own.st.tail = append(ev.tail[:0], lc.st.tail...)
+		ev.own.st = ev.own.st.cloneOpen()
 	}
-	r := ReadingOf(h)
+	r := readingOf(h)
 	changes = e.p.step(h.CustomerID, &ev.own.st, r, changes)
 	e.p.arrived(&ev.own.st, r, notAfter)
 
-	ev.wm = l.watermark
-	if t := minTime(h.Timestamp, notAfter); t.After(ev.wm) {
-		ev.wm = t
-	}
-	if ev.wm.After(l.watermark) {
+	ev.wm = max(l.watermark, minTime(r.at, notAfter))
+	if ev.wm > l.watermark {
 		// Every live customer whose last reading is SignalLossAfter or more
 		// before the watermark has gone silent.
-		limit := ev.wm.Add(-e.p.SignalLossAfter)
+		limit := ev.wm - int64(e.p.SignalLossAfter)
 		l.silent.each(limit, func(o *laneCustomer) {
 			if o == lc {
 				return
@@ -193,10 +194,8 @@ func (e *EpisodeEngine) evaluate(ev *evaluation, h messages.Heartbeat, notAfter 
 	return changes
 }
 
-func (e *EpisodeEngine) install(l *lane, p pending, wm time.Time) {
-	if wm.After(l.watermark) {
-		l.watermark = wm
-	}
+func (e *EpisodeEngine) install(l *lane, p pending, wm int64) {
+	l.watermark = max(l.watermark, wm)
 	lc := p.lc
 	switch {
 	case lc == nil:
@@ -211,25 +210,30 @@ func (e *EpisodeEngine) install(l *lane, p pending, wm time.Time) {
 		return // moved on since this evaluation: never move back
 	}
 	st := p.st
-	// The evaluation's buffer is not the customer's to keep.
-	st.recent = append(lc.st.recent[:0], st.recent...)
+	// The evaluation's buffers are not the customer's to keep; a new
+	// customer's get their final size at once.
+	if lc.st.rates == nil {
+		lc.st.rates, lc.st.tail = make([]int16, 0, e.p.ringSize()), make([]reading, 0, e.p.tailSize())
+	}
+	st.rates = append(lc.st.rates[:0], st.rates...)
+	st.tail = append(lc.st.tail[:0], st.tail...)
 	lc.st = st
 	lc.seq++
-	lc.lastSeen = e.now()
+	lc.lastSeen = e.now().UnixNano()
 	l.place(lc)
 }
 
 // place keeps lc in the silent heap exactly while it is live and has no
 // open SIGNAL_LOSS.
 func (l *lane) place(lc *laneCustomer) {
-	in := lc.st.has && lc.st.live && lc.st.loss == nil
+	in := lc.st.has() && lc.st.live && !lc.st.lost
 	switch {
 	case in && lc.idx < 0:
 		heap.Push(&l.silent, lc)
 	case in:
-		heap.Fix(&l.silent, lc.idx)
+		heap.Fix(&l.silent, int(lc.idx))
 	case lc.idx >= 0:
-		heap.Remove(&l.silent, lc.idx)
+		heap.Remove(&l.silent, int(lc.idx))
 	}
 }
 
@@ -246,21 +250,23 @@ func (e *EpisodeEngine) Known(partition int32, customer string) bool {
 // restart, so that it is the state an uninterrupted engine holds: prime is
 // its latest reading before warmFrom (nil if none), readings are its
 // readings from warmFrom on in the order the partition delivered them
-// (see [EpisodeParams.RestoreWindow]), and recorded its episodes recorded
-// open or ended since [EpisodeParams.RecentSince]. With no readings at all
+// (see [EpisodeParams.Recall]), and recorded its episodes recorded open
+// or ended recently, as Recall found them. With no readings at all
 // (storage incomplete), the episodes recorded open are taken as they are.
 // It returns the episodes open after the replay. State the engine already
 // holds for customer is kept.
 func (e *EpisodeEngine) Restore(partition int32, customer string, prime *Reading, readings []Reading, fullFrom time.Time, recorded []Episode) []Episode {
 	var st customerEpisodes
 	if prime != nil {
-		e.p.observe(&st, *prime)
+		e.p.observe(&st, compact(*prime))
 	}
-	for _, r := range readings {
+	from := fullFrom.UnixNano()
+	for _, pr := range readings {
+		r := compact(pr)
 		switch {
-		case st.has && !r.Time.After(st.last.Time):
+		case st.has() && r.at <= st.latest().at:
 			// late: nothing
-		case r.Time.Before(fullFrom):
+		case r.at < from:
 			e.p.observe(&st, r)
 		default:
 			_ = e.p.step(customer, &st, r, nil)
@@ -269,26 +275,26 @@ func (e *EpisodeEngine) Restore(partition int32, customer string, prime *Reading
 	for _, ep := range recorded {
 		switch {
 		case ep.Closed:
-		case ep.Rule == SignalLoss && st.has && st.loss == nil && st.last.EventID == ep.Start.EventID:
+		case ep.Rule == SignalLoss && st.has() && !st.lost && st.latest().id == compact(ep.Start).id:
 			// The watermark declared the silence before the restart.
 			_ = e.p.loseSignal(customer, &st, nil)
-		case !st.has && ep.Rule == SignalLoss:
-			l := ep
-			st.has, st.last, st.loss = true, ep.Start, &l
-		case !st.has && st.open == nil:
-			st.open = &openEpisode{Episode: ep}
+		case !st.has() && ep.Rule == SignalLoss:
+			e.p.observe(&st, compact(ep.Start))
+			st.lost = true
+		case !st.has() && st.open == nil && kindOf(ep.Rule) != 0:
+			st.open = openOf(ep)
 		}
 	}
 	l := e.lane(partition)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lc := l.customers[customer]; lc != nil {
-		return lc.st.openEpisodes()
+		return e.p.openEpisodes(customer, &lc.st)
 	}
-	lc := &laneCustomer{id: customer, st: st, lastSeen: e.now(), idx: -1}
+	lc := &laneCustomer{id: customer, st: st, lastSeen: e.now().UnixNano(), idx: -1}
 	l.customers[customer] = lc
 	l.place(lc)
-	return st.openEpisodes()
+	return e.p.openEpisodes(customer, &st)
 }
 
 // Open returns customer's open episodes on partition.
@@ -297,7 +303,7 @@ func (e *EpisodeEngine) Open(partition int32, customer string) []Episode {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lc := l.customers[customer]; lc != nil {
-		return lc.st.openEpisodes()
+		return e.p.openEpisodes(customer, &lc.st)
 	}
 	return nil
 }
@@ -306,14 +312,14 @@ func (e *EpisodeEngine) Open(partition int32, customer string) []Episode {
 // and returns how many it dropped. An evicted customer's state is rebuilt
 // from storage on its next reading.
 func (e *EpisodeEngine) Evict(idle time.Duration) int {
-	cutoff := e.now().Add(-idle)
+	cutoff := e.now().Add(-idle).UnixNano()
 	n := 0
 	for _, l := range e.allLanes() {
 		l.mu.Lock()
 		for id, lc := range l.customers {
-			if lc.lastSeen.Before(cutoff) {
+			if lc.lastSeen < cutoff {
 				if lc.idx >= 0 {
-					heap.Remove(&l.silent, lc.idx)
+					heap.Remove(&l.silent, int(lc.idx))
 				}
 				lc.evicted = true
 				delete(l.customers, id)
@@ -364,11 +370,12 @@ func (e *EpisodeEngine) allLanes() []*lane {
 	return out
 }
 
-func minTime(a, b time.Time) time.Time {
-	if b.IsZero() || a.Before(b) {
+// minTime is the earlier of a (Unix nanoseconds) and b, or a if b is zero.
+func minTime(a int64, b time.Time) int64 {
+	if b.IsZero() {
 		return a
 	}
-	return b
+	return min(a, b.UnixNano())
 }
 
 // silentHeap is a min-heap of customers by last reading time.
@@ -376,15 +383,15 @@ type silentHeap []*laneCustomer
 
 func (h silentHeap) Len() int { return len(h) }
 func (h silentHeap) Less(i, j int) bool {
-	return h[i].st.last.Time.Before(h[j].st.last.Time)
+	return h[i].st.latest().at < h[j].st.latest().at
 }
 func (h silentHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
+	h[i].idx, h[j].idx = int32(i), int32(j)
 }
 func (h *silentHeap) Push(x any) {
 	lc := x.(*laneCustomer)
-	lc.idx = len(*h)
+	lc.idx = int32(len(*h))
 	*h = append(*h, lc)
 }
 func (h *silentHeap) Pop() any {
@@ -398,13 +405,13 @@ func (h *silentHeap) Pop() any {
 
 // each calls f, without removing them, for every customer whose last
 // reading is at or before limit, in no particular order.
-func (h silentHeap) each(limit time.Time, f func(*laneCustomer)) {
-	if len(h) == 0 || h[0].st.last.Time.After(limit) {
+func (h silentHeap) each(limit int64, f func(*laneCustomer)) {
+	if len(h) == 0 || h[0].st.latest().at > limit {
 		return
 	}
 	var walk func(i int)
 	walk = func(i int) {
-		if i >= len(h) || h[i].st.last.Time.After(limit) {
+		if i >= len(h) || h[i].st.latest().at > limit {
 			return
 		}
 		f(h[i])

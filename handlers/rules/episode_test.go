@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/handlers/rules"
@@ -27,8 +28,14 @@ func newFeed(t *testing.T, p rules.EpisodeParams) *feed {
 	return &feed{t: t, e: e}
 }
 
+// eventID is the event id of customer's reading at t0+at: a UUID, as
+// validation requires.
+func eventID(customer string, at time.Duration) string {
+	return uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "%s@%s", customer, at)).String()
+}
+
 func hb(customer string, at time.Duration, rate int) messages.Heartbeat {
-	return messages.Heartbeat{EventID: fmt.Sprintf("%s@%s", customer, at), CustomerID: customer, Timestamp: t0.Add(at), HeartRate: rate}
+	return messages.Heartbeat{EventID: eventID(customer, at), CustomerID: customer, Timestamp: t0.Add(at), HeartRate: rate}
 }
 
 func (f *feed) reading(customer string, at time.Duration, rate int) []rules.Change {
@@ -85,7 +92,7 @@ func TestSustainedHighOpensAfterExactlySustainFor(t *testing.T) {
 	require.Equal(t, 120, ep.Peak)
 	require.Equal(t, rules.SeverityHigh, ep.Severity)
 	require.Equal(t, t0.Add(600*sec), ep.OpenedAt)
-	require.Equal(t, rules.EpisodeID("a", rules.SustainedHigh, "a@0s"), ep.ID())
+	require.Equal(t, rules.EpisodeID("a", rules.SustainedHigh, eventID("a", 0)), ep.ID())
 }
 
 func TestSustainedHighTimerIsASchmittTrigger(t *testing.T) {
@@ -95,13 +102,18 @@ func TestSustainedHighTimerIsASchmittTrigger(t *testing.T) {
 	next = f.series("a", next, 119) // in the band, but a timer starts at 120
 	next = f.hold("a", next, 300, 121)
 	next = f.series("a", next, 115)    // in the band: keeps it
-	next = f.hold("a", next, 299, 121) // 5m2s..9m59s after the 120 at 5m2s
+	next = f.hold("a", next, 299, 121) // 5m2s..9m59s after the 121 at 5m2s
 	require.Empty(t, f.changes)
-	next = f.series("a", next, 116) // 10 minutes, but not at the threshold
-	require.Empty(t, f.changes)
-	f.reading("a", next, 120)
-	require.Equal(t, []string{"15m3s open a@SUSTAINED_HIGH start=5m2s"}, f.summary())
-	require.Equal(t, 115, f.changes[0].Episode.Trough)
+	// Ten minutes after the timer's first reading: the episode opens at
+	// this reading, whatever its rate in the band, so that a timer never
+	// runs longer than SustainFor (the state a restart rebuilds stays
+	// bounded).
+	f.series("a", next, 116)
+	require.Equal(t, []string{"15m2s open a@SUSTAINED_HIGH start=5m2s"}, f.summary())
+	ep := f.changes[0].Episode
+	require.Equal(t, 115, ep.Trough)
+	require.Equal(t, 601, ep.Samples)
+	require.Equal(t, 116, ep.Opened.Rate)
 }
 
 func TestSustainedHighHysteresisAndClear(t *testing.T) {
@@ -159,24 +171,45 @@ func TestHealthySleeperAt45DoesNotAlert(t *testing.T) {
 	require.Empty(t, f.changes)
 }
 
+// settledAt70 is the N+2 = 4 settled readings a jump needs before it.
+var settledAt70 = []int{70, 70, 70, 70}
+
 func TestSpikeConfirmation(t *testing.T) {
+	lead := func(rates ...int) []int { return append(append([]int(nil), settledAt70...), rates...) }
 	tests := []struct {
 		name  string
 		rates []int
 		want  []string
 	}{
-		{"isolated artefact", []int{70, 71, 105, 70, 71, 70}, nil},
-		{"artefact of two readings", []int{70, 105, 104, 70, 70}, nil},
-		{"jump of 29 is no candidate", []int{70, 99, 99, 99, 99}, nil},
-		{"jump of 30 confirmed by two readings", []int{70, 100, 96, 95, 95},
-			[]string{"3s open a@SPIKE start=1s"}},
-		{"second confirmation 24 away fails", []int{70, 100, 96, 94, 94, 94}, nil},
-		{"an artefact just under the delta and its return over it", []int{70, 70, 70, 70, 99, 68, 69, 69}, nil},
-		{"downward", []int{110, 80, 85, 84, 84}, []string{"3s open a@SPIKE start=1s"}},
-		{"a jump from a rate not yet settled after an artefact", []int{70, 110, 70, 100, 100, 100}, nil},
-		{"a jump once the rate settled after an artefact", []int{70, 110, 70, 70, 70, 70, 100, 100, 100},
-			[]string{"8s open a@SPIKE start=6s"}},
-		{"a climb in steps below the delta never spikes", []int{70, 90, 110, 130, 130, 130}, nil},
+		{"isolated artefact", lead(71, 105, 70, 71, 70), nil},
+		{"artefact of two readings", lead(105, 104, 70, 70), nil},
+		{"jump of 29 is no candidate", lead(99, 99, 99, 99), nil},
+		{"jump of 30 confirmed by two readings", lead(100, 96, 95, 95),
+			[]string{"6s open a@SPIKE start=4s"}},
+		{"confirmations exactly 25 from the rates before", lead(100, 95, 95), []string{"6s open a@SPIKE start=4s"}},
+		{"second confirmation 24 away fails", lead(100, 96, 94, 94, 94), nil},
+		{"an artefact just under the delta and its return over it", lead(99, 68, 69, 69), nil},
+		{"downward", []int{110, 110, 110, 110, 80, 85, 84, 84}, []string{"6s open a@SPIKE start=4s"}},
+		{"a jump from a rate not yet settled after an artefact", lead(110, 70, 100, 100, 100), nil},
+		{"a jump once the rate settled after an artefact", lead(110, 70, 70, 70, 70, 100, 100, 100),
+			[]string{"11s open a@SPIKE start=9s"}},
+		{"a climb in steps below the delta never spikes", lead(90, 110, 130, 130, 130), nil},
+		// The settled test: each of the N+1 readings before the base less
+		// than 25 (delta - hysteresis) from it.
+		{"a reading 24 below the base leaves it settled", []int{70, 46, 70, 70, 100, 100, 100}, []string{"6s open a@SPIKE start=4s"}},
+		{"a reading 25 below the base unsettles it", []int{70, 45, 70, 70, 100, 100, 100}, nil},
+		// An artefact as the base, 24 above the readings before it and 30
+		// above the one after: the readings around it are 6 apart, so no
+		// SPIKE (the readings after the jump must be 25 from every settled
+		// reading, not only from the base).
+		{"an artefact 24 above, then 30 below it", lead(94, 64, 64, 64), nil},
+		{"an artefact 24 below, then 30 above it", lead(46, 76, 76, 76), nil},
+		// But a genuine drop of 30 after such an artefact is one.
+		{"an artefact 24 above, then a genuine drop", lead(94, 40, 40, 40), []string{"7s open a@SPIKE start=5s"}},
+		// The jump needs its N+2 settled readings since the last gap (or
+		// the first reading): a base with no history is not settled.
+		{"a jump from the first reading", []int{123, 155, 164, 164}, nil},
+		{"three readings before the jump are too few", []int{70, 70, 70, 100, 100, 100}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,9 +224,24 @@ func TestSpikeConfirmation(t *testing.T) {
 	}
 }
 
+// TestSpikeAfterAGapNeedsASettledBase: a sensor reconnecting mid-exercise
+// after 3 h 45 min (readings 123, 155, 164, 164, from a real recording)
+// opens no SPIKE from its first reading; a jump once four readings after
+// the gap have settled does.
+func TestSpikeAfterAGapNeedsASettledBase(t *testing.T) {
+	f := newFeed(t, rules.DefaultEpisodeParams())
+	next := f.series("a", 0, settledAt70...)
+	gap := 3*time.Hour + 45*mn
+	f.series("a", next+gap, 123, 155, 164, 164, 165, 164)
+	require.Equal(t, []string{"3h45m4s open a@SIGNAL_LOSS start=3s", "3h45m4s closed a@SIGNAL_LOSS start=3s end=3h45m4s signal_restored"}, f.summary())
+	f.series("a", next+gap+6*sec, 130, 131, 130)
+	require.Len(t, f.changes, 3)
+	require.Equal(t, "3h45m12s open a@SPIKE start=3h45m10s", f.summary()[2])
+}
+
 func TestSpikeEpisodeHoldsThenClears(t *testing.T) {
 	f := newFeed(t, rules.DefaultEpisodeParams())
-	next := f.series("a", 0, 70, 110, 108, 109)
+	next := f.series("a", 0, 70, 70, 70, 70, 110, 108, 109)
 	require.Len(t, f.changes, 1)
 	ep := f.changes[0].Episode
 	require.Equal(t, 70, ep.Base)
@@ -210,39 +258,167 @@ func TestSpikeEpisodeHoldsThenClears(t *testing.T) {
 	require.Len(t, f.changes, 2)
 }
 
+// TestSpikeSettlesAtItsNewLevel: a SPIKE is the sudden change, not the
+// level after it. A new level held for SustainFor (no sustain timer
+// running) is the customer's settled rate: the SPIKE closes there, and a
+// later jump back is a new SPIKE.
+func TestSpikeSettlesAtItsNewLevel(t *testing.T) {
+	f := newFeed(t, rules.DefaultEpisodeParams())
+	next := f.series("a", 0, settledAt70...) // 0..3 s
+	next = f.hold("a", next, 15*60, 105)     // the jump at 4 s, held 15 minutes
+	require.Equal(t, []string{"6s open a@SPIKE start=4s", "10m4s closed a@SPIKE start=4s end=10m4s settled"}, f.summary())
+	require.Equal(t, 601, f.changes[1].Episode.Samples)
+	f.hold("a", next, 60, 70)
+	require.Equal(t, "15m6s open a@SPIKE start=15m4s", f.summary()[2], "the return, long after, is a sudden change of its own")
+	require.Equal(t, 105, f.changes[2].Episode.Base)
+}
+
 func TestSpikeConfirmZeroOpensOnTheJump(t *testing.T) {
 	p := rules.DefaultEpisodeParams()
 	p.SpikeConfirm = 0
 	f := newFeed(t, p)
 	f.series("a", 0, 70, 100)
-	require.Equal(t, []string{"1s open a@SPIKE start=1s"}, f.summary())
+	require.Empty(t, f.changes, "the base needs N+1 = 1 reading before it")
+	g := newFeed(t, p)
+	g.series("a", 0, 70, 70, 100)
+	require.Equal(t, []string{"2s open a@SPIKE start=2s"}, g.summary())
 }
 
-func TestOneClinicalEpisodeAtATime(t *testing.T) {
+// TestAJumpIntoTachycardiaIsOneEpisode: a sudden jump into a tachycardia
+// opens a SPIKE at once, and when the tachycardia has lasted SustainFor the
+// SPIKE becomes SUSTAINED_HIGH — one alert (same id, start and opening),
+// reclassified, at the time the sustained rule alone would have opened
+// one.
+func TestAJumpIntoTachycardiaIsOneEpisode(t *testing.T) {
 	f := newFeed(t, rules.DefaultEpisodeParams())
-	// A sudden jump into tachycardia is one SPIKE, not also a SUSTAINED_HIGH
-	// ten minutes later.
 	next := f.hold("a", 0, 60, 95)
-	next = f.hold("a", next, 30*60, 135)
-	require.Equal(t, []string{"1m2s open a@SPIKE start=1m0s"}, f.summary())
-	// An abrupt end of a SUSTAINED_HIGH is not also a SPIKE.
+	jump := next
+	next = f.hold("a", next, 12*60, 150)
+	next = f.hold("a", next, 120, 80)
+	require.Equal(t, []string{
+		"1m2s open a@SPIKE start=1m0s",
+		"11m0s reclassified a@SUSTAINED_HIGH start=1m0s",
+		"14m0s closed a@SUSTAINED_HIGH start=1m0s end=12m59s cleared",
+	}, f.summary())
+	opened, re := f.changes[0].Episode, f.changes[1].Episode
+	require.Equal(t, rules.SustainedHigh, re.Rule)
+	require.Equal(t, rules.Spike, re.OpenedAs)
+	require.Equal(t, rules.SeverityHigh, re.Severity)
+	require.Equal(t, 120, re.Threshold)
+	require.Equal(t, opened.ID(), re.ID(), "the alert keeps its identity")
+	require.Equal(t, rules.EpisodeID("a", rules.Spike, eventID("a", jump)), re.ID())
+	require.Equal(t, opened.OpenedAt, re.OpenedAt)
+	require.Equal(t, 95, re.Base)
+	require.Equal(t, t0.Add(11*mn), re.Reclassified.Time)
+	require.Equal(t, 601, re.Samples)
+	require.Equal(t, 720, f.changes[2].Episode.Samples)
+
+	// The sustained rule alone (no SPIKE: a gradual rise) opens at the
+	// same reading.
+	p := rules.DefaultEpisodeParams()
+	p.SpikeDelta = 200
+	g := newFeed(t, p)
+	g.hold("a", 0, 60, 95)
+	g.hold("a", jump, 12*60, 150)
+	require.Equal(t, "11m0s open a@SUSTAINED_HIGH start=1m0s", g.summary()[0])
+}
+
+// TestAJumpBelowTheThresholdThenRisingIsOneEpisode: the jump lands in the
+// band (116, no timer yet) and the rate reaches 120 two minutes later: the
+// SPIKE does not settle while that timer runs, and becomes SUSTAINED_HIGH
+// when it completes.
+func TestAJumpBelowTheThresholdThenRisingIsOneEpisode(t *testing.T) {
+	f := newFeed(t, rules.DefaultEpisodeParams())
+	next := f.hold("a", 0, 60, 80)
+	next = f.hold("a", next, 120, 116)
+	f.hold("a", next, 11*60, 124)
+	require.Equal(t, []string{"1m2s open a@SPIKE start=1m0s", "13m0s reclassified a@SUSTAINED_HIGH start=1m0s"}, f.summary())
+}
+
+// TestADropToANewRestThenBradycardia is issue 14's recording: the rate
+// falls from 95 to 65 across a 95 s gap (a SPIKE down) and rests there;
+// 14 minutes at 39 bpm later are a SUSTAINED_LOW of their own, opened when
+// the low timer has run 10 minutes, as without the SPIKE.
+func TestADropToANewRestThenBradycardia(t *testing.T) {
+	for _, spike := range []bool{true, false} {
+		t.Run(fmt.Sprint("spike=", spike), func(t *testing.T) {
+			p := rules.DefaultEpisodeParams()
+			if !spike {
+				p.SpikeDelta = 200
+			}
+			f := newFeed(t, p)
+			next := f.hold("a", 0, 120, 95)
+			next = f.hold("a", next+95*sec, 20*60, 65) // 3m35s..23m34s
+			next = f.hold("a", next, 14*60, 39)        // 23m35s..37m34s
+			f.hold("a", next, 120, 60)
+			want := []string{
+				"33m35s open a@SUSTAINED_LOW start=23m35s",
+				"38m35s closed a@SUSTAINED_LOW start=23m35s end=37m34s cleared",
+			}
+			if spike {
+				want = append([]string{"3m37s open a@SPIKE start=3m35s", "13m35s closed a@SPIKE start=3m35s end=13m35s settled"}, want...)
+			}
+			require.Equal(t, want, f.summary())
+		})
+	}
+}
+
+// TestADropIntoBradycardiaIsOneEpisode: 95 to 62 at once (a SPIKE down), 38
+// from three minutes later for twelve: the SPIKE does not settle while the
+// low timer runs and becomes SUSTAINED_LOW when it completes — at the time
+// the sustained rule alone opens it.
+func TestADropIntoBradycardiaIsOneEpisode(t *testing.T) {
+	for _, spike := range []bool{true, false} {
+		t.Run(fmt.Sprint("spike=", spike), func(t *testing.T) {
+			p := rules.DefaultEpisodeParams()
+			if !spike {
+				p.SpikeDelta = 200
+			}
+			f := newFeed(t, p)
+			next := f.hold("a", 0, 60, 95)
+			next = f.hold("a", next, 3*60, 62)
+			next = f.hold("a", next, 12*60, 38)
+			f.hold("a", next, 120, 60)
+			if spike {
+				require.Equal(t, []string{
+					"1m2s open a@SPIKE start=1m0s",
+					"14m0s reclassified a@SUSTAINED_LOW start=1m0s",
+					"17m0s closed a@SUSTAINED_LOW start=1m0s end=15m59s cleared",
+				}, f.summary())
+				require.Equal(t, rules.Spike, f.changes[1].Episode.OpenedAs)
+				return
+			}
+			require.Equal(t, []string{
+				"14m0s open a@SUSTAINED_LOW start=4m0s",
+				"17m0s closed a@SUSTAINED_LOW start=4m0s end=15m59s cleared",
+			}, f.summary())
+		})
+	}
+}
+
+// TestTheAbruptEndOfATachycardiaIsNoSpike: a jump during an open SUSTAINED
+// episode — its abrupt end — is part of it.
+func TestTheAbruptEndOfATachycardiaIsNoSpike(t *testing.T) {
 	g := newFeed(t, rules.DefaultEpisodeParams())
-	next = g.hold("b", 0, 700, 140)
+	next := g.hold("b", 0, 700, 140)
 	g.hold("b", next, 300, 75)
 	require.Equal(t, []string{"10m0s open b@SUSTAINED_HIGH start=0s", "12m40s closed b@SUSTAINED_HIGH start=0s end=11m39s cleared"}, g.summary())
 }
 
-func TestSustainTimersStartAfreshAfterAnEpisode(t *testing.T) {
-	f := newFeed(t, rules.DefaultEpisodeParams())
-	next := f.hold("a", 0, 60, 95)
-	next = f.hold("a", next, 5*60, 125) // SPIKE (from 95)
-	next = f.hold("a", next, 8*60, 121) // 121 - 95 = 26: still the SPIKE
-	next = f.hold("a", next, 61, 118)   // clears the SPIKE; 118 < 120 ends any run
-	require.Len(t, f.changes, 2)
-	next = f.hold("a", next, 600, 122)
-	require.Len(t, f.changes, 2)
-	f.reading("a", next, 122)
-	require.Equal(t, rules.SustainedHigh, f.changes[2].Episode.Rule)
+// TestSustainedSupersedesTheOtherSide: with ClearFor longer than
+// SustainFor, a SUSTAINED_HIGH condition is met while a SUSTAINED_LOW is
+// still clearing: the low closes (superseded) and the high opens.
+func TestSustainedSupersedesTheOtherSide(t *testing.T) {
+	p := rules.DefaultEpisodeParams()
+	p.SustainFor, p.ClearFor = time.Minute, 5*time.Minute
+	f := newFeed(t, p)
+	next := f.hold("a", 0, 120, 38)
+	f.hold("a", next, 120, 130)
+	require.Equal(t, []string{
+		"1m0s open a@SUSTAINED_LOW start=0s",
+		"3m0s closed a@SUSTAINED_LOW start=0s end=1m59s superseded",
+		"3m0s open a@SUSTAINED_HIGH start=2m0s",
+	}, f.summary())
 }
 
 func TestSignalLossByGap(t *testing.T) {
@@ -369,11 +545,11 @@ func TestLateReadingsChangeNothing(t *testing.T) {
 func TestEvaluateWithoutApplyIsRepeatable(t *testing.T) {
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
-	for i := range 3 {
-		_, apply := e.Evaluate(0, hb("a", time.Duration(i)*sec, []int{70, 105, 104}[i]), time.Time{})
+	for i, rate := range []int{70, 70, 70, 70, 105, 104} {
+		_, apply := e.Evaluate(0, hb("a", time.Duration(i)*sec, rate), time.Time{})
 		apply()
 	}
-	h := hb("a", 3*sec, 103)
+	h := hb("a", 6*sec, 103)
 	first, _ := e.Evaluate(0, h, time.Time{}) // failed to commit: not applied
 	again, apply := e.Evaluate(0, h, time.Time{})
 	require.Len(t, first, 1)
@@ -381,7 +557,7 @@ func TestEvaluateWithoutApplyIsRepeatable(t *testing.T) {
 	apply()
 	apply() // a second apply of the same evaluation is stale and ignored
 	require.Len(t, e.Open(0, "a"), 1)
-	next, _ := e.Evaluate(0, hb("a", 4*sec, 103), time.Time{})
+	next, _ := e.Evaluate(0, hb("a", 7*sec, 103), time.Time{})
 	require.Empty(t, next, "already open")
 }
 
@@ -418,9 +594,13 @@ func TestEpisodeEngineEvictAndRestore(t *testing.T) {
 	// Restored from its readings, the customer is exactly where it was: in
 	// the middle of a SPIKE confirmation.
 	prime := rules.ReadingOf(hb("a", 0, 70))
-	open := e.Restore(0, "a", &prime, []rules.Reading{rules.ReadingOf(hb("a", sec, 100)), rules.ReadingOf(hb("a", 2*sec, 99))}, t0, nil)
+	var rs []rules.Reading
+	for i, rate := range []int{70, 70, 70, 100, 99} {
+		rs = append(rs, rules.ReadingOf(hb("a", time.Duration(i+1)*sec, rate)))
+	}
+	open := e.Restore(0, "a", &prime, rs, t0, nil)
 	require.Empty(t, open)
-	cs := e.Process(0, hb("a", 3*sec, 99), time.Time{})
+	cs := e.Process(0, hb("a", 6*sec, 99), time.Time{})
 	require.Len(t, cs, 1)
-	require.Equal(t, rules.EpisodeID("a", rules.Spike, "a@1s"), cs[0].Episode.ID())
+	require.Equal(t, rules.EpisodeID("a", rules.Spike, eventID("a", 4*sec)), cs[0].Episode.ID())
 }
