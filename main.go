@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -30,9 +31,30 @@ func main() {
 	defer stop()
 	app.FollowGoRun()
 	if err := run(ctx, os.Args[1:]); err != nil {
+		var stopped stoppedDuringStartup
+		if errors.As(err, &stopped) {
+			// Asked to stop (SIGINT/SIGTERM) before start-up finished: a
+			// stop, not a failure.
+			fmt.Fprintln(os.Stderr, "heartbeat: stopped by a signal during start-up")
+			return
+		}
 		fmt.Fprintln(os.Stderr, "heartbeat:", oneLine(app.Redact(err.Error())))
 		os.Exit(1)
 	}
+}
+
+// stoppedDuringStartup is a start-up error that came of ctx ending: a
+// signal while start-up was waiting or working.
+type stoppedDuringStartup struct{ error }
+
+func (e stoppedDuringStartup) Unwrap() error { return e.error }
+
+// startupError marks err as stoppedDuringStartup when ctx has ended.
+func startupError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return stoppedDuringStartup{err}
+	}
+	return err
 }
 
 func run(ctx context.Context, args []string) error {
@@ -75,18 +97,19 @@ func run(ctx context.Context, args []string) error {
 	}
 	a, err := app.New(ctx, cfg, log)
 	if err != nil {
-		return err
+		return startupError(ctx, err)
 	}
 	defer a.Close()
-	p, err := newPipeline(a)
+	p, err := newPipeline(ctx, a)
 	if err != nil {
-		return err
+		return startupError(ctx, err)
 	}
 	return a.Run(ctx, p.Runners, p.Cleanup)
 }
 
 // oneLine joins a multi-line error (pgx lists each connection attempt on its
-// own line) into one line, dropping repeated lines.
+// own line; the configuration, each variable in error) into one line,
+// dropping repeated lines.
 func oneLine(msg string) string {
 	var parts []string
 	seen := map[string]bool{}
@@ -96,5 +119,5 @@ func oneLine(msg string) string {
 			parts = append(parts, l)
 		}
 	}
-	return strings.Join(parts, " ")
+	return strings.Join(parts, "; ")
 }

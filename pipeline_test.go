@@ -61,7 +61,7 @@ func startPipeline(t *testing.T, env map[string]string) *runningPipeline {
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := app.New(ctx, cfg, app.NewLogger(cfg.LogLevel))
 	require.NoError(t, err)
-	p, err := newPipeline(a)
+	p, err := newPipeline(ctx, a)
 	require.NoError(t, err)
 	rp := &runningPipeline{cancel: cancel, done: make(chan error, 1), app: a}
 	go func() {

@@ -530,28 +530,41 @@ func TestReplayEmpaticaPerEvent(t *testing.T) {
 	runReplay(t, broker, empaticaCSV)
 
 	rs := storedReadings(t, pool, empaticaCSV)["e4_subject_01"]
+	want := expectedPerEvent(rs, 62, 110, 5)
+	require.NotEmpty(t, want)
+	waitForRows(t, pool, "SELECT count(*) FROM anomalies", len(want))
+	require.Equal(t, want, storedAnomalies(t, pool))
+}
+
+// expectedPerEvent computes README's per-event rules over one customer's
+// readings, in their partition's order: anomaly id -> rule.
+func expectedPerEvent(rs []storedReading, low, high, delta int) map[string]string {
 	want := map[string]string{}
 	for i, r := range rs {
 		rule := ""
 		switch {
-		case r.rate <= 62:
+		case r.rate <= low:
 			rule = "LOW_HEART_RATE"
-		case r.rate >= 110:
+		case r.rate >= high:
 			rule = "HIGH_HEART_RATE"
-		case i > 0 && abs(r.rate-rs[i-1].rate) >= 5:
+		case i > 0 && abs(r.rate-rs[i-1].rate) >= delta:
 			rule = "SPIKE"
 		}
 		if rule != "" {
 			want[messages.AnomalyID(r.id, rule)] = rule
 		}
 	}
-	require.NotEmpty(t, want)
-	waitForRows(t, pool, "SELECT count(*) FROM anomalies", len(want))
+	return want
+}
+
+// storedAnomalies returns the anomalies table: anomaly id -> rule.
+func storedAnomalies(t *testing.T, pool *pgxpool.Pool) map[string]string {
+	t.Helper()
 	rows, err := pool.Query(context.Background(), "SELECT anomaly_id::text, anomaly_type FROM anomalies")
 	require.NoError(t, err)
 	got := map[string]string{}
 	var id, typ string
 	_, err = pgx.ForEachRow(rows, []any{&id, &typ}, func() error { got[id] = typ; return nil })
 	require.NoError(t, err)
-	require.Equal(t, want, got)
+	return got
 }

@@ -47,13 +47,18 @@ func (p *pipeline) Cleanup(ctx context.Context) {
 //	                                                     ├──► invalid topic (schema/domain failures)
 //	                                                     └──► DLQ topic (unexpected failures, after retries)
 //	raw topic ──► detect  (group KAFKA_CONSUMER_GROUP_ANOMALY) ──► anomalies + outbox ──forwarder──► anomaly topic
-func newPipeline(a *app.App) (p *pipeline, err error) {
+//
+// Start-up work (partitions, the outbox schema, group clients) ends with
+// ctx. On error, what was opened is closed before it returns.
+func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 	cfg, m := a.Config, a.Metrics
 	topics := cfg.Kafka
-	p = &pipeline{}
+	p := &pipeline{}
 	defer func() {
 		if err != nil {
-			p.Cleanup(context.Background())
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+			defer cancel()
+			p.Cleanup(cctx)
 		}
 	}()
 
@@ -92,16 +97,20 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		return p, nil
 	}
 
+	events := hbsql.NewEventWriter(a.Pool, topics.GroupDB)
 	if cfg.Runs(app.HandlerPersist) {
-		// Partitions for every reading that can be valid, before consuming.
-		if _, err := hbsql.EnsurePartitions(context.Background(), a.Pool, time.Now(), cfg.Validation.MaxEventAge); err != nil {
+		// Today's partition and the next days', before consuming; the
+		// writer creates those of other days as their readings arrive.
+		if _, err := events.Partitions.EnsureRange(ctx, time.Now(), time.Now().Add(partitionsAhead)); err != nil {
 			return nil, err
 		}
 		p.Runners = append(p.Runners, app.Runner{Name: "partition maintenance", Run: func(ctx context.Context) error {
-			every(ctx, time.Hour, func() { maintainPartitions(ctx, a) })
+			every(ctx, time.Hour, func() { maintainPartitions(ctx, a, events.Partitions) })
 			return nil
 		}})
-		maintainPartitions(context.Background(), a)
+		if cfg.Persist.RetentionDays > 0 {
+			dropExpired(ctx, a, events.Partitions)
+		}
 	}
 	history := hbsql.NewHistory(a.Pool, topics.GroupDB, cfg.Anomaly.StateTTL, cfg.Anomaly.HistoryWait)
 	if cfg.Runs(app.HandlerDetect) {
@@ -123,7 +132,7 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 	w := wiring{
 		cfg: cfg, metrics: m, registry: a.Registry, log: a.Log, wlog: a.WLogger, pub: pub,
 		subscriber: a.NewOrderedSubscriber, batchSubscriber: a.NewWindowedSubscriber,
-		events:    hbsql.NewEventWriter(a.Pool, topics.GroupDB).Write,
+		events:    events.Write,
 		anomalies: anomalies,
 		history:   history,
 		engine:    engine,
@@ -136,7 +145,7 @@ func newPipeline(a *app.App) (p *pipeline, err error) {
 		return nil, err
 	}
 	if cfg.Runs(app.HandlerDetect) {
-		fwd, err := newForwarder(a, pub)
+		fwd, err := newForwarder(ctx, a, pub)
 		if err != nil {
 			return nil, err
 		}
@@ -330,18 +339,17 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 
 // newForwarder drains the outbox table to Kafka. Its schema is created here,
 // before any handler writes to it inside a transaction.
-func newForwarder(a *app.App, pub message.Publisher) (*forwarder.Forwarder, error) {
+func newForwarder(ctx context.Context, a *app.App, pub message.Publisher) (*forwarder.Forwarder, error) {
+	if err := hbsql.InitOutbox(ctx, a.Pool); err != nil {
+		return nil, err
+	}
 	sub, err := wmsql.NewSubscriber(wmsql.BeginnerFromPgx(a.Pool), wmsql.SubscriberConfig{
-		SchemaAdapter:    hbsql.OutboxSchema(),
-		OffsetsAdapter:   hbsql.OutboxOffsets(),
-		InitializeSchema: true,
-		PollInterval:     a.Config.OutboxPoll,
+		SchemaAdapter:  hbsql.OutboxSchema(),
+		OffsetsAdapter: hbsql.OutboxOffsets(),
+		PollInterval:   a.Config.OutboxPoll,
 	}, a.WLogger)
 	if err != nil {
 		return nil, fmt.Errorf("outbox subscriber: %w", err)
-	}
-	if err := sub.SubscribeInitialize(hbsql.OutboxTopic); err != nil {
-		return nil, fmt.Errorf("create outbox table: %w", err)
 	}
 	return forwarder.NewForwarder(sub, pub, a.WLogger, forwarder.Config{
 		ForwarderTopic: hbsql.OutboxTopic,
@@ -443,22 +451,35 @@ func maxLag(log *slog.Logger, lag func(context.Context) (int64, error), limit in
 	}
 }
 
+// partitionsAhead is how far ahead of today partition maintenance creates
+// daily partitions, so that the day's first readings find theirs.
+const partitionsAhead = 2 * 24 * time.Hour
+
 // maintainPartitions creates the coming days' partitions of heartbeat_events
 // and drops those past HEARTBEAT_RETENTION_DAYS.
-func maintainPartitions(ctx context.Context, a *app.App) {
-	cfg := a.Config
-	if n, err := hbsql.EnsurePartitions(ctx, a.Pool, time.Now(), cfg.Validation.MaxEventAge); err != nil {
-		a.Log.Warn("partition maintenance", "err", err)
+func maintainPartitions(ctx context.Context, a *app.App, parts *hbsql.Partitions) {
+	if n, err := parts.EnsureRange(ctx, time.Now(), time.Now().Add(partitionsAhead)); err != nil {
+		if ctx.Err() == nil {
+			a.Log.Warn("partition maintenance", "err", err)
+		}
 	} else if n > 0 {
 		a.Log.Info("heartbeat_events partitions created", "count", n)
 	}
-	if cfg.Persist.RetentionDays > 0 {
-		dropped, err := hbsql.DropPartitions(ctx, a.Pool, time.Now(), cfg.Persist.RetentionDays)
-		if err != nil {
+	if a.Config.Persist.RetentionDays > 0 {
+		dropExpired(ctx, a, parts)
+	}
+}
+
+// dropExpired drops the daily partitions past HEARTBEAT_RETENTION_DAYS.
+func dropExpired(ctx context.Context, a *app.App, parts *hbsql.Partitions) {
+	keep := a.Config.Persist.RetentionDays
+	dropped, err := parts.Drop(ctx, time.Now(), keep)
+	if err != nil {
+		if ctx.Err() == nil {
 			a.Log.Warn("retention", "err", err)
-		} else if len(dropped) > 0 {
-			a.Log.Info("heartbeat_events partitions dropped (retention)", "partitions", dropped, "retention_days", cfg.Persist.RetentionDays)
 		}
+	} else if len(dropped) > 0 {
+		a.Log.Info("heartbeat_events partitions dropped (retention)", "partitions", dropped, "retention_days", keep)
 	}
 }
 

@@ -7,11 +7,12 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -38,6 +39,8 @@ type App struct {
 	Pool *pgxpool.Pool
 
 	broker *kfake.Cluster
+	// metricsLn is METRICS_ADDR's listener, opened by New and served by Run.
+	metricsLn net.Listener
 }
 
 // NewLogger returns the process logger at level (debug, info, warn, error).
@@ -47,12 +50,11 @@ func NewLogger(level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
-// StartupTimeout bounds how long start-up waits for Kafka and PostgreSQL.
-const StartupTimeout = 30 * time.Second
-
-// New connects the infrastructure cfg asks for: Kafka (starting the
-// in-process broker when KAFKA_BOOTSTRAP_SERVERS is empty) with its topics,
-// and, when persist or detect runs, PostgreSQL with its migrations.
+// New connects the infrastructure cfg asks for: the metrics listener,
+// Kafka (starting the in-process broker when KAFKA_BOOTSTRAP_SERVERS is
+// empty) with its topics, and, when persist or detect runs, PostgreSQL with
+// its migrations. It waits up to STARTUP_TIMEOUT for Kafka, and as long for
+// PostgreSQL, to be reachable, and stops when ctx ends.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	a := &App{
 		Config:   cfg,
@@ -75,6 +77,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.KafkaOpts = opts
+	// A taken port fails start-up at once, before anything connects.
+	if a.metricsLn, err = ListenMetrics(cfg.EffectiveMetricsAddr()); err != nil {
+		return nil, err
+	}
 	if len(a.Brokers) == 0 {
 		c, err := StartBroker("127.0.0.1:0", "")
 		if err != nil {
@@ -84,13 +90,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		a.Brokers = c.ListenAddrs()
 		log.Info("KAFKA_BOOTSTRAP_SERVERS is empty: started an in-process Kafka broker (kfake)", "addr", strings.Join(a.Brokers, ","))
 	}
-	tctx, cancel := context.WithTimeout(ctx, StartupTimeout)
+	tctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
 	if err := EnsureTopics(tctx, a.Brokers, a.KafkaOpts, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
-		return nil, fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS: cannot reach Kafka at %s within %s: %w", strings.Join(a.Brokers, ","), StartupTimeout, err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("creating the Kafka topics: %w", context.Cause(ctx))
+		}
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS: cannot reach Kafka at %s within STARTUP_TIMEOUT (%s): %w", strings.Join(a.Brokers, ","), cfg.StartupTimeout, err)
 	}
 	if cfg.Runs(HandlerPersist) || cfg.Runs(HandlerDetect) {
-		pool, err := openDatabase(ctx, cfg.Postgres, StartupTimeout/3, log)
+		pool, err := openDatabase(ctx, cfg.Postgres, cfg.StartupTimeout, log)
 		if err != nil {
 			return nil, err
 		}
@@ -102,6 +115,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 
 // Close releases what New opened.
 func (a *App) Close() {
+	if a.metricsLn != nil {
+		_ = a.metricsLn.Close()
+	}
 	if a.Pool != nil {
 		a.Pool.Close()
 	}

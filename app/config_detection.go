@@ -59,24 +59,35 @@ func (d DetectionConfig) ValidateEpisode(a AnomalyConfig) error {
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
 	}
-	if d.SustainedLow+d.Hysteresis >= d.SustainedHigh-d.Hysteresis {
-		bad("ANOMALY_SUSTAINED_LOW_THRESHOLD", "%d plus ANOMALY_HYSTERESIS %d must stay below ANOMALY_SUSTAINED_HIGH_THRESHOLD %d minus it",
-			d.SustainedLow, d.Hysteresis, d.SustainedHigh)
-	}
-	if d.SustainedFor <= 0 {
-		bad("ANOMALY_SUSTAINED_FOR", "must be a positive duration (like 10m), got %s", d.SustainedFor)
+	for _, t := range []struct {
+		name string
+		v    int
+	}{{"ANOMALY_SUSTAINED_HIGH_THRESHOLD", d.SustainedHigh}, {"ANOMALY_SUSTAINED_LOW_THRESHOLD", d.SustainedLow}} {
+		if t.v < 0 || t.v > maxRate {
+			bad(t.name, "must be between 0 and %d bpm, got %d", maxRate, t.v)
+		}
 	}
 	if d.Hysteresis < 0 || d.Hysteresis >= a.SpikeDelta {
 		bad("ANOMALY_HYSTERESIS", "must be 0 or more and below ANOMALY_SPIKE_DELTA %d, got %d", a.SpikeDelta, d.Hysteresis)
 	}
-	if d.ClearFor < 0 {
-		bad("ANOMALY_CLEAR_FOR", "must be 0 (close at once) or a positive duration, got %s", d.ClearFor)
+	// The thresholds and the band are bounded above, so the sums cannot
+	// overflow.
+	if d.SustainedLow <= maxRate && d.SustainedHigh <= maxRate && d.Hysteresis <= maxRate &&
+		d.SustainedLow+d.Hysteresis >= d.SustainedHigh-d.Hysteresis {
+		bad("ANOMALY_SUSTAINED_LOW_THRESHOLD", "%d plus ANOMALY_HYSTERESIS %d must stay below ANOMALY_SUSTAINED_HIGH_THRESHOLD %d minus it",
+			d.SustainedLow, d.Hysteresis, d.SustainedHigh)
+	}
+	if d.SustainedFor <= 0 || d.SustainedFor > maxRuleDuration {
+		bad("ANOMALY_SUSTAINED_FOR", "must be a positive duration (like 10m) up to %s, got %s", maxRuleDuration, d.SustainedFor)
+	}
+	if d.ClearFor < 0 || d.ClearFor > maxRuleDuration {
+		bad("ANOMALY_CLEAR_FOR", "must be 0 (close at once) or a duration up to %s, got %s", maxRuleDuration, d.ClearFor)
 	}
 	if d.SpikeConfirm < 0 || d.SpikeConfirm > 20 {
 		bad("ANOMALY_SPIKE_CONFIRM_READINGS", "must be between 0 and 20, got %d", d.SpikeConfirm)
 	}
-	if d.SignalLoss <= 0 {
-		bad("ANOMALY_SIGNAL_LOSS_AFTER", "must be a positive duration (like 5m), got %s", d.SignalLoss)
+	if d.SignalLoss <= 0 || d.SignalLoss > maxRuleDuration {
+		bad("ANOMALY_SIGNAL_LOSS_AFTER", "must be a positive duration (like 5m) up to %s, got %s", maxRuleDuration, d.SignalLoss)
 	}
 	return errors.Join(errs...)
 }
@@ -88,6 +99,7 @@ func LoadDetectionConfig(ctx context.Context, l envconfig.Lookuper, a AnomalyCon
 	if l == nil {
 		l = envconfig.OsLookuper()
 	}
+	l = emptyIsUnset{l}
 	var d DetectionConfig
 	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &d, Lookuper: l}); err != nil {
 		// "SustainedFor: time: invalid duration ..." names the field: name the variable.
@@ -95,7 +107,7 @@ func LoadDetectionConfig(ctx context.Context, l envconfig.Lookuper, a AnomalyCon
 		if f, ok := reflect.TypeOf(d).FieldByName(field); ok {
 			env, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 			val, _ := l.Lookup(env)
-			return d, fmt.Errorf("%s=%s: %s (expected %s)", env, strconv.Quote(val), lastCause(rest), kindOf(f.Type))
+			return d, fmt.Errorf("%s=%s: %s (expected %s)", env, strconv.Quote(val), cause(f.Type, val, lastCause(rest)), kindOf(f.Type))
 		}
 		return d, err
 	}

@@ -67,6 +67,22 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "verbose"}, []string{"LOG_LEVEL"}},
 		{map[string]string{"DATABASE_URL": "mysql://x"}, []string{"DATABASE_URL"}},
 		{map[string]string{"ANOMALY_LOW_THRESHOLD": "150"}, []string{"ANOMALY_LOW_THRESHOLD", "ANOMALY_HIGH_THRESHOLD"}},
+		{map[string]string{"SIM_EVENTS_PER_SECOND": "NaN"}, []string{"SIM_EVENTS_PER_SECOND", "greater than 0"}},
+		{map[string]string{"SIM_LATE_RATIO": "NaN"}, []string{"SIM_LATE_RATIO", "between 0 and 1"}},
+		{map[string]string{"MAX_EVENT_AGE": "2562048h"}, []string{`MAX_EVENT_AGE="2562048h"`, "out of range", "292 years"}},
+		{map[string]string{"KAFKA_PARTITIONS_RAW": "2147483648"}, []string{`KAFKA_PARTITIONS_RAW="2147483648"`, "out of range -2147483648..2147483647"}},
+		{map[string]string{"KAFKA_PARTITIONS_RAW": "2147483647"}, []string{"KAFKA_PARTITIONS_RAW", "between 1 and 10000"}},
+		{map[string]string{"HEARTBEAT_RETENTION_DAYS": "9223372036854775807"}, []string{"HEARTBEAT_RETENTION_DAYS", "up to 106751"}},
+		{map[string]string{"KAFKA_TOPIC_INVALID": "events.raw.v1"}, []string{"KAFKA_TOPIC_INVALID", "also KAFKA_TOPIC_RAW"}},
+		{map[string]string{"KAFKA_TOPIC_DLQ": "dlq topic"}, []string{"KAFKA_TOPIC_DLQ", "not a Kafka topic name"}},
+		{map[string]string{"KAFKA_CONSUMER_GROUP_ANOMALY": "cg.db-writer.v1"}, []string{"KAFKA_CONSUMER_GROUP_ANOMALY", "own group"}},
+		{map[string]string{"KAFKA_SASL_USERNAME": "u"}, []string{"KAFKA_SASL_USERNAME is set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"}},
+		{map[string]string{"KAFKA_TLS_INSECURE_SKIP_VERIFY": "true"}, []string{"KAFKA_TLS_INSECURE_SKIP_VERIFY is set"}},
+		{map[string]string{"ANOMALY_SUSTAINED_LOW_THRESHOLD": "9223372036854775807"}, []string{"ANOMALY_SUSTAINED_LOW_THRESHOLD", "between 0 and 400"}},
+		{map[string]string{"RETRY_INITIAL_INTERVAL": "10s"}, []string{"RETRY_INITIAL_INTERVAL", "longer than RETRY_MAX_INTERVAL"}},
+		{map[string]string{"DETECT_STATE_TTL": "3ns"}, []string{"DETECT_STATE_TTL", "at least 1s"}},
+		{map[string]string{"POSTGRES_DB": strings.Repeat("d", 64)}, []string{"POSTGRES_DB", "63 bytes"}},
+		{map[string]string{"METRICS_ADDR": ":99999"}, []string{"METRICS_ADDR", "port number"}},
 		{map[string]string{"STALL_AFTER": "5s"}, []string{"STALL_AFTER", "at least 15s", "session timeout"}},
 		{map[string]string{"UNHEALTHY_EXIT_AFTER": "-1m"}, []string{"UNHEALTHY_EXIT_AFTER", "0 (never exit)"}},
 	}
@@ -79,6 +95,19 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An empty variable is an unset one: its default applies, rather than the
+// type's zero (no retries, a heart rate of 0 valid).
+func TestEmptyVariableTakesItsDefault(t *testing.T) {
+	c, err := load(map[string]string{"RETRY_MAX_RETRIES": "", "HEART_RATE_MIN": "", "ROUTER_HANDLERS": "", "SHUTDOWN_TIMEOUT": ""})
+	require.NoError(t, err)
+	def, err := load(nil)
+	require.NoError(t, err)
+	require.Equal(t, def, c)
+	d, err := app.LoadDetectionConfig(context.Background(), envconfig.MapLookuper(map[string]string{"ANOMALY_SPIKE_CONFIRM_READINGS": ""}), c.Anomaly)
+	require.NoError(t, err)
+	require.Equal(t, 2, d.SpikeConfirm)
 }
 
 func TestMetricsAddrFollowsTheRole(t *testing.T) {

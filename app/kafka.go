@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -56,25 +57,41 @@ func StartBroker(addr, dataDir string) (*kfake.Cluster, error) {
 // default Kafka broker does (message.max.bytes).
 const MaxMessageBytes = 1048588
 
-// TopicSpec is a topic to create at start-up.
+// TopicSpec is a topic to create at start-up, with the variables that set
+// it (for error messages).
 type TopicSpec struct {
 	Name       string
 	Partitions int32
+	// NameVar and PartitionsVar are the variables of the name and the
+	// partition count.
+	NameVar, PartitionsVar string
 }
 
 // Topics returns the four topics of the pipeline with their partition counts.
 func (c KafkaConfig) Topics() []TopicSpec {
 	return []TopicSpec{
-		{c.TopicRaw, c.PartitionsRaw},
-		{c.TopicInvalid, c.PartitionsOther},
-		{c.TopicAnomaly, c.PartitionsOther},
-		{c.TopicDLQ, c.PartitionsOther},
+		{c.TopicRaw, c.PartitionsRaw, "KAFKA_TOPIC_RAW", "KAFKA_PARTITIONS_RAW"},
+		{c.TopicInvalid, c.PartitionsOther, "KAFKA_TOPIC_INVALID", "KAFKA_PARTITIONS_OTHER"},
+		{c.TopicAnomaly, c.PartitionsOther, "KAFKA_TOPIC_ANOMALY", "KAFKA_PARTITIONS_OTHER"},
+		{c.TopicDLQ, c.PartitionsOther, "KAFKA_TOPIC_DLQ", "KAFKA_PARTITIONS_OTHER"},
 	}
 }
 
+// RefusedError is Kafka answering with an error that retrying does not
+// cure (a topic it will not create, credentials it does not accept), as
+// opposed to not being reachable.
+type RefusedError struct {
+	msg string
+	err error
+}
+
+func (e *RefusedError) Error() string { return e.msg + ": " + e.err.Error() }
+func (e *RefusedError) Unwrap() error { return e.err }
+
 // EnsureTopics creates the topics that do not exist; existing topics are
 // left as they are. It retries while the cluster is not reachable yet, until
-// ctx ends.
+// ctx ends; an error Kafka does not mark retriable is returned at once, as a
+// *RefusedError naming the variables to check.
 func EnsureTopics(ctx context.Context, brokers []string, opts []kgo.Opt, replication int16, topics []TopicSpec, log *slog.Logger) error {
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
@@ -85,29 +102,44 @@ func EnsureTopics(ctx context.Context, brokers []string, opts []kgo.Opt, replica
 	backoff := 250 * time.Millisecond
 	for _, t := range topics {
 		for {
-			resp, err := adm.CreateTopic(ctx, t.Partitions, replication, nil, t.Name)
+			// CreateTopics, not CreateTopic: its error is the request's
+			// (the cluster, the client), the topic's is in its response.
+			var topicErr error
+			resps, err := adm.CreateTopics(ctx, t.Partitions, replication, nil, t.Name)
 			if err == nil {
-				err = resp.Err
+				if r, ok := resps[t.Name]; ok {
+					topicErr = r.Err
+				} else {
+					err = fmt.Errorf("no answer for topic %s", t.Name)
+				}
 			}
+			var ke *kerr.Error
 			switch {
-			case err == nil:
-				log.Info("topic created", "topic", t.Name, "partitions", t.Partitions)
-			case errors.Is(err, kerr.TopicAlreadyExists):
+			case err != nil && errors.As(err, &ke) && !ke.Retriable:
+				return &RefusedError{fmt.Sprintf("Kafka at %s refused the client (check KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*)", strings.Join(brokers, ",")), err}
+			case err == nil && errors.Is(topicErr, kerr.TopicAlreadyExists):
 				log.Debug("topic exists", "topic", t.Name)
-				err = nil
+			case err == nil && errors.As(topicErr, &ke) && !ke.Retriable:
+				return &RefusedError{fmt.Sprintf("Kafka refused to create topic %s=%s with %s=%d and KAFKA_REPLICATION_FACTOR=%d",
+					t.NameVar, t.Name, t.PartitionsVar, t.Partitions, replication), topicErr}
+			case err == nil && topicErr == nil:
+				log.Info("topic created", "topic", t.Name, "partitions", t.Partitions)
+			default:
+				if err == nil {
+					err = topicErr
+				}
+				if ctx.Err() != nil {
+					return fmt.Errorf("create topic %s on %v: %w", t.Name, brokers, err)
+				}
+				log.Warn("cannot create topic yet, retrying", "topic", t.Name, "brokers", brokers, "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
+				backoff = min(backoff*2, 5*time.Second)
+				continue
 			}
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("create topic %s on %v: %w", t.Name, brokers, err)
-			}
-			log.Warn("cannot create topic yet, retrying", "topic", t.Name, "brokers", brokers, "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 5*time.Second)
+			break
 		}
 	}
 	return nil

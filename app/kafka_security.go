@@ -41,14 +41,34 @@ func (s KafkaSecurity) validate() []error {
 	default:
 		errs = append(errs, fmt.Errorf("KAFKA_SECURITY_PROTOCOL: %q is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL", s.Protocol))
 	}
-	if s.useSASL() {
-		switch s.SASLMechanism {
-		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
-		default:
-			errs = append(errs, fmt.Errorf("KAFKA_SASL_MECHANISM: %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", s.SASLMechanism))
+	switch s.SASLMechanism {
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		errs = append(errs, fmt.Errorf("KAFKA_SASL_MECHANISM: %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", s.SASLMechanism))
+	}
+	if s.useSASL() && (s.SASLUsername == "" || s.SASLPassword == "") {
+		errs = append(errs, errors.New("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: both are required with KAFKA_SECURITY_PROTOCOL="+s.Protocol))
+	}
+	// A setting the protocol does not use would be ignored: credentials or
+	// certificates the operator believes in use.
+	unused := func(name, what string) {
+		errs = append(errs, fmt.Errorf("%s is set, but KAFKA_SECURITY_PROTOCOL=%s uses no %s: choose a protocol with it, or unset %s", name, s.Protocol, what, name))
+	}
+	if !s.useSASL() {
+		for name, v := range map[string]string{"KAFKA_SASL_USERNAME": s.SASLUsername, "KAFKA_SASL_PASSWORD": s.SASLPassword} {
+			if v != "" {
+				unused(name, "SASL")
+			}
 		}
-		if s.SASLUsername == "" || s.SASLPassword == "" {
-			errs = append(errs, errors.New("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: both are required with KAFKA_SECURITY_PROTOCOL="+s.Protocol))
+	}
+	if !s.useTLS() {
+		for name, v := range map[string]string{"KAFKA_TLS_CA_FILE": s.TLSCAFile, "KAFKA_TLS_CERT_FILE": s.TLSCertFile, "KAFKA_TLS_KEY_FILE": s.TLSKeyFile} {
+			if v != "" {
+				unused(name, "TLS")
+			}
+		}
+		if s.TLSInsecureSkipVerify {
+			unused("KAFKA_TLS_INSECURE_SKIP_VERIFY", "TLS")
 		}
 	}
 	if (s.TLSCertFile == "") != (s.TLSKeyFile == "") {

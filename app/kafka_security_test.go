@@ -77,8 +77,11 @@ func TestKafkaSecurity(t *testing.T) {
 			defer cluster.Close()
 
 			env := map[string]string{
-				"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": cluster.ListenAddrs()[0],
-				"KAFKA_SECURITY_PROTOCOL": c.protocol, "KAFKA_TLS_CA_FILE": caFile,
+				"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": cluster.ListenAddrs()[0], "METRICS_ADDR": "127.0.0.1:0",
+				"KAFKA_SECURITY_PROTOCOL": c.protocol,
+			}
+			if c.tls {
+				env["KAFKA_TLS_CA_FILE"] = caFile
 			}
 			if c.mechanism != "" {
 				env["KAFKA_SASL_MECHANISM"], env["KAFKA_SASL_USERNAME"], env["KAFKA_SASL_PASSWORD"] = c.mechanism, "alice", "s3cret"

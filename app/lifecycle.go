@@ -22,21 +22,34 @@ type Runner struct {
 // Run serves /metrics and /healthz, logs progress, and runs the runners
 // until ctx ends (SIGINT/SIGTERM), an Ends runner finishes, or one fails —
 // or the process has been unhealthy for UNHEALTHY_EXIT_AFTER, which is an
-// error too; then cleanup runs with a deadline of SHUTDOWN_TIMEOUT.
-func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) error {
+// error too; then cleanup runs with a deadline of SHUTDOWN_TIMEOUT, whatever
+// happened.
+func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), a.Config.ShutdownTimeout)
+		defer ccancel()
+		start := time.Now()
+		if cleanup != nil {
+			cleanup(cctx)
+		}
+		a.Log.Info("stopped", "cleanup", time.Since(start).Round(time.Millisecond))
+	}()
 	if a.Health == nil {
 		a.Health = NewHealth()
 	}
+	ln := a.metricsLn
+	if ln == nil {
+		if ln, err = ListenMetrics(a.Config.EffectiveMetricsAddr()); err != nil {
+			return err
+		}
+	}
+	a.metricsLn = nil // served from here on: closed when gctx ends
 	g, gctx := errgroup.WithContext(ctx)
 	// Served until the group ends: a runner that fails stops the server too,
 	// or Wait would wait for it until a signal came.
-	serve, err := ServeMetrics(gctx, a.Config.EffectiveMetricsAddr(), a.Registry, a.Health, a.Log)
-	if err != nil {
-		return err
-	}
-	g.Go(serve)
+	g.Go(serveMetrics(gctx, ln, a.Registry, a.Health, a.Log))
 	g.Go(func() error { ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
 	if d := a.Config.Health.UnhealthyExitAfter; d > 0 {
 		g.Go(func() error { return a.Health.ExitWhenUnhealthyFor(gctx, d, time.Second) })
@@ -54,15 +67,7 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 			return nil
 		})
 	}
-	err = g.Wait()
-	cctx, ccancel := context.WithTimeout(context.Background(), a.Config.ShutdownTimeout)
-	defer ccancel()
-	start := time.Now()
-	if cleanup != nil {
-		cleanup(cctx)
-	}
-	a.Log.Info("stopped", "cleanup", time.Since(start).Round(time.Millisecond))
-	return err
+	return g.Wait()
 }
 
 // RunBroker runs only the in-process broker, on BROKER_ADDR, keeping its
@@ -70,7 +75,10 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 func RunBroker(ctx context.Context, cfg Config, log *slog.Logger) error {
 	c, err := StartBroker(cfg.Broker.Addr, cfg.Broker.DataDir)
 	if err != nil {
-		return err
+		if cfg.Broker.DataDir != "" {
+			return fmt.Errorf("BROKER_ADDR=%s, BROKER_DATA_DIR=%s: %w", cfg.Broker.Addr, cfg.Broker.DataDir, err)
+		}
+		return fmt.Errorf("BROKER_ADDR=%s: %w", cfg.Broker.Addr, err)
 	}
 	defer c.Close()
 	if cfg.Broker.DataDir != "" {
@@ -78,7 +86,7 @@ func RunBroker(ctx context.Context, cfg Config, log *slog.Logger) error {
 	} else {
 		log.Info("in-process Kafka broker (kfake) running; records are kept in memory only (set BROKER_DATA_DIR to keep them)", "addr", c.ListenAddrs())
 	}
-	tctx, cancel := context.WithTimeout(ctx, StartupTimeout)
+	tctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
 	if err := EnsureTopics(tctx, c.ListenAddrs(), nil, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
 		return err

@@ -110,15 +110,30 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
+// ListenMetrics opens METRICS_ADDR's listener; start-up opens it first, so
+// that a taken port fails it at once, with a clear error.
+func ListenMetrics(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, errors.New("METRICS_ADDR: cannot listen on " + addr + ": " + err.Error())
+	}
+	return ln, nil
+}
+
 // ServeMetrics serves /metrics and /healthz on addr until ctx ends. The
 // listener is opened before it returns, so a taken port fails start-up with
 // a clear error. /healthz answers 200 "ok" while health reports no problem,
 // and 503 with one reason a line while it does.
 func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, health *Health, log *slog.Logger) (func() error, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := ListenMetrics(addr)
 	if err != nil {
-		return nil, errors.New("METRICS_ADDR: cannot listen on " + addr + ": " + err.Error())
+		return nil, err
 	}
+	return serveMetrics(ctx, ln, reg, health, log), nil
+}
+
+// serveMetrics serves /metrics and /healthz on ln until ctx ends.
+func serveMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry, health *Health, log *slog.Logger) func() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -145,7 +160,7 @@ func ServeMetrics(ctx context.Context, addr string, reg *prometheus.Registry, he
 			return err
 		}
 		return nil
-	}, nil
+	}
 }
 
 // HealthCheck fails unless url answers 200 within two seconds. The error

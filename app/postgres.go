@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -72,10 +73,14 @@ func openDatabase(ctx context.Context, p PostgresConfig, timeout time.Duration, 
 	cfg.ConnConfig.RuntimeParams["application_name"] = "heartbeat"
 	where := fmt.Sprintf("PostgreSQL at %s:%d as user %s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.User)
 
+	// Each attempt ends at the deadline too: a host that does not answer
+	// (or a name that does not resolve) must not hold start-up past it.
 	deadline := time.Now().Add(timeout)
 	for attempt := 1; ; attempt++ {
-		err = hbsql.EnsureDatabase(ctx, cfg.ConnConfig)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil || !retryableConnect(err) {
+		actx, cancel := context.WithDeadline(ctx, deadline)
+		err = hbsql.EnsureDatabase(actx, cfg.ConnConfig)
+		cancel()
+		if err == nil || !time.Now().Before(deadline) || ctx.Err() != nil || !retryableConnect(err) {
 			break
 		}
 		log.Warn("database not reachable yet, retrying", "attempt", attempt, "err", Redact(err.Error()))
@@ -85,6 +90,9 @@ func openDatabase(ctx context.Context, p PostgresConfig, timeout time.Duration, 
 		}
 	}
 	if err != nil {
+		if retryableConnect(err) && ctx.Err() == nil {
+			where += fmt.Sprintf(" within STARTUP_TIMEOUT (%s)", timeout)
+		}
 		return nil, fail("cannot reach "+where+" to create database "+strconv.Quote(cfg.ConnConfig.Database), err)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -111,7 +119,7 @@ func retryableConnect(err error) bool {
 	var pgErr interface{ SQLState() string }
 	if errors.As(err, &pgErr) {
 		s := pgErr.SQLState()
-		return s == "57P03" || s[:2] == "08" // cannot connect now (starting up), connection exception
+		return s == "57P03" || strings.HasPrefix(s, "08") // cannot connect now (starting up), connection exception
 	}
 	msg := err.Error()
 	return notUpYet.MatchString(msg)

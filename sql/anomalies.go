@@ -72,6 +72,29 @@ func OutboxSchema() wmsql.SchemaAdapter { return wmsql.DefaultPostgreSQLSchema{}
 // OutboxOffsets is the watermill-sql offsets adapter of the outbox table.
 func OutboxOffsets() wmsql.OffsetsAdapter { return wmsql.DefaultPostgreSQLOffsetsAdapter{} }
 
+// InitOutbox creates the outbox table and its offsets table unless they
+// exist, in one transaction, with watermill-sql's own statements: run with
+// ctx, where the subscriber's SubscribeInitialize waits up to a minute
+// whatever its caller's context.
+func InitOutbox(ctx context.Context, pool *pgxpool.Pool) error {
+	qs, err := OutboxSchema().SchemaInitializingQueries(wmsql.SchemaInitializingQueriesParams{Topic: OutboxTopic})
+	if err != nil {
+		return fmt.Errorf("create outbox table: %w", err)
+	}
+	offsets, err := OutboxOffsets().SchemaInitializingQueries(wmsql.OffsetsSchemaInitializingQueriesParams{Topic: OutboxTopic})
+	if err != nil {
+		return fmt.Errorf("create outbox table: %w", err)
+	}
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for _, q := range append(qs, offsets...) {
+			if _, err := tx.Exec(ctx, q.Query, q.Args...); err != nil {
+				return fmt.Errorf("create outbox table: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
 // OutboxPending reports how many outbox messages the forwarder has not yet
 // moved to Kafka.
 func OutboxPending(ctx context.Context, pool *pgxpool.Pool) (int64, error) {

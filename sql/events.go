@@ -91,20 +91,62 @@ const upsertCheckpoint = `INSERT INTO ingest_checkpoint (consumer_group, topic, 
 type EventWriter struct {
 	pool  *pgxpool.Pool
 	group string
+	// Partitions creates the daily partitions the batches need; partition
+	// maintenance shares it, so that the days it drops are forgotten.
+	Partitions *Partitions
 }
 
 // NewEventWriter returns a writer checkpointing for consumer group group.
 func NewEventWriter(pool *pgxpool.Pool, group string) *EventWriter {
-	return &EventWriter{pool: pool, group: group}
+	return &EventWriter{pool: pool, group: group, Partitions: NewPartitions(pool)}
 }
 
 // Write stores rows and advances the checkpoint of every partition they
 // came from, atomically. It returns how many rows were new; rows whose
 // event id is already stored are skipped.
+//
+// The daily partitions of the rows' days are created first, outside the
+// batch's transaction (creating one locks heartbeat_events, which the
+// transaction would hold until it commits). A partition dropped since it
+// was created (retention, by this process or another) fails the batch with
+// "no partition of relation found for row": the batch is rolled back
+// whole, the partition created again, and the batch written again once.
 func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int64, err error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
+	days := batchDays(rows)
+	if _, err := w.Partitions.Ensure(ctx, days...); err != nil {
+		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
+	}
+	inserted, err = w.write(ctx, rows)
+	if isNoPartition(err) {
+		w.Partitions.forget(days...)
+		if _, err := w.Partitions.Ensure(ctx, days...); err != nil {
+			return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
+		}
+		inserted, err = w.write(ctx, rows)
+	}
+	return inserted, err
+}
+
+// batchDays returns the UTC days of rows' readings, each once.
+func batchDays(rows []EventRow) []Day {
+	var days []Day
+	for _, r := range rows {
+		if r.CheckpointOnly {
+			continue
+		}
+		// A partition's readings come mostly in time order: the day of the
+		// row before is the usual answer.
+		if d := DayOf(r.Event.Timestamp); len(days) == 0 || d != days[len(days)-1] && !slices.Contains(days, d) {
+			days = append(days, d)
+		}
+	}
+	return days
+}
+
+func (w *EventWriter) write(ctx context.Context, rows []EventRow) (inserted int64, err error) {
 	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		var err error
 		if inserted, err = store(ctx, tx, rows); err != nil {

@@ -2,6 +2,7 @@ package sql_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -82,4 +83,115 @@ func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
 	cp, err := hbsql.Checkpoint(ctx, pool, "g", "raw")
 	require.NoError(t, err)
 	require.Equal(t, map[int32]int64{3: 99}, cp)
+}
+
+// A batch may hold readings of days years apart (a backfill beside live
+// readings): the writer creates the partitions of those days only, on both
+// of its paths, and writes again a batch whose day's partition was dropped
+// behind its back.
+func TestEventWriterCreatesTheDaysItNeeds(t *testing.T) {
+	pool := database(t)
+	ctx := context.Background()
+	_, err := hbsql.Migrate(ctx, pool)
+	require.NoError(t, err)
+	old := time.Date(2016, 3, 14, 23, 59, 59, 0, time.UTC)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	offset := int64(0)
+	row := func(at time.Time) hbsql.EventRow {
+		offset++
+		return hbsql.EventRow{
+			Event:  messages.Heartbeat{EventID: uuid.NewString(), CustomerID: "c", Timestamp: at, HeartRate: 70},
+			Source: messages.Source{Topic: "raw", Partition: 0, Offset: offset},
+		}
+	}
+	count := func() int {
+		var n int
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM heartbeat_events`).Scan(&n))
+		return n
+	}
+	w := hbsql.NewEventWriter(pool, "g")
+
+	// The fast path (COPY).
+	a, b, c := row(old), row(now), row(old.Add(time.Second)) // c is the next day
+	n, err := w.Write(ctx, []hbsql.EventRow{a, b, c})
+	require.NoError(t, err)
+	require.Equal(t, int64(3), n)
+	want := []string{"heartbeat_events_p20160314", "heartbeat_events_p20160315", "heartbeat_events_p" + now.Format("20060102")}
+	require.Equal(t, want, partitions(t, pool))
+
+	// The merge path (a redelivered reading), with a day new to the writer.
+	d := row(old.AddDate(-1, 0, 0))
+	n, err = w.Write(ctx, []hbsql.EventRow{a, d, b})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+	require.Equal(t, 4, count())
+	require.Contains(t, partitions(t, pool), "heartbeat_events_p20150314")
+
+	// Another process dropped 2016-03-14's partition (retention): the
+	// writer, which knows it as created, writes the batch again after
+	// creating it — on the fast path and on the merge path.
+	for _, c := range []struct {
+		batch []hbsql.EventRow
+		new   int64
+		old   int // the reading of 2016-03-14
+	}{
+		{[]hbsql.EventRow{row(old.Add(-time.Hour)), row(now.Add(-time.Second))}, 2, 0}, // fast path
+		{[]hbsql.EventRow{b, row(old.Add(-2 * time.Hour))}, 1, 1},                      // merge path: b is stored
+	} {
+		_, err = pool.Exec(ctx, `DROP TABLE heartbeat_events_p20160314`)
+		require.NoError(t, err)
+		before := count()
+		n, err = w.Write(ctx, c.batch)
+		require.NoError(t, err)
+		require.Equal(t, c.new, n)
+		require.Equal(t, before+int(c.new), count())
+		var at time.Time
+		require.NoError(t, pool.QueryRow(ctx, `SELECT event_time FROM heartbeat_events_p20160314 WHERE event_id = $1`, c.batch[c.old].Event.EventID).Scan(&at))
+		require.True(t, at.Equal(c.batch[c.old].Event.Timestamp))
+	}
+}
+
+// Persist replicas writing readings of the same new days at once each
+// create what is missing, and no batch fails because another replica
+// created a partition first.
+func TestEventWritersCreatePartitionsConcurrently(t *testing.T) {
+	pool := database(t)
+	ctx := context.Background()
+	_, err := hbsql.Migrate(ctx, pool)
+	require.NoError(t, err)
+	days := make([]time.Time, 12)
+	for i := range days {
+		days[i] = time.Date(2015+rand.IntN(10), time.Month(1+rand.IntN(12)), 1+rand.IntN(28), rand.IntN(24), 0, 0, 0, time.UTC)
+	}
+	const replicas = 4
+	errs := make(chan error, replicas)
+	for r := range replicas {
+		go func() {
+			w := hbsql.NewEventWriter(pool, "g")
+			var rows []hbsql.EventRow
+			for i, d := range rand.Perm(len(days)) {
+				rows = append(rows, hbsql.EventRow{
+					Event:  messages.Heartbeat{EventID: uuid.NewString(), CustomerID: "c", Timestamp: days[d], HeartRate: 70},
+					Source: messages.Source{Topic: "raw", Partition: int32(r), Offset: int64(i)},
+				})
+			}
+			_, err := w.Write(ctx, rows)
+			errs <- err
+		}()
+	}
+	for range replicas {
+		require.NoError(t, <-errs)
+	}
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM heartbeat_events`).Scan(&n))
+	require.Equal(t, replicas*len(days), n)
+	want := map[string]bool{}
+	for _, d := range days {
+		want["heartbeat_events_p"+d.Format("20060102")] = true
+	}
+	got := map[string]bool{}
+	for _, p := range partitions(t, pool) {
+		got[p] = true
+	}
+	require.Equal(t, want, got)
 }

@@ -42,36 +42,64 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 	require.Empty(t, applied, "a second start applies nothing")
 }
 
+// Start-up creates today's partition and the two days' ahead, one day per
+// transaction; retention drops whole days; a relation of a partition's name
+// that is not a partition is an error, not a partition to assume.
 func TestPartitionsAheadAndRetention(t *testing.T) {
 	pool := database(t)
 	ctx := context.Background()
 	_, err := hbsql.Migrate(ctx, pool)
 	require.NoError(t, err)
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	require.Empty(t, partitions(t, pool), "no default partition: a day without one is created on demand")
 
-	n, err := hbsql.EnsurePartitions(ctx, pool, now, 24*time.Hour)
+	n, err := hbsql.EnsurePartitions(ctx, pool, now, 0)
 	require.NoError(t, err)
-	require.Equal(t, 5, n, "from MAX_EVENT_AGE+1 day back to 2 days ahead")
-	require.Equal(t, []string{"heartbeat_events_default", "heartbeat_events_p20261123", "heartbeat_events_p20261124",
-		"heartbeat_events_p20261125", "heartbeat_events_p20261126", "heartbeat_events_p20261127"}, partitions(t, pool))
-	n, err = hbsql.EnsurePartitions(ctx, pool, now, 24*time.Hour)
+	require.Equal(t, 3, n, "today and two days ahead")
+	require.Equal(t, []string{"heartbeat_events_p20261125", "heartbeat_events_p20261126", "heartbeat_events_p20261127"}, partitions(t, pool))
+	n, err = hbsql.EnsurePartitions(ctx, pool, now, 0)
 	require.NoError(t, err)
 	require.Zero(t, n)
 
-	// A reading of a day without a partition lands in the default one; that
-	// day is then skipped rather than failing.
-	_, err = pool.Exec(ctx, `INSERT INTO heartbeat_events (event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
-		VALUES ($1, 'c', '2026-11-20T12:00:00Z', 70, 't', 0, 0)`, uuid.NewString())
+	// Days far apart: only those days, not the years between.
+	p := hbsql.NewPartitions(pool)
+	n, err = p.Ensure(ctx, hbsql.DayOf(time.Date(2016, 2, 29, 23, 59, 59, 0, time.UTC)), hbsql.DayOf(time.Date(1969, 12, 31, 12, 0, 0, 0, time.UTC)))
 	require.NoError(t, err)
-	_, err = hbsql.EnsurePartitions(ctx, pool, now, 6*24*time.Hour)
-	require.NoError(t, err)
-	require.NotContains(t, partitions(t, pool), "heartbeat_events_p20261120")
-	require.Contains(t, partitions(t, pool), "heartbeat_events_p20261119")
+	require.Equal(t, 2, n)
+	require.Equal(t, []string{"heartbeat_events_p19691231", "heartbeat_events_p20160229", "heartbeat_events_p20261125",
+		"heartbeat_events_p20261126", "heartbeat_events_p20261127"}, partitions(t, pool))
 
-	dropped, err := hbsql.DropPartitions(ctx, pool, now, 2)
+	_, err = pool.Exec(ctx, `CREATE TABLE heartbeat_events_p20261128 (x int)`)
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"heartbeat_events_p20261118", "heartbeat_events_p20261119", "heartbeat_events_p20261121", "heartbeat_events_p20261122"}, dropped)
-	require.Equal(t, "heartbeat_events_p20261123", partitions(t, pool)[1])
+	_, err = hbsql.EnsurePartitions(ctx, pool, now.Add(24*time.Hour), 0)
+	require.ErrorContains(t, err, "heartbeat_events_p20261128 exists and is not a partition of heartbeat_events")
+
+	dropped, err := hbsql.DropPartitions(ctx, pool, now, 1)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"heartbeat_events_p19691231", "heartbeat_events_p20160229"}, dropped)
+	require.Equal(t, "heartbeat_events_p20261125", partitions(t, pool)[0])
+}
+
+// A database migrated before partitions on demand may hold readings in the
+// default partition; the migration moves them to their days' partitions
+// and drops it.
+func TestMigrationMovesTheDefaultPartition(t *testing.T) {
+	pool := database(t)
+	ctx := context.Background()
+	_, err := hbsql.MigrateTo(ctx, pool, 3)
+	require.NoError(t, err)
+	for i, at := range []string{"2015-06-01T10:00:00Z", "2015-06-01T23:59:59.999Z", "2016-01-01T00:00:00Z"} {
+		_, err = pool.Exec(ctx, `INSERT INTO heartbeat_events (event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
+			VALUES ($1, 'c', $2, 70, 't', 0, $3)`, uuid.NewString(), at, i)
+		require.NoError(t, err)
+	}
+	require.Equal(t, []string{"heartbeat_events_default"}, partitions(t, pool))
+	_, err = hbsql.Migrate(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, []string{"heartbeat_events_p20150601", "heartbeat_events_p20160101"}, partitions(t, pool))
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM heartbeat_events_p20150601`).Scan(&n))
+	require.Equal(t, 2, n)
 }
 
 func TestMigrationMovesExistingReadingsAndBackfillsRollups(t *testing.T) {

@@ -317,15 +317,26 @@ func Warnings(rec Recording, shift time.Duration, now time.Time, l Limits) []str
 	}
 	var w []string
 	if old > 0 {
+		// now.Sub saturates at the longest duration, about 292 years.
 		age := now.Sub(oldest)
-		need := time.Duration(math.Ceil(age.Hours())+1) * time.Hour
+		hours := math.Ceil(age.Hours()) + 1
+		raise := "  - or run persist and detect with MAX_EVENT_AGE raised above the recording's age, e.g. MAX_EVENT_AGE=%s."
+		if hours*float64(time.Hour) < math.MaxInt64 {
+			raise = fmt.Sprintf(raise, strings.TrimSuffix((time.Duration(hours)*time.Hour).String(), "0m0s"))
+		} else {
+			raise = fmt.Sprintf("  - MAX_EVENT_AGE cannot be raised that far (its longest is %dh, about 292 years).", math.MaxInt64/int64(time.Hour))
+		}
+		ago := age.Round(time.Hour).String() + " ago"
+		if age == math.MaxInt64 {
+			ago = "more than 292 years ago"
+		}
 		w = append(w,
-			fmt.Sprintf("%d of %d readings are older than MAX_EVENT_AGE (%s): the oldest is from %s, %s ago.",
-				old, len(rec.Rows), l.MaxEventAge, oldest.UTC().Format(time.RFC3339), age.Round(time.Hour)),
+			fmt.Sprintf("%d of %d readings are older than MAX_EVENT_AGE (%s): the oldest is from %s, %s.",
+				old, len(rec.Rows), l.MaxEventAge, oldest.UTC().Format(time.RFC3339), ago),
 			"persist and detect refuse such readings as domain failures (to events.invalid.v1): they are neither stored nor checked for anomalies.",
 			"Fix one of:",
 			"  - replay with --shift-to-now: the latest reading becomes now, the others keep their spacing;",
-			fmt.Sprintf("  - or run persist and detect with MAX_EVENT_AGE raised above the recording's age, e.g. MAX_EVENT_AGE=%s.", strings.TrimSuffix(need.String(), "0m0s")))
+			raise)
 	}
 	if future > 0 {
 		w = append(w, fmt.Sprintf("%d readings are more than MAX_CLOCK_SKEW (%s) in the future: persist and detect refuse them; replay with --shift-to-now.",

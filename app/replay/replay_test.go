@@ -122,6 +122,17 @@ func TestShiftToNowAndWarnings(t *testing.T) {
 	back := rec.ShiftToNow(first.Add(-48*time.Hour), 24*time.Hour)
 	require.False(t, last.Add(back).After(first.Add(-48*time.Hour)))
 
+	// A recording older than the longest MAX_EVENT_AGE can only be shifted.
+	ancient, err := replay.ReadCSV(strings.NewReader("customer_id,timestamp,heart_rate\na,1700-01-01T00:00:00Z,70\n"))
+	require.NoError(t, err)
+	text = strings.Join(replay.Warnings(ancient, 0, now, limits), "\n")
+	require.Contains(t, text, "MAX_EVENT_AGE cannot be raised that far (its longest is 2562047h, about 292 years)")
+	require.Contains(t, text, "from 1700-01-01T00:00:00Z, more than 292 years ago")
+	require.NotContains(t, text, "MAX_EVENT_AGE=-")
+	// One from 2016 is told the value that takes it.
+	text = strings.Join(replay.Warnings(readFile(t, empatica), -7*365*24*time.Hour, now, limits), "\n")
+	require.Regexp(t, `e\.g\. MAX_EVENT_AGE=[0-9]{5}h\.`, text)
+
 	limits.MinRate = 65
 	require.Contains(t, strings.Join(replay.Warnings(rec, shift, now, limits), "\n"), "outside HEART_RATE_MIN..HEART_RATE_MAX (65..220)")
 	require.Contains(t, strings.Join(replay.Warnings(rec, shift+time.Hour, now, replay.Limits{MaxRate: 220, MaxEventAge: 24 * time.Hour, MaxClockSkew: 5 * time.Minute}), "\n"),
