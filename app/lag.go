@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -99,6 +100,11 @@ func (a *App) GroupProgress(group string) (func(ctx context.Context, topic strin
 	})
 	progress := func(ctx context.Context, topic string, partition int32) (int64, error) {
 		os, err := offsets(ctx)
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			// No member of group has committed yet (Kafka answers the same
+			// with no offsets; some brokers with this error).
+			return 0, nil
+		}
 		if err != nil {
 			return 0, err
 		}
