@@ -142,6 +142,7 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 	for i := range ids {
 		ids[i] = uuid.NewString()
 	}
+	var rows []hbsql.EventRow
 	for _, r := range []struct {
 		id, customer string
 		sec          int
@@ -155,12 +156,18 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 		{ids[4], "c2", 130, 3, 15}, // another customer
 		{ids[5], "c1", 180, 3, 20}, // after the record
 	} {
-		_, err := pool.Exec(ctx, `INSERT INTO heartbeat_events (event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
-			VALUES ($1, $2, $3, 70, 'events.raw.v1', $4, $5)`, r.id, r.customer, at.Add(time.Duration(r.sec)*time.Second), r.partition, r.offset)
+		rows = append(rows, hbsql.EventRow{
+			Event:  messages.Heartbeat{EventID: r.id, CustomerID: r.customer, Timestamp: at.Add(time.Duration(r.sec) * time.Second), HeartRate: 70},
+			Source: messages.Source{Topic: "events.raw.v1", Partition: r.partition, Offset: r.offset},
+		})
+	}
+	// Two batches, the second written twice (a redelivery: merged, nothing
+	// new), as persist writes them.
+	w := hbsql.NewEventWriter(pool, "cg.db-writer.v1")
+	for _, batch := range [][]hbsql.EventRow{rows[:2], rows[2:], rows[1:]} {
+		_, err := w.Write(ctx, batch)
 		require.NoError(t, err)
 	}
-	_, err = pool.Exec(ctx, `INSERT INTO ingest_checkpoint (consumer_group, topic, partition, last_offset) VALUES ('cg.db-writer.v1', 'events.raw.v1', 3, 20)`)
-	require.NoError(t, err)
 
 	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, "cg.db-writer.v1", time.Hour, time.Second))
 	h := messages.Heartbeat{CustomerID: "c1", Timestamp: at.Add(190 * time.Second)}

@@ -38,15 +38,23 @@ const createStaging = `CREATE TEMP TABLE IF NOT EXISTS ` + stagingTable + ` (
 var stagingColumns = []string{"event_id", "customer_id", "event_time", "heart_rate", "source_topic", "source_partition", "source_offset"}
 
 // mergeStaging moves a batch into heartbeat_events and, for the rows that
-// were new (not redelivered), maintains the per-minute rollups and each
-// customer's last reading in the same statement. Rollup rows are written in
-// key order, so concurrent writers lock them in the same order.
+// were new (not redelivered), writes their customer_history rows and
+// maintains the per-minute rollups and each customer's last reading in the
+// same statement. Rollup rows are written in key order, so concurrent
+// writers lock them in the same order. The history rows are packed as
+// historyRows packs them.
 const mergeStaging = `WITH ins AS (
 	INSERT INTO heartbeat_events
 		(event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
 	SELECT event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset FROM ` + stagingTable + `
 	ON CONFLICT DO NOTHING
-	RETURNING customer_id, event_time, heart_rate
+	RETURNING event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset
+), history AS (
+	INSERT INTO customer_history
+	SELECT customer_id, source_topic, source_partition, min(event_time), max(event_time), min(source_offset), max(source_offset),
+		string_agg(uuid_send(event_id) || int8send((extract(epoch FROM event_time) * 1000000)::bigint)
+			|| int2send(heart_rate) || int8send(source_offset), ''::bytea ORDER BY source_offset)
+	FROM ins GROUP BY customer_id, source_topic, source_partition, (event_time AT TIME ZONE 'UTC')::date
 ), minutes AS (
 	INSERT INTO heartbeat_minute_rates (minute, heart_rate, events)
 	SELECT date_trunc('minute', event_time), heart_rate, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
@@ -166,8 +174,9 @@ func (w *EventWriter) write(ctx context.Context, rows []EventRow) (inserted int6
 
 // store writes the readings of rows in tx and returns how many were new.
 //
-// Fast path: COPY straight into heartbeat_events, inside a savepoint, and
-// the rollups computed here from the rows. A batch holding a reading already
+// Fast path: COPY straight into heartbeat_events, inside a savepoint, then
+// the rows' customer_history rows by COPY and the rollups, computed here
+// from the rows. A batch holding a reading already
 // stored (a redelivery) fails that COPY with a unique violation; it is then
 // rolled back to the savepoint and merged through the staging table, which
 // skips what is stored.
@@ -189,6 +198,13 @@ func store(ctx context.Context, tx pgx.Tx, rows []EventRow) (int64, error) {
 	if err == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return 0, fmt.Errorf("release savepoint: %w", err)
+		}
+		hist, err := historyRows(rows)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, pgx.CopyFromRows(hist)); err != nil {
+			return 0, fmt.Errorf("history of %d rows: %w", n, err)
 		}
 		if _, err := tx.Exec(ctx, upsertRollups, rollupArgs(rows)...); err != nil {
 			return 0, fmt.Errorf("rollups of %d rows: %w", n, err)
