@@ -26,10 +26,10 @@ type historyKey struct {
 	day      Day
 }
 
-// historyRows groups the readings of rows (all new) into customer_history
-// rows: one per customer, source partition and UTC day, its readings
-// packed in offset order.
-func historyRows(rows []EventRow) ([][]any, error) {
+// historyRows groups the readings of rows (all new; ids their parsed event
+// ids) into customer_history rows: one per customer, source partition and
+// UTC day, its readings packed in offset order.
+func historyRows(rows []EventRow, ids [][16]byte) [][]any {
 	idx := make(map[historyKey]int, 1024)
 	var groups [][]int
 	var keys []historyKey
@@ -55,18 +55,14 @@ func historyRows(rows []EventRow) ([][]any, error) {
 		first, last := rows[members[0]].Event.Timestamp, rows[members[0]].Event.Timestamp
 		for _, i := range members {
 			r := &rows[i]
-			id, err := uuid.Parse(r.Event.EventID)
-			if err != nil {
-				return nil, fmt.Errorf("history of %s: event id %q: %w", r.Event.CustomerID, r.Event.EventID, err)
-			}
-			packed = appendReading(packed, id, r.Event.Timestamp, int16(r.Event.HeartRate), r.Source.Offset)
+			packed = appendReading(packed, ids[i], r.Event.Timestamp, int16(r.Event.HeartRate), r.Source.Offset)
 			first, last = minTime(first, r.Event.Timestamp), maxTime(last, r.Event.Timestamp)
 		}
 		k := keys[g]
 		out[g] = []any{k.customer, k.topic, k.part, first, last,
 			rows[members[0]].Source.Offset, rows[members[len(members)-1]].Source.Offset, packed}
 	}
-	return out, nil
+	return out
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -86,7 +82,7 @@ func maxTime(a, b time.Time) time.Time {
 // appendReading packs one reading as customer_history.readings holds it.
 // PostgreSQL keeps microseconds: the time is truncated to them, as
 // heartbeat_events.event_time is.
-func appendReading(b []byte, id uuid.UUID, at time.Time, rate int16, offset int64) []byte {
+func appendReading(b []byte, id [16]byte, at time.Time, rate int16, offset int64) []byte {
 	b = append(b, id[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixMicro()))
 	b = binary.BigEndian.AppendUint16(b, uint16(rate))

@@ -33,6 +33,15 @@ type Options struct {
 	Rate float64
 	// DrainEvents are produced before persist starts in the drain phase.
 	DrainEvents int
+	// DrainBrokers, when set, are the Kafka brokers the drain and detect
+	// phases run on instead of an in-process broker: records another tool
+	// loaded, or that an earlier run loaded for another sink to drain.
+	DrainBrokers []string
+	// DrainTopic is the topic the drain phase drains (empty: the raw
+	// topic, KAFKA_TOPIC_RAW). If it holds no records, DrainEvents
+	// readings are loaded into it first; otherwise its records are drained
+	// as they are.
+	DrainTopic string
 	// CopyRows are written by the copy-ceiling phase.
 	CopyRows int
 	// PerRowTime bounds the per-row INSERT phase. Zero: min(Duration, 5s).
@@ -146,6 +155,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Customers, "customers", 1000, "simulated customers (ingest, drain, detect, latency)")
 	fs.StringVar(&rate, "rate", "max", "simulator events/s in the ingest and memory phases, or max")
 	fs.IntVar(&o.DrainEvents, "drain-events", 1_000_000, "readings produced before persist starts (drain, detect)")
+	var drainBrokers string
+	fs.StringVar(&drainBrokers, "drain-brokers", "", "drain and detect on these Kafka brokers (comma list) instead of an in-process one")
+	fs.StringVar(&o.DrainTopic, "drain-topic", "", "topic the drain phase drains (default KAFKA_TOPIC_RAW); loaded with -drain-events readings if empty, else drained as it is")
 	fs.IntVar(&o.CopyRows, "copy-rows", 1_000_000, "rows of the COPY ceiling")
 	fs.DurationVar(&o.PerRowTime, "per-row-time", 0, "length of the per-row INSERT phase (0: min(duration, 5s))")
 	fs.Float64Var(&o.LatencyRate, "latency-rate", 10_000, "events/s published in the latency phase")
@@ -175,6 +187,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-rate: %q is neither a positive number of events/s nor max", rate)
 		}
 		o.Rate = r
+	}
+	for _, b := range strings.Split(drainBrokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			o.DrainBrokers = append(o.DrainBrokers, b)
+		}
 	}
 	for _, p := range strings.Split(phases, ",") {
 		if p = strings.TrimSpace(p); p != "" {
