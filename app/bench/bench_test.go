@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/app/bench"
 	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
@@ -33,11 +34,7 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	require.NoError(t, conn.Close(ctx))
 
-	bin := filepath.Join(t.TempDir(), "heartbeat")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	build.Dir = "../.."
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := buildBinary(ctx, t)
 
 	var stdout, stderr bytes.Buffer
 	err = bench.Main(ctx, []string{
@@ -55,6 +52,8 @@ func TestBenchSmoke(t *testing.T) {
 		"copy_ceiling_rows_per_s", "per_row_insert_rows_per_s",
 		"ingest_events_per_s", "ingest_vs_copy", "ingest_vs_per_row",
 		"drain_rows_per_s", "drain_vs_copy", "detect_events_per_s",
+		"drain_rows_per_core_s", "drain_sink_cpu_ms_per_1000", "drain_postgres_cpu_ms_per_1000",
+		"bare_copy_rows_per_s", "drain_vs_bare_copy",
 		"anomaly_latency_p50_ms", "anomaly_latency_p99_ms",
 		"anomaly_row_latency_p50_ms", "anomaly_row_latency_p99_ms",
 		"peak_rss_mb", "cores", "gomaxprocs",
@@ -79,4 +78,54 @@ func TestBenchSmoke(t *testing.T) {
 	var left bool
 	require.NoError(t, conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name[1]).Scan(&left))
 	require.False(t, left, "database %s left behind", name[1])
+}
+
+// buildBinary builds the heartbeat binary the bench's children run.
+func buildBinary(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "heartbeat")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = "../.."
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// The drain phase runs on a Kafka of its own (-drain-brokers): an empty
+// topic is loaded first, and a topic holding records (here, the same ones,
+// as another sink would drain them) is drained as it is, in a fresh
+// consumer group, every reading stored once.
+func TestBenchDrainsAnExistingTopic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs the pipeline")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgtest.ServerURL())
+	if err != nil {
+		pgtest.Need(t, "PostgreSQL", err)
+	}
+	require.NoError(t, conn.Close(ctx))
+	bin := buildBinary(ctx, t)
+	cluster, err := app.StartBroker("127.0.0.1:0", "")
+	require.NoError(t, err)
+	defer cluster.Close()
+	broker := cluster.ListenAddrs()[0]
+
+	for i, want := range []string{`drain: produced 3000 readings into sidebyside\.v1`, `drain: sidebyside\.v1 already holds 3000 records: 3000 valid readings, 0 invalid`} {
+		var stdout, stderr bytes.Buffer
+		err = bench.Main(ctx, []string{
+			"-binary", bin, "-database-url", pgtest.ServerURL(), "-json", "-phases", "drain",
+			"-drain-brokers", broker, "-drain-topic", "sidebyside.v1", "-drain-events", "3000", "-customers", "50",
+		}, &stdout, &stderr)
+		require.NoError(t, err, "run %d stderr:\n%s", i, stderr.String())
+		require.Regexp(t, want, stderr.String(), "run %d", i)
+		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+		var got map[string]any
+		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &got))
+		require.Positive(t, got["drain_rows_per_s"])
+		require.Positive(t, got["bare_copy_rows_per_s"])
+		require.Zero(t, got["lost"])
+		require.Zero(t, got["duplicated"])
+	}
 }

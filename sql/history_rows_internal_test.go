@@ -1,0 +1,68 @@
+package sql
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// historyRows groups a batch by customer, partition and UTC day, each
+// row's readings in offset order whatever the batch's order, and packs
+// them so that eachReading gives them back (times at PostgreSQL's
+// microseconds).
+func TestHistoryRowsPackAndUnpack(t *testing.T) {
+	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	row := func(c string, at time.Time, off int64, rate int) EventRow {
+		return EventRow{Event: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: c, Timestamp: at, HeartRate: rate},
+			Source: messages.Source{Topic: "raw", Partition: 2, Offset: off}}
+	}
+	rows := []EventRow{
+		row("a", midnight.Add(2*time.Second+1500*time.Nanosecond), 12, 71),
+		row("a", midnight.Add(time.Second), 11, 70),
+		row("b", midnight.Add(time.Second), 13, 90),
+		{Source: messages.Source{Topic: "raw", Partition: 2, Offset: 14}, CheckpointOnly: true},
+		row("a", midnight.Add(-time.Second), 10, 69), // the day before
+	}
+	ids, err := eventIDs(rows)
+	require.NoError(t, err)
+	out := historyRows(rows, ids)
+	require.Len(t, out, 3, "a on each day, b")
+
+	type reading struct {
+		id     string
+		at     time.Time
+		rate   int16
+		offset int64
+	}
+	got := map[string][]reading{}
+	for _, r := range out {
+		key := r[0].(string) + " " + r[3].(time.Time).Format(time.DateOnly)
+		require.NoError(t, eachReading(r[7].([]byte), func(h historyReading) bool {
+			got[key] = append(got[key], reading{uuid.UUID(h.id).String(), h.at, h.rate, h.offset})
+			return true
+		}))
+	}
+	want := func(r EventRow) reading {
+		return reading{r.Event.EventID, r.Event.Timestamp.Truncate(time.Microsecond), int16(r.Event.HeartRate), r.Source.Offset}
+	}
+	require.Equal(t, map[string][]reading{
+		"a 2026-11-26": {want(rows[1]), want(rows[0])},
+		"b 2026-11-26": {want(rows[2])},
+		"a 2026-11-25": {want(rows[4])},
+	}, got)
+	for _, r := range out {
+		if r[0] == "a" && r[3].(time.Time).Equal(rows[1].Event.Timestamp) {
+			require.True(t, r[4].(time.Time).Equal(rows[0].Event.Timestamp), "last_time is the latest reading's")
+			require.Equal(t, []any{int64(11), int64(12)}, []any{r[5], r[6]}, "first and last offsets")
+		}
+	}
+
+	require.ErrorContains(t, eachReading(make([]byte, readingSize+1), func(historyReading) bool { return true }),
+		"not a whole number of 34-byte readings")
+	_, err = eventIDs([]EventRow{row("a", midnight, 1, 70), {Event: messages.Heartbeat{EventID: "not-a-uuid", CustomerID: "a"}}})
+	require.ErrorContains(t, err, `event id "not-a-uuid" of a`)
+}
