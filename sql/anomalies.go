@@ -11,6 +11,7 @@ import (
 	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -333,7 +334,7 @@ func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, sr
 		return nil, nil, fmt.Errorf("look up readings of %s: %w", h.CustomerID, err)
 	}
 	if found {
-		prime = &rules.Reading{EventID: best.id.String(), Time: best.at, Rate: int(best.rate)}
+		prime = &rules.Reading{EventID: uuid.UUID(best.id).String(), Time: best.at, Rate: int(best.rate)}
 	}
 	rows, err := hs.h.pool.Query(ctx, historyFrom, h.CustomerID, src.Topic, src.Partition, src.Offset, warmFrom, DayOf(warmFrom).Time())
 	if err != nil {
@@ -357,7 +358,7 @@ func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, sr
 	// offsets: sort them all.
 	slices.SortFunc(stored, func(a, b historyReading) int { return cmp.Compare(a.offset, b.offset) })
 	for _, r := range stored {
-		rs = append(rs, rules.Reading{EventID: r.id.String(), Time: r.at, Rate: int(r.rate)})
+		rs = append(rs, rules.Reading{EventID: uuid.UUID(r.id).String(), Time: r.at, Rate: int(r.rate)})
 	}
 	return prime, rs, nil
 }

@@ -204,8 +204,7 @@ func store(ctx context.Context, tx pgx.Tx, rows []EventRow) (int64, error) {
 		if err := sp.Commit(ctx); err != nil {
 			return 0, fmt.Errorf("release savepoint: %w", err)
 		}
-		hist := historyRows(rows, ids)
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, pgx.CopyFromRows(hist)); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(historyRows(rows, ids))); err != nil {
 			return 0, fmt.Errorf("history of %d rows: %w", n, err)
 		}
 		if _, err := tx.Exec(ctx, upsertRollups, rollupArgs(rows)...); err != nil {

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // readingSize is the size of one reading packed in customer_history.readings:
@@ -26,43 +26,102 @@ type historyKey struct {
 	day      Day
 }
 
+// historyGroup is one customer_history row.
+type historyGroup struct {
+	key                  historyKey
+	first, last          time.Time
+	firstOffset, lastOff int64
+	readings             []byte // a window of historyRows' one buffer
+	n                    int    // readings packed so far
+	sorted               bool   // offsets ascending so far
+}
+
 // historyRows groups the readings of rows (all new; ids their parsed event
 // ids) into customer_history rows: one per customer, source partition and
-// UTC day, its readings packed in offset order.
-func historyRows(rows []EventRow, ids [][16]byte) [][]any {
-	idx := make(map[historyKey]int, 1024)
-	var groups [][]int
-	var keys []historyKey
-	for i, r := range rows {
+// UTC day, its readings packed in offset order. With many customers a
+// batch has about one row per reading, so it allocates per batch, not per
+// row: one buffer holds every row's readings (a counting sort by row).
+func historyRows(rows []EventRow, ids [][16]byte) []historyGroup {
+	idx := make(map[historyKey]int32, 1024)
+	groups := make([]historyGroup, 0, 1024)
+	of := make([]int32, len(rows)) // each row's group
+	for i := range rows {
+		r := &rows[i]
 		if r.CheckpointOnly {
+			of[i] = -1
 			continue
 		}
 		k := historyKey{r.Event.CustomerID, r.Source.Topic, r.Source.Partition, DayOf(r.Event.Timestamp)}
 		g, ok := idx[k]
 		if !ok {
-			g = len(groups)
+			g = int32(len(groups))
 			idx[k] = g
-			groups, keys = append(groups, nil), append(keys, k)
+			groups = append(groups, historyGroup{key: k, first: r.Event.Timestamp, last: r.Event.Timestamp,
+				firstOffset: r.Source.Offset, lastOff: r.Source.Offset, sorted: true})
 		}
-		groups[g] = append(groups[g], i)
-	}
-	out := make([][]any, len(groups))
-	for g, members := range groups {
-		// A batch holds a partition's records in offset order, unless
-		// submissions of one partition came out of order: sort to be sure.
-		slices.SortStableFunc(members, func(a, b int) int { return cmp.Compare(rows[a].Source.Offset, rows[b].Source.Offset) })
-		packed := make([]byte, 0, len(members)*readingSize)
-		first, last := rows[members[0]].Event.Timestamp, rows[members[0]].Event.Timestamp
-		for _, i := range members {
-			r := &rows[i]
-			packed = appendReading(packed, ids[i], r.Event.Timestamp, int16(r.Event.HeartRate), r.Source.Offset)
-			first, last = minTime(first, r.Event.Timestamp), maxTime(last, r.Event.Timestamp)
+		of[i] = g
+		gr := &groups[g]
+		gr.n++
+		gr.first, gr.last = minTime(gr.first, r.Event.Timestamp), maxTime(gr.last, r.Event.Timestamp)
+		if r.Source.Offset < gr.lastOff {
+			gr.sorted = false
 		}
-		k := keys[g]
-		out[g] = []any{k.customer, k.topic, k.part, first, last,
-			rows[members[0]].Source.Offset, rows[members[len(members)-1]].Source.Offset, packed}
+		gr.firstOffset, gr.lastOff = min(gr.firstOffset, r.Source.Offset), max(gr.lastOff, r.Source.Offset)
 	}
-	return out
+	total := 0
+	for g := range groups {
+		total += groups[g].n
+	}
+	buf := make([]byte, 0, total*readingSize)
+	for g := range groups {
+		size := groups[g].n * readingSize
+		groups[g].readings, buf = buf[len(buf):len(buf):len(buf)+size], buf[:len(buf)+size]
+	}
+	for i, g := range of {
+		if g < 0 {
+			continue
+		}
+		r, gr := &rows[i], &groups[g]
+		gr.readings = appendReading(gr.readings, ids[i], r.Event.Timestamp, int16(r.Event.HeartRate), r.Source.Offset)
+	}
+	for g := range groups {
+		if !groups[g].sorted {
+			// Submissions of one partition came out of offset order: rare.
+			sortReadings(groups[g].readings)
+		}
+	}
+	return groups
+}
+
+// sortReadings sorts packed readings by offset.
+func sortReadings(b []byte) {
+	n := len(b) / readingSize
+	tmp := make([][readingSize]byte, n)
+	for i := range tmp {
+		copy(tmp[i][:], b[i*readingSize:])
+	}
+	slices.SortStableFunc(tmp, func(x, y [readingSize]byte) int {
+		return cmp.Compare(int64(binary.BigEndian.Uint64(x[26:])), int64(binary.BigEndian.Uint64(y[26:])))
+	})
+	for i := range tmp {
+		copy(b[i*readingSize:], tmp[i][:])
+	}
+}
+
+// historySource is groups as COPY rows of historyColumns.
+func historySource(groups []historyGroup) pgx.CopyFromSource {
+	i := -1
+	vals := make([]any, len(historyColumns))
+	return pgx.CopyFromFunc(func() ([]any, error) {
+		i++
+		if i >= len(groups) {
+			return nil, nil
+		}
+		g := &groups[i]
+		vals[0], vals[1], vals[2], vals[3] = g.key.customer, g.key.topic, g.key.part, g.first
+		vals[4], vals[5], vals[6], vals[7] = g.last, g.firstOffset, g.lastOff, g.readings
+		return vals, nil
+	})
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -91,7 +150,7 @@ func appendReading(b []byte, id [16]byte, at time.Time, rate int16, offset int64
 
 // historyReading is one reading unpacked from customer_history.
 type historyReading struct {
-	id     uuid.UUID
+	id     [16]byte
 	at     time.Time
 	rate   int16
 	offset int64

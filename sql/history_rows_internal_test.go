@@ -40,8 +40,8 @@ func TestHistoryRowsPackAndUnpack(t *testing.T) {
 	}
 	got := map[string][]reading{}
 	for _, r := range out {
-		key := r[0].(string) + " " + r[3].(time.Time).Format(time.DateOnly)
-		require.NoError(t, eachReading(r[7].([]byte), func(h historyReading) bool {
+		key := r.key.customer + " " + r.first.Format(time.DateOnly)
+		require.NoError(t, eachReading(r.readings, func(h historyReading) bool {
 			got[key] = append(got[key], reading{uuid.UUID(h.id).String(), h.at, h.rate, h.offset})
 			return true
 		}))
@@ -55,9 +55,9 @@ func TestHistoryRowsPackAndUnpack(t *testing.T) {
 		"a 2026-11-25": {want(rows[4])},
 	}, got)
 	for _, r := range out {
-		if r[0] == "a" && r[3].(time.Time).Equal(rows[1].Event.Timestamp) {
-			require.True(t, r[4].(time.Time).Equal(rows[0].Event.Timestamp), "last_time is the latest reading's")
-			require.Equal(t, []any{int64(11), int64(12)}, []any{r[5], r[6]}, "first and last offsets")
+		if r.key.customer == "a" && r.first.Equal(rows[1].Event.Timestamp) {
+			require.True(t, r.last.Equal(rows[0].Event.Timestamp), "last_time is the latest reading's")
+			require.Equal(t, []int64{11, 12}, []int64{r.firstOffset, r.lastOff}, "first and last offsets")
 		}
 	}
 
