@@ -24,8 +24,10 @@ import (
 
 // StartBroker starts the in-process Kafka-protocol broker (franz-go's kfake)
 // listening on addr ("127.0.0.1:0" picks a free port). With dataDir set, its
-// records, topics and group offsets survive a restart.
-func StartBroker(addr, dataDir string) (*kfake.Cluster, error) {
+// records, topics and group offsets survive a restart. Its consumer groups
+// keep Kafka's session rule (see [Broker]); log gets a WARN line for each
+// member the broker removes for want of heartbeats.
+func StartBroker(addr, dataDir string, log *slog.Logger) (*Broker, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("BROKER_ADDR: %w", err)
@@ -41,6 +43,7 @@ func StartBroker(addr, dataDir string) (*kfake.Cluster, error) {
 			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
 		}),
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageBytes)}),
+		kfake.GroupMaxSessionTimeout(brokerMaxSessionTimeout),
 	}
 	if dataDir != "" {
 		opts = append(opts, kfake.DataDir(dataDir))
@@ -49,7 +52,12 @@ func StartBroker(addr, dataDir string) (*kfake.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start in-process broker on %s: %w", addr, err)
 	}
-	return c, nil
+	k, err := startSessionKeeper(c, log)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("start in-process broker on %s: %w", addr, err)
+	}
+	return &Broker{Cluster: c, keeper: k}, nil
 }
 
 // MaxMessageBytes is the largest record the in-process broker accepts, as a

@@ -1,0 +1,394 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Broker is the in-process Kafka-protocol broker: franz-go's kfake cluster,
+// with its consumer groups held to Kafka's session rule (see sessionKeeper).
+type Broker struct {
+	*kfake.Cluster
+	keeper *sessionKeeper
+}
+
+// Close stops the session keeper, then the cluster.
+func (b *Broker) Close() {
+	b.keeper.close()
+	b.Cluster.Close()
+}
+
+// brokerMaxSessionTimeout is the longest session timeout the in-process
+// broker accepts (kfake's default, set explicitly because the keeper relies
+// on it): the keeper times a member whose session timeout it never saw with
+// it.
+const brokerMaxSessionTimeout = 5 * time.Minute
+
+const (
+	// keeperPoll is how often the keeper looks at the groups.
+	keeperPoll = 500 * time.Millisecond
+	// keeperGrace is how long past its session timeout a silent member is
+	// left to kfake's own session timer before the keeper removes it, so
+	// that the keeper acts (and warns) only where kfake does not.
+	keeperGrace = 2 * keeperPoll
+	// keeperControlRenew bounds the memory kfake's control functions keep:
+	// each remembers the last request of every connection it has seen,
+	// closed ones included, so every this many requests the keeper
+	// replaces its control with a fresh one.
+	keeperControlRenew = 1024
+)
+
+// sessionKeeper holds kfake's classic consumer groups to Kafka's session
+// rule: a member that has shown no sign of life (a JoinGroup, SyncGroup,
+// Heartbeat or OffsetCommit carrying its member id) for its session timeout
+// leaves the group, whatever state its join or sync is in.
+//
+// kfake breaks the rule in one case: when a JoinGroup that waited for a
+// rebalance is answered after its client died, the answer to the closed
+// connection may count as not delivered, and kfake then never arms that
+// member's session timer; the leader assigns it partitions, the group turns
+// Stable, and the dead member keeps them forever, with nobody consuming and
+// nothing logged. Real Kafka arms a member's session timer when its join
+// completes, delivered or not.
+//
+// The keeper watches every group request through kfake's control hooks
+// (observing only: kfake still handles each request), looks at the groups
+// every keeperPoll with DescribeGroups through a client of its own, and
+// sends a LeaveGroup for a member silent for longer than its session
+// timeout plus keeperGrace, logging one WARN line per member. A join or
+// sync that is still waiting to be answered counts as alive, and the
+// session starts again when it has been answered, as Kafka's does.
+type sessionKeeper struct {
+	log     *slog.Logger
+	cluster *kfake.Cluster
+	cl      *kgo.Client
+	adm     *kadm.Client
+
+	mu       sync.Mutex
+	groups   map[string]*groupLives
+	requests map[int16]int // requests seen by each control since it was installed
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// groupLives is what the keeper knows of one group's members.
+type groupLives struct {
+	// members by member id.
+	members map[string]*life
+	// instances holds the joins of static members that came without a
+	// member id (a restarted static member), by instance id: the member
+	// id the broker gives such a join is only known from the next look.
+	instances map[string]*life
+}
+
+// life is a member's latest sign of life.
+type life struct {
+	at time.Time
+	// key is the request that gave it (kmsg.JoinGroup, ...; -1 when it is
+	// the first look at a member the keeper saw no request from).
+	key int16
+	// session is the session timeout of the member's latest JoinGroup, 0
+	// when the keeper saw none.
+	session time.Duration
+	// parked records that the member's join or sync was waiting for an
+	// answer at the last look; parkedAt is the last look that saw it
+	// waiting, or the first after it was answered.
+	parked   bool
+	parkedAt time.Time
+}
+
+// expiry is a member the keeper removes.
+type expiry struct {
+	group, member, instance, clientID, clientHost string
+	silent, session                               time.Duration
+}
+
+// groupRequestKeys are the requests that carry a member id.
+var groupRequestKeys = []int16{int16(kmsg.JoinGroup), int16(kmsg.SyncGroup), int16(kmsg.Heartbeat),
+	int16(kmsg.OffsetCommit), int16(kmsg.LeaveGroup)}
+
+// startSessionKeeper installs the keeper's control functions on c and
+// starts watching its groups.
+func startSessionKeeper(c *kfake.Cluster, log *slog.Logger) (*sessionKeeper, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ClientID("heartbeat-broker-session-keeper"))
+	if err != nil {
+		return nil, fmt.Errorf("session keeper client: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	k := &sessionKeeper{log: log, cluster: c, cl: cl, adm: kadm.NewClient(cl),
+		groups: map[string]*groupLives{}, requests: map[int16]int{}, cancel: cancel, done: make(chan struct{})}
+	for _, key := range groupRequestKeys {
+		k.install(key)
+	}
+	go k.run(ctx)
+	return k, nil
+}
+
+func (k *sessionKeeper) close() {
+	k.cancel()
+	<-k.done
+	k.cl.Close()
+}
+
+// install adds the control function that observes requests of key. It
+// runs on kfake's request loop: it only records, never calls back into the
+// cluster but to replace itself, which kfake allows.
+func (k *sessionKeeper) install(key int16) {
+	k.cluster.ControlKey(key, func(req kmsg.Request) (kmsg.Response, error, bool) {
+		k.observe(req, time.Now())
+		k.mu.Lock()
+		k.requests[key]++
+		renew := k.requests[key] >= keeperControlRenew
+		if renew {
+			k.requests[key] = 0
+		}
+		k.mu.Unlock()
+		if renew {
+			k.cluster.DropControl()
+			k.install(key)
+		}
+		return nil, nil, false // kfake handles the request as usual
+	})
+}
+
+// observe records the sign of life a group request gives.
+func (k *sessionKeeper) observe(req kmsg.Request, now time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch r := req.(type) {
+	case *kmsg.JoinGroupRequest:
+		session := time.Duration(r.SessionTimeoutMillis) * time.Millisecond
+		switch {
+		case r.MemberID != "":
+			k.group(r.Group).touch(r.MemberID, now, kmsg.JoinGroup, session)
+		case r.InstanceID != nil:
+			g := k.group(r.Group)
+			g.instances[*r.InstanceID] = &life{at: now, key: int16(kmsg.JoinGroup), session: session}
+		}
+		// A dynamic member's first join carries no member id: kfake
+		// answers it at once and times the member id it hands out.
+	case *kmsg.SyncGroupRequest:
+		k.group(r.Group).touch(r.MemberID, now, kmsg.SyncGroup, 0)
+	case *kmsg.HeartbeatRequest:
+		k.group(r.Group).touch(r.MemberID, now, kmsg.Heartbeat, 0)
+	case *kmsg.OffsetCommitRequest:
+		if r.MemberID != "" {
+			k.group(r.Group).touch(r.MemberID, now, kmsg.OffsetCommit, 0)
+		}
+	case *kmsg.LeaveGroupRequest:
+		g := k.group(r.Group)
+		delete(g.members, r.MemberID)
+		for _, m := range r.Members {
+			delete(g.members, m.MemberID)
+			if m.InstanceID != nil {
+				delete(g.instances, *m.InstanceID)
+			}
+		}
+	}
+}
+
+// group returns the record of group, creating it. Call with k.mu held.
+func (k *sessionKeeper) group(name string) *groupLives {
+	g := k.groups[name]
+	if g == nil {
+		g = &groupLives{members: map[string]*life{}, instances: map[string]*life{}}
+		k.groups[name] = g
+	}
+	return g
+}
+
+func (g *groupLives) touch(member string, now time.Time, key kmsg.Key, session time.Duration) {
+	if member == "" {
+		return
+	}
+	l := g.members[member]
+	if l == nil {
+		l = &life{}
+		g.members[member] = l
+	}
+	l.at, l.key = now, int16(key)
+	if session > 0 {
+		l.session = session
+	}
+}
+
+func (k *sessionKeeper) run(ctx context.Context) {
+	defer close(k.done)
+	t := time.NewTicker(keeperPoll)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := k.look(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			failing = true
+			k.log.Warn("broker session keeper cannot describe the consumer groups; members that stop heartbeating may keep their partitions until it can", "err", err)
+		case err == nil && failing:
+			failing = false
+			k.log.Info("broker session keeper describes the consumer groups again")
+		}
+	}
+}
+
+// look describes the groups that have members, and removes the members
+// that outlived their session.
+func (k *sessionKeeper) look(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	listed, err := k.adm.ListGroups(ctx, "PreparingRebalance", "CompletingRebalance", "Stable")
+	if err != nil {
+		return fmt.Errorf("list groups: %w", err)
+	}
+	var described kadm.DescribedGroups
+	if names := listed.Groups(); len(names) > 0 {
+		if described, err = k.adm.DescribeGroups(ctx, names...); err != nil {
+			return fmt.Errorf("describe groups %v: %w", names, err)
+		}
+	}
+	now := time.Now()
+	k.mu.Lock()
+	var expired []expiry
+	for name, g := range k.groups {
+		d, ok := described[name]
+		if ok && d.Err != nil {
+			continue
+		}
+		expired = append(expired, g.sweep(name, now, d.State, d.Members)...)
+		if len(g.members) == 0 && len(g.instances) == 0 {
+			delete(k.groups, name)
+		}
+	}
+	for name, d := range described {
+		if _, known := k.groups[name]; !known && d.Err == nil && len(d.Members) > 0 {
+			// Members the keeper saw no request from (restored from
+			// BROKER_DATA_DIR, where kfake times them itself).
+			expired = append(expired, k.group(name).sweep(name, now, d.State, d.Members)...)
+		}
+	}
+	k.mu.Unlock()
+	for _, e := range expired {
+		k.expire(ctx, e)
+	}
+	return nil
+}
+
+// sweep updates g from a look at the group at now (its state and members)
+// and returns the members silent for longer than their session timeout
+// plus keeperGrace. A member whose session timeout the keeper never saw is
+// given the broker's maximum. Records of members gone from the group are
+// dropped once no session could still be running on them.
+func (g *groupLives) sweep(group string, now time.Time, state string, members []kadm.DescribedGroupMember) []expiry {
+	var out []expiry
+	present := make(map[string]bool, len(members))
+	for _, m := range members {
+		present[m.MemberID] = true
+		l := g.members[m.MemberID]
+		if l == nil {
+			l = &life{at: now, key: -1}
+			g.members[m.MemberID] = l
+		}
+		at, key, session := l.at, l.key, l.session
+		if m.InstanceID != nil {
+			if il := g.instances[*m.InstanceID]; il != nil {
+				if il.at.After(at) {
+					at, key = il.at, il.key
+				}
+				if session == 0 {
+					session = il.session
+				}
+			}
+		}
+		parked := key == int16(kmsg.JoinGroup) && state == "PreparingRebalance" ||
+			key == int16(kmsg.SyncGroup) && state == "CompletingRebalance"
+		if parked || l.parked {
+			// Kafka arms a member's session timer when its join
+			// completes: while the join waits the member is alive,
+			// and its session starts at the first look after.
+			l.parkedAt = now
+		}
+		l.parked = parked
+		at = later(at, l.parkedAt)
+		if session == 0 {
+			session = brokerMaxSessionTimeout
+		}
+		if silent := now.Sub(at); silent > session+keeperGrace {
+			e := expiry{group: group, member: m.MemberID, clientID: m.ClientID, clientHost: m.ClientHost,
+				silent: silent, session: session}
+			if m.InstanceID != nil {
+				e.instance = *m.InstanceID
+			}
+			out = append(out, e)
+		}
+	}
+	stale := now.Add(-(brokerMaxSessionTimeout + keeperGrace))
+	for id, l := range g.members {
+		if !present[id] && later(l.at, l.parkedAt).Before(stale) {
+			delete(g.members, id)
+		}
+	}
+	for id, l := range g.instances {
+		if l.at.Before(stale) {
+			delete(g.instances, id)
+		}
+	}
+	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// expire removes e's member from its group with a LeaveGroup for its
+// member id (never its instance id, which a restarted replica may already
+// hold again).
+func (k *sessionKeeper) expire(ctx context.Context, e expiry) {
+	req := kmsg.NewPtrLeaveGroupRequest()
+	req.Group = e.group
+	m := kmsg.NewLeaveGroupRequestMember()
+	m.MemberID = e.member
+	m.Reason = kmsg.StringPtr(fmt.Sprintf("no heartbeat for %s, longer than its session timeout %s", e.silent.Round(time.Millisecond), e.session))
+	req.Members = append(req.Members, m)
+	resp, err := req.RequestWith(ctx, k.cl)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+		for _, rm := range resp.Members {
+			if err == nil {
+				err = kerr.ErrorForCode(rm.ErrorCode)
+			}
+		}
+	}
+	switch {
+	case errors.Is(err, kerr.UnknownMemberID):
+		// It left, or kfake's own session timer removed it, since the look.
+		k.log.Debug("broker session keeper: member already gone", "group", e.group, "member", e.member)
+	case err != nil:
+		k.log.Warn("broker session keeper cannot remove a member silent for longer than its session timeout; retrying at the next look",
+			"group", e.group, "member", e.member, "client_id", e.clientID, "client_host", e.clientHost,
+			"silent", e.silent.Round(time.Millisecond), "session_timeout", e.session, "err", err)
+	default:
+		k.log.Warn("consumer group member expired: no heartbeat for longer than its session timeout; its partitions go to the live members",
+			"group", e.group, "member", e.member, "instance_id", e.instance, "client_id", e.clientID, "client_host", e.clientHost,
+			"silent", e.silent.Round(time.Millisecond), "session_timeout", e.session)
+	}
+}
