@@ -230,6 +230,12 @@ func (a *App) newWindowed(group string, cfg windowed.Config) (message.Subscriber
 		// A fetch can overshoot a partition's window by what it returns:
 		// keep that small.
 		kgo.FetchMaxPartitionBytes(128 << 10)}, a.KafkaOpts...)
+	if id := a.Config.Kafka.GroupInstanceID; id != "" {
+		// A static member: it does not leave the group when it stops, so a
+		// restart with the same id gets its partitions back at once.
+		opts = append(opts, kgo.InstanceID(id))
+		a.Log.Info("joining consumer group as a static member", "group", group, "instance_id", id)
+	}
 	cfg.Brokers, cfg.ConsumerGroup, cfg.ClientOpts = a.Brokers, group, opts
 	cfg.NackResendSleep, cfg.DrainTimeout = time.Second, a.Config.ShutdownTimeout
 	sub, err := windowed.NewSubscriber(cfg, a.WLogger)

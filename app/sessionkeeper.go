@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,7 +17,8 @@ import (
 )
 
 // Broker is the in-process Kafka-protocol broker: franz-go's kfake cluster,
-// with its consumer groups held to Kafka's session rule (see sessionKeeper).
+// with its consumer groups held to Kafka's session rule and static
+// membership (see sessionKeeper).
 type Broker struct {
 	*kfake.Cluster
 	keeper *sessionKeeper
@@ -62,12 +64,15 @@ const (
 // completes, delivered or not.
 //
 // The keeper watches every group request through kfake's control hooks
-// (observing only: kfake still handles each request), looks at the groups
-// every keeperPoll with DescribeGroups through a client of its own, and
-// sends a LeaveGroup for a member silent for longer than its session
-// timeout plus keeperGrace, logging one WARN line per member. A join or
-// sync that is still waiting to be answered counts as alive, and the
-// session starts again when it has been answered, as Kafka's does.
+// (kfake still handles each request), looks at the groups every keeperPoll
+// with DescribeGroups through a client of its own, and sends a LeaveGroup
+// for a member silent for longer than its session timeout plus
+// keeperGrace, logging one WARN line per member. A join or sync that is
+// still waiting to be answered counts as alive, and the session starts
+// again when it has been answered, as Kafka's does.
+//
+// It also lets a restarted static member replace itself without a
+// rebalance, as on Kafka (see rejoinStatic): the one request it changes.
 type sessionKeeper struct {
 	log     *slog.Logger
 	cluster *kfake.Cluster
@@ -90,6 +95,16 @@ type groupLives struct {
 	// member id (a restarted static member), by instance id: the member
 	// id the broker gives such a join is only known from the next look.
 	instances map[string]*life
+	// statics holds the latest join of each static member, by instance id.
+	statics map[string]*staticJoin
+}
+
+// staticJoin is the latest JoinGroup of a static member.
+type staticJoin struct {
+	protocols []kmsg.JoinGroupRequestProtocol
+	session   time.Duration
+	// alive is the latest request carrying the instance id.
+	alive time.Time
 }
 
 // life is a member's latest sign of life.
@@ -142,8 +157,9 @@ func (k *sessionKeeper) close() {
 }
 
 // install adds the control function that observes requests of key. It
-// runs on kfake's request loop: it only records, never calls back into the
-// cluster but to replace itself, which kfake allows.
+// runs on kfake's request loop: it records (and may rewrite a static
+// rejoin, before kfake handles it), and never calls back into the cluster
+// but to replace itself, which kfake allows.
 func (k *sessionKeeper) install(key int16) {
 	k.cluster.ControlKey(key, func(req kmsg.Request) (kmsg.Response, error, bool) {
 		k.observe(req, time.Now())
@@ -169,9 +185,12 @@ func (k *sessionKeeper) observe(req kmsg.Request, now time.Time) {
 	switch r := req.(type) {
 	case *kmsg.JoinGroupRequest:
 		session := time.Duration(r.SessionTimeoutMillis) * time.Millisecond
+		if r.InstanceID != nil {
+			k.group(r.Group).rejoinStatic(r, session, now)
+		}
 		switch {
 		case r.MemberID != "":
-			k.group(r.Group).touch(r.MemberID, now, kmsg.JoinGroup, session)
+			k.group(r.Group).touch(r.MemberID, nil, now, kmsg.JoinGroup, session)
 		case r.InstanceID != nil:
 			g := k.group(r.Group)
 			g.instances[*r.InstanceID] = &life{at: now, key: int16(kmsg.JoinGroup), session: session}
@@ -179,12 +198,12 @@ func (k *sessionKeeper) observe(req kmsg.Request, now time.Time) {
 		// A dynamic member's first join carries no member id: kfake
 		// answers it at once and times the member id it hands out.
 	case *kmsg.SyncGroupRequest:
-		k.group(r.Group).touch(r.MemberID, now, kmsg.SyncGroup, 0)
+		k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.SyncGroup, 0)
 	case *kmsg.HeartbeatRequest:
-		k.group(r.Group).touch(r.MemberID, now, kmsg.Heartbeat, 0)
+		k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.Heartbeat, 0)
 	case *kmsg.OffsetCommitRequest:
 		if r.MemberID != "" {
-			k.group(r.Group).touch(r.MemberID, now, kmsg.OffsetCommit, 0)
+			k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.OffsetCommit, 0)
 		}
 	case *kmsg.LeaveGroupRequest:
 		g := k.group(r.Group)
@@ -202,13 +221,18 @@ func (k *sessionKeeper) observe(req kmsg.Request, now time.Time) {
 func (k *sessionKeeper) group(name string) *groupLives {
 	g := k.groups[name]
 	if g == nil {
-		g = &groupLives{members: map[string]*life{}, instances: map[string]*life{}}
+		g = &groupLives{members: map[string]*life{}, instances: map[string]*life{}, statics: map[string]*staticJoin{}}
 		k.groups[name] = g
 	}
 	return g
 }
 
-func (g *groupLives) touch(member string, now time.Time, key kmsg.Key, session time.Duration) {
+func (g *groupLives) touch(member string, instance *string, now time.Time, key kmsg.Key, session time.Duration) {
+	if instance != nil {
+		if sj := g.statics[*instance]; sj != nil {
+			sj.alive = now
+		}
+	}
 	if member == "" {
 		return
 	}
@@ -272,7 +296,7 @@ func (k *sessionKeeper) look(ctx context.Context) error {
 			continue
 		}
 		expired = append(expired, g.sweep(name, now, d.State, d.Members)...)
-		if len(g.members) == 0 && len(g.instances) == 0 {
+		if len(g.members) == 0 && len(g.instances) == 0 && len(g.statics) == 0 {
 			delete(k.groups, name)
 		}
 	}
@@ -300,20 +324,25 @@ func (g *groupLives) sweep(group string, now time.Time, state string, members []
 	present := make(map[string]bool, len(members))
 	for _, m := range members {
 		present[m.MemberID] = true
+		var il *life // the latest join by its instance id, without member id
+		if m.InstanceID != nil {
+			il = g.instances[*m.InstanceID]
+		}
 		l := g.members[m.MemberID]
 		if l == nil {
 			l = &life{at: now, key: -1}
+			if il != nil {
+				*l = life{at: il.at, key: il.key, session: il.session}
+			}
 			g.members[m.MemberID] = l
 		}
 		at, key, session := l.at, l.key, l.session
-		if m.InstanceID != nil {
-			if il := g.instances[*m.InstanceID]; il != nil {
-				if il.at.After(at) {
-					at, key = il.at, il.key
-				}
-				if session == 0 {
-					session = il.session
-				}
+		if il != nil {
+			if il.at.After(at) {
+				at, key = il.at, il.key
+			}
+			if session == 0 {
+				session = il.session
 			}
 		}
 		parked := key == int16(kmsg.JoinGroup) && state == "PreparingRebalance" ||
@@ -349,7 +378,56 @@ func (g *groupLives) sweep(group string, now time.Time, state string, members []
 			delete(g.instances, id)
 		}
 	}
+	for id, sj := range g.statics {
+		if sj.alive.Before(stale) {
+			delete(g.statics, id)
+		}
+	}
 	return out
+}
+
+// rejoinStatic lets a restarted static member take its place back without
+// a rebalance, as Kafka does (KIP-345): joining with the instance id of a
+// member whose session still runs, with the same protocols and
+// subscription, it gets that member's assignment. Kafka decides this on
+// the protocols' names; kfake compares the join's metadata bytes, which
+// franz-go's balancers fill with the client's generation and owned
+// partitions, so a restarted client never matches and the whole group
+// rebalances. The keeper therefore gives such a join the metadata of the
+// member it replaces: the subscription is the same, and the partitions it
+// claims are the ones that member held and the broker hands to its
+// successor. A join with another subscription is left alone.
+func (g *groupLives) rejoinStatic(r *kmsg.JoinGroupRequest, session time.Duration, now time.Time) {
+	sj := g.statics[*r.InstanceID]
+	if r.MemberID == "" && sj != nil && now.Sub(sj.alive) <= sj.session &&
+		r.ProtocolType == "consumer" && sameSubscription(r.Protocols, sj.protocols) {
+		for i := range r.Protocols {
+			r.Protocols[i].Metadata = sj.protocols[i].Metadata
+		}
+	}
+	g.statics[*r.InstanceID] = &staticJoin{protocols: r.Protocols, session: session, alive: now}
+}
+
+// sameSubscription reports whether two joins offer the same protocols, in
+// the same order, each with the same topics and rack.
+func sameSubscription(a, b []kmsg.JoinGroupRequestProtocol) bool {
+	if len(a) != len(b) || len(a) == 0 {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name {
+			return false
+		}
+		var ma, mb kmsg.ConsumerMemberMetadata
+		if ma.ReadFrom(a[i].Metadata) != nil || mb.ReadFrom(b[i].Metadata) != nil {
+			return false
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(ma.Topics)), slices.Sorted(slices.Values(mb.Topics))) ||
+			(ma.Rack == nil) != (mb.Rack == nil) || ma.Rack != nil && *ma.Rack != *mb.Rack {
+			return false
+		}
+	}
+	return true
 }
 
 func later(a, b time.Time) time.Time {
