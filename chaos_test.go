@@ -11,12 +11,13 @@
 // ids of its valid events and the expected anomalies are what the rule engine
 // raises over them in generation order.
 //
-//	make chaos                      # CHAOS_EVENTS=200000
-//	make chaos CHAOS_EVENTS=20000   # what CI runs
+//	make chaos                                    # CHAOS_EVENTS=200000, 5 kill schedules
+//	make chaos CHAOS_EVENTS=20000 CHAOS_SEEDS=2   # what CI runs
 //
 // Knobs (environment): CHAOS_EVENTS (events per scenario), CHAOS_SEED (the
-// simulator's seed), CHAOS_RAND_SEED (kill moments and names),
-// CHAOS_RATE (events/s instead of the per-scenario default),
+// simulator's seed), CHAOS_RAND_SEED (kill moments and names; kill schedule
+// i uses CHAOS_RAND_SEED+i), CHAOS_SEEDS (how many kill schedules, default
+// 1), CHAOS_RATE (events/s instead of the per-scenario default),
 // CHAOS_SCENARIOS (comma list to run only some), CHAOS_LOG_LEVEL (the
 // processes' LOG_LEVEL, default warn), CHAOS_LOG_DIR (keep the processes'
 // logs there instead of in a temporary directory).
@@ -85,6 +86,7 @@ var chaosScenarios = []struct {
 	{"outage", 12 * time.Second, (*chaosScenario).outage},
 	{"broker-restart", 15 * time.Second, (*chaosScenario).brokerRestart},
 	{"shutdown", 8 * time.Second, (*chaosScenario).shutdown},
+	{"kill-schedule", 60 * time.Second, (*chaosScenario).killSchedule},
 }
 
 func TestChaos(t *testing.T) {
@@ -100,16 +102,27 @@ func TestChaos(t *testing.T) {
 		if len(only) > 0 && !only[sc.name] {
 			continue
 		}
-		row := &chaosRow{scenario: sc.name}
-		rows = append(rows, row)
-		started := time.Now()
-		ok := t.Run(sc.name, func(t *testing.T) {
-			s := c.newScenario(t, sc.name, sc.window, row)
-			sc.run(s)
-			s.verify()
-		})
-		row.took = time.Since(started)
-		row.failed = !ok
+		runs := 1
+		if sc.name == "kill-schedule" {
+			runs = c.seeds
+		}
+		for i := range runs {
+			name, seed := sc.name, c.randSeed+uint64(i)
+			if runs > 1 {
+				name = fmt.Sprintf("%s-%d", sc.name, i+1)
+			}
+			row := &chaosRow{scenario: name}
+			rows = append(rows, row)
+			started := time.Now()
+			ok := t.Run(name, func(t *testing.T) {
+				s := c.newScenario(t, name, sc.window, row)
+				s.seed = seed
+				sc.run(s)
+				s.verify()
+			})
+			row.took = time.Since(started)
+			row.failed = !ok
+		}
 	}
 	fmt.Print(chaosTable(c, rows))
 	var hung []string
@@ -131,6 +144,7 @@ type chaosRun struct {
 	events   int
 	seed     uint64
 	randSeed uint64
+	seeds    int // CHAOS_SEEDS: kill schedules to run
 	rate     float64 // CHAOS_RATE, 0: per scenario
 	adminURL string
 	env      []string // the test's environment without the pipeline's variables
@@ -141,7 +155,7 @@ type chaosRun struct {
 
 func newChaosRun(t *testing.T) *chaosRun {
 	c := &chaosRun{t: t, events: chaosDefaultEvents, seed: chaosDefaultSeed, randSeed: uint64(time.Now().UnixNano()),
-		expByRate: map[float64]*chaosExpected{}}
+		seeds: 1, expByRate: map[float64]*chaosExpected{}}
 	for name, dst := range map[string]*uint64{"CHAOS_SEED": &c.seed, "CHAOS_RAND_SEED": &c.randSeed} {
 		if v := os.Getenv(name); v != "" {
 			n, err := strconv.ParseUint(v, 10, 64)
@@ -157,6 +171,13 @@ func newChaosRun(t *testing.T) *chaosRun {
 			t.Fatalf("CHAOS_EVENTS=%q: want a positive whole number", v)
 		}
 		c.events = n
+	}
+	if v := os.Getenv("CHAOS_SEEDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("CHAOS_SEEDS=%q: want a positive whole number", v)
+		}
+		c.seeds = n
 	}
 	if v := os.Getenv("CHAOS_RATE"); v != "" {
 		r, err := strconv.ParseFloat(v, 64)
@@ -196,8 +217,8 @@ func newChaosRun(t *testing.T) *chaosRun {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build -o %s .: %v\n%s", c.bin, err, out)
 	}
-	t.Logf("built %s in %s; CHAOS_EVENTS=%d CHAOS_SEED=%d CHAOS_RAND_SEED=%d", c.bin,
-		time.Since(started).Round(time.Millisecond), c.events, c.seed, c.randSeed)
+	t.Logf("built %s in %s; CHAOS_EVENTS=%d CHAOS_SEED=%d CHAOS_RAND_SEED=%d CHAOS_SEEDS=%d", c.bin,
+		time.Since(started).Round(time.Millisecond), c.events, c.seed, c.randSeed, c.seeds)
 	return c
 }
 
@@ -323,7 +344,7 @@ type chaosRow struct {
 
 func chaosTable(c *chaosRun, rows []*chaosRow) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nchaos summary: CHAOS_EVENTS=%d CHAOS_SEED=%d CHAOS_RAND_SEED=%d\n\n", c.events, c.seed, c.randSeed)
+	fmt.Fprintf(&b, "\nchaos summary: CHAOS_EVENTS=%d CHAOS_SEED=%d CHAOS_RAND_SEED=%d CHAOS_SEEDS=%d\n\n", c.events, c.seed, c.randSeed, c.seeds)
 	head := []string{"scenario", "produced", "stored", "duplicates", "missing", "DLQ", "anomalies", "recovery time", "result", "took"}
 	table := [][]string{head}
 	for _, r := range rows {
@@ -379,6 +400,8 @@ type chaosScenario struct {
 	kcl    *kgo.Client
 	adm    *kadm.Client
 	rng    *rand.Rand
+	// seed is the kill schedule's (CHAOS_RAND_SEED plus its index).
+	seed uint64
 
 	mu      sync.Mutex
 	procs   []*chaosProc
@@ -508,6 +531,9 @@ type chaosProc struct {
 	stopping   bool // we signalled it: its exit is expected
 }
 
+// clientID is the process's Kafka client id: its name, "persist-3".
+func (p *chaosProc) clientID() string { return strings.ReplaceAll(p.name, "#", "-") }
+
 func (p *chaosProc) exited() bool {
 	select {
 	case <-p.done:
@@ -531,6 +557,14 @@ func (p *chaosProc) exitCode() int {
 // start runs the binary in role (broker, simulate, persist, detect).
 func (s *chaosScenario) start(role string) *chaosProc {
 	s.t.Helper()
+	return s.startWith(role, nil)
+}
+
+// startWith runs the binary in role with extra environment variables. Each
+// process has its own Kafka client id (its name), so a consumer-group
+// member names the process it belongs to.
+func (s *chaosScenario) startWith(role string, extra map[string]string) *chaosProc {
+	s.t.Helper()
 	s.mu.Lock()
 	s.counter[role]++
 	p := &chaosProc{role: role, name: fmt.Sprintf("%s#%d", role, s.counter[role]), done: make(chan struct{})}
@@ -545,7 +579,10 @@ func (s *chaosScenario) start(role string) *chaosProc {
 		env = append(env, "BROKER_ADDR="+s.broker, "BROKER_DATA_DIR="+filepath.Join(s.dir, "broker-data"))
 	} else {
 		p.metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(chaosFreePort(s.t)))
-		env = append(env, "ROUTER_HANDLERS="+role, "METRICS_ADDR="+p.metrics)
+		env = append(env, "ROUTER_HANDLERS="+role, "METRICS_ADDR="+p.metrics, "KAFKA_CLIENT_ID="+p.clientID())
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
 	}
 	p.logPath = filepath.Join(s.dir, strings.ReplaceAll(p.name, "#", "-")+".log")
 	logFile, err := os.Create(p.logPath)

@@ -71,6 +71,16 @@ const (
 // still waiting to be answered counts as alive, and the session starts
 // again when it has been answered, as Kafka's does.
 //
+// kfake also breaks the rule the other way: it expires a member whose join
+// waits in a rebalance (waiting for another member) once its session
+// timeout passes since its last heartbeat, and drops that join unanswered,
+// so the live client waits for its request timeout (the rebalance timeout
+// plus 10 s) before it joins again. Kafka does not time a member out while
+// its join waits. The keeper therefore heartbeats for a member whose join
+// has been waiting for a third of its session timeout, with the group's
+// generation, which restarts kfake's timer as the member's own heartbeat
+// would.
+//
 // It also lets a restarted static member replace itself without a
 // rebalance, as on Kafka (see rejoinStatic): the one request it changes.
 type sessionKeeper struct {
@@ -82,6 +92,9 @@ type sessionKeeper struct {
 	mu       sync.Mutex
 	groups   map[string]*groupLives
 	requests map[int16]int // requests seen by each control since it was installed
+	// own holds the keeper's own heartbeats in flight, by group and member,
+	// so that they are not taken for the member's.
+	own map[[2]string]time.Time
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -97,6 +110,12 @@ type groupLives struct {
 	instances map[string]*life
 	// statics holds the latest join of each static member, by instance id.
 	statics map[string]*staticJoin
+	// generation is the latest generation a member's request carried:
+	// the group's, or the one a rebalance under way completes.
+	generation int32
+	// settledAt is the last look that saw the group outside
+	// PreparingRebalance: the joins sent before it have been answered.
+	settledAt time.Time
 }
 
 // staticJoin is the latest JoinGroup of a static member.
@@ -113,6 +132,10 @@ type life struct {
 	// key is the request that gave it (kmsg.JoinGroup, ...; -1 when it is
 	// the first look at a member the keeper saw no request from).
 	key int16
+	// gen is, for a JoinGroup, the group's generation when it was sent
+	// (the rebalance that answers it makes the next); for the other
+	// requests, the generation they carried.
+	gen int32
 	// session is the session timeout of the member's latest JoinGroup, 0
 	// when the keeper saw none.
 	session time.Duration
@@ -121,12 +144,21 @@ type life struct {
 	// waiting, or the first after it was answered.
 	parked   bool
 	parkedAt time.Time
+	// keptAt is when the keeper last heartbeat for the member.
+	keptAt time.Time
 }
 
 // expiry is a member the keeper removes.
 type expiry struct {
 	group, member, instance, clientID, clientHost string
 	silent, session                               time.Duration
+}
+
+// keepAlive is a member whose join waits, for which the keeper heartbeats.
+type keepAlive struct {
+	group, member string
+	instance      *string
+	generation    int32
 }
 
 // groupRequestKeys are the requests that carry a member id.
@@ -142,7 +174,8 @@ func startSessionKeeper(c *kfake.Cluster, log *slog.Logger) (*sessionKeeper, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	k := &sessionKeeper{log: log, cluster: c, cl: cl, adm: kadm.NewClient(cl),
-		groups: map[string]*groupLives{}, requests: map[int16]int{}, cancel: cancel, done: make(chan struct{})}
+		groups: map[string]*groupLives{}, requests: map[int16]int{}, own: map[[2]string]time.Time{},
+		cancel: cancel, done: make(chan struct{})}
 	for _, key := range groupRequestKeys {
 		k.install(key)
 	}
@@ -190,20 +223,27 @@ func (k *sessionKeeper) observe(req kmsg.Request, now time.Time) {
 		}
 		switch {
 		case r.MemberID != "":
-			k.group(r.Group).touch(r.MemberID, nil, now, kmsg.JoinGroup, session)
+			k.group(r.Group).touch(r.MemberID, nil, now, kmsg.JoinGroup, session, -1)
 		case r.InstanceID != nil:
 			g := k.group(r.Group)
-			g.instances[*r.InstanceID] = &life{at: now, key: int16(kmsg.JoinGroup), session: session}
+			g.instances[*r.InstanceID] = &life{at: now, key: int16(kmsg.JoinGroup), session: session, gen: g.generation}
 		}
 		// A dynamic member's first join carries no member id: kfake
 		// answers it at once and times the member id it hands out.
 	case *kmsg.SyncGroupRequest:
-		k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.SyncGroup, 0)
+		k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.SyncGroup, 0, r.Generation)
 	case *kmsg.HeartbeatRequest:
-		k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.Heartbeat, 0)
+		own := [2]string{r.Group, r.MemberID}
+		if sent, ok := k.own[own]; ok {
+			delete(k.own, own)
+			if now.Sub(sent) < keeperPoll {
+				return // the keeper's, for a member whose join waits
+			}
+		}
+		k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.Heartbeat, 0, r.Generation)
 	case *kmsg.OffsetCommitRequest:
 		if r.MemberID != "" {
-			k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.OffsetCommit, 0)
+			k.group(r.Group).touch(r.MemberID, r.InstanceID, now, kmsg.OffsetCommit, 0, r.Generation)
 		}
 	case *kmsg.LeaveGroupRequest:
 		g := k.group(r.Group)
@@ -227,7 +267,13 @@ func (k *sessionKeeper) group(name string) *groupLives {
 	return g
 }
 
-func (g *groupLives) touch(member string, instance *string, now time.Time, key kmsg.Key, session time.Duration) {
+// touch records a request of member (and, when it carries one, of its
+// instance id): generation is what the request carried, -1 for a join.
+func (g *groupLives) touch(member string, instance *string, now time.Time, key kmsg.Key, session time.Duration, generation int32) {
+	g.generation = max(g.generation, generation)
+	if key == kmsg.JoinGroup {
+		generation = g.generation
+	}
 	if instance != nil {
 		if sj := g.statics[*instance]; sj != nil {
 			sj.alive = now
@@ -241,7 +287,7 @@ func (g *groupLives) touch(member string, instance *string, now time.Time, key k
 		l = &life{}
 		g.members[member] = l
 	}
-	l.at, l.key = now, int16(key)
+	l.at, l.key, l.gen = now, int16(key), generation
 	if session > 0 {
 		l.session = session
 	}
@@ -290,24 +336,37 @@ func (k *sessionKeeper) look(ctx context.Context) error {
 	now := time.Now()
 	k.mu.Lock()
 	var expired []expiry
+	var kept []keepAlive
+	for name, d := range described {
+		if _, known := k.groups[name]; !known && d.Err == nil && len(d.Members) > 0 {
+			// Members the keeper saw no request from (restored from
+			// BROKER_DATA_DIR, where kfake times them itself).
+			k.group(name)
+		}
+	}
 	for name, g := range k.groups {
 		d, ok := described[name]
 		if ok && d.Err != nil {
 			continue
 		}
-		expired = append(expired, g.sweep(name, now, d.State, d.Members)...)
+		e, ka := g.sweep(name, now, d.State, d.Members)
+		expired, kept = append(expired, e...), append(kept, ka...)
 		if len(g.members) == 0 && len(g.instances) == 0 && len(g.statics) == 0 {
 			delete(k.groups, name)
 		}
 	}
-	for name, d := range described {
-		if _, known := k.groups[name]; !known && d.Err == nil && len(d.Members) > 0 {
-			// Members the keeper saw no request from (restored from
-			// BROKER_DATA_DIR, where kfake times them itself).
-			expired = append(expired, k.group(name).sweep(name, now, d.State, d.Members)...)
+	for key, sent := range k.own {
+		if now.Sub(sent) >= keeperPoll {
+			delete(k.own, key) // never seen: it did not reach the broker
 		}
 	}
+	for _, ka := range kept {
+		k.own[[2]string{ka.group, ka.member}] = now
+	}
 	k.mu.Unlock()
+	for _, ka := range kept {
+		k.heartbeat(ctx, ka)
+	}
 	for _, e := range expired {
 		k.expire(ctx, e)
 	}
@@ -316,11 +375,17 @@ func (k *sessionKeeper) look(ctx context.Context) error {
 
 // sweep updates g from a look at the group at now (its state and members)
 // and returns the members silent for longer than their session timeout
-// plus keeperGrace. A member whose session timeout the keeper never saw is
-// given the broker's maximum. Records of members gone from the group are
-// dropped once no session could still be running on them.
-func (g *groupLives) sweep(group string, now time.Time, state string, members []kadm.DescribedGroupMember) []expiry {
+// plus keeperGrace, and the members whose join has waited for a third of
+// their session timeout since their last request or keep-alive. A member
+// whose session timeout the keeper never saw is given the broker's
+// maximum. Records of members gone from the group are dropped once no
+// session could still be running on them.
+func (g *groupLives) sweep(group string, now time.Time, state string, members []kadm.DescribedGroupMember) ([]expiry, []keepAlive) {
 	var out []expiry
+	var kept []keepAlive
+	if state != "PreparingRebalance" {
+		g.settledAt = now
+	}
 	present := make(map[string]bool, len(members))
 	for _, m := range members {
 		present[m.MemberID] = true
@@ -332,21 +397,24 @@ func (g *groupLives) sweep(group string, now time.Time, state string, members []
 		if l == nil {
 			l = &life{at: now, key: -1}
 			if il != nil {
-				*l = life{at: il.at, key: il.key, session: il.session}
+				*l = life{at: il.at, key: il.key, session: il.session, gen: il.gen}
 			}
 			g.members[m.MemberID] = l
 		}
-		at, key, session := l.at, l.key, l.session
+		at, key, gen, session := l.at, l.key, l.gen, l.session
 		if il != nil {
 			if il.at.After(at) {
-				at, key = il.at, il.key
+				at, key, gen = il.at, il.key, il.gen
 			}
 			if session == 0 {
 				session = il.session
 			}
 		}
-		parked := key == int16(kmsg.JoinGroup) && state == "PreparingRebalance" ||
-			key == int16(kmsg.SyncGroup) && state == "CompletingRebalance"
+		// A join waits if the rebalance it joined is still under way: no
+		// member has synced a later generation, and no look saw the
+		// group settle since. A sync waits for the leader's.
+		parked := key == int16(kmsg.JoinGroup) && state == "PreparingRebalance" && gen == g.generation && at.After(g.settledAt) ||
+			key == int16(kmsg.SyncGroup) && state == "CompletingRebalance" && gen == g.generation
 		if parked || l.parked {
 			// Kafka arms a member's session timer when its join
 			// completes: while the join waits the member is alive,
@@ -354,10 +422,14 @@ func (g *groupLives) sweep(group string, now time.Time, state string, members []
 			l.parkedAt = now
 		}
 		l.parked = parked
-		at = later(at, l.parkedAt)
 		if session == 0 {
 			session = brokerMaxSessionTimeout
 		}
+		if parked && key == int16(kmsg.JoinGroup) && now.Sub(later(at, l.keptAt)) >= session/3 {
+			kept = append(kept, keepAlive{group: group, member: m.MemberID, instance: m.InstanceID, generation: g.generation})
+			l.keptAt = now
+		}
+		at = later(at, l.parkedAt)
 		if silent := now.Sub(at); silent > session+keeperGrace {
 			e := expiry{group: group, member: m.MemberID, clientID: m.ClientID, clientHost: m.ClientHost,
 				silent: silent, session: session}
@@ -383,7 +455,7 @@ func (g *groupLives) sweep(group string, now time.Time, state string, members []
 			delete(g.statics, id)
 		}
 	}
-	return out
+	return out, kept
 }
 
 // rejoinStatic lets a restarted static member take its place back without
@@ -435,6 +507,21 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// heartbeat sends a heartbeat for a member whose join waits, which kfake
+// answers REBALANCE_IN_PROGRESS after restarting the member's session timer.
+func (k *sessionKeeper) heartbeat(ctx context.Context, ka keepAlive) {
+	req := kmsg.NewPtrHeartbeatRequest()
+	req.Group, req.MemberID, req.InstanceID, req.Generation = ka.group, ka.member, ka.instance, ka.generation
+	resp, err := req.RequestWith(ctx, k.cl)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	if !errors.Is(err, kerr.RebalanceInProgress) {
+		// The rebalance completed since the look, or the member is gone.
+		k.log.Debug("broker session keeper: keep-alive for a waiting join not taken", "group", ka.group, "member", ka.member, "generation", ka.generation, "err", err)
+	}
 }
 
 // expire removes e's member from its group with a LeaveGroup for its

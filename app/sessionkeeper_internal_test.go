@@ -34,11 +34,12 @@ func TestSessionKeeperRule(t *testing.T) {
 		r.Group, r.MemberID, r.InstanceID, r.SessionTimeoutMillis = group, id, instance, int32(session/time.Millisecond)
 		return r
 	}
-	sync := func(id string) kmsg.Request {
+	syncGen := func(id string, generation int32) kmsg.Request {
 		r := kmsg.NewPtrSyncGroupRequest()
-		r.Group, r.MemberID = group, id
+		r.Group, r.MemberID, r.Generation = group, id, generation
 		return r
 	}
+	sync := func(id string) kmsg.Request { return syncGen(id, 0) }
 	heartbeat := func(id string) kmsg.Request {
 		r := kmsg.NewPtrHeartbeatRequest()
 		r.Group, r.MemberID = group, id
@@ -116,6 +117,25 @@ func TestSessionKeeperRule(t *testing.T) {
 			},
 		},
 		{
+			// A rebalance can complete and the next begin between two
+			// looks; a later generation's sync tells the first is over.
+			name: "a join answered since (a later generation synced) is not taken for waiting in the next rebalance",
+			requests: []request{{0, join("a", nil)}, {0, syncGen("a", 1)}, {0, join("b", nil)}, {time.Millisecond, join("a", nil)},
+				{2 * time.Millisecond, syncGen("a", 2)}, {3 * time.Millisecond, join("a", nil)}},
+			looks: []look{
+				{session + keeperGrace + time.Millisecond, "PreparingRebalance", []kadm.DescribedGroupMember{member("a"), member("b")}, []string{"b"}},
+			},
+		},
+		{
+			name:     "a join sent before a look saw the group settle is not taken for waiting in the next rebalance",
+			requests: []request{{0, join("b", nil)}},
+			looks: []look{
+				{time.Second, "Stable", []kadm.DescribedGroupMember{member("b")}, nil},
+				{5 * time.Second, "PreparingRebalance", []kadm.DescribedGroupMember{member("b")}, nil},
+				{session + keeperGrace + time.Millisecond, "PreparingRebalance", []kadm.DescribedGroupMember{member("b")}, []string{"b"}},
+			},
+		},
+		{
 			name: "a restarted static member's join (no member id yet) counts for the member that holds its instance id",
 			requests: []request{{0, join("old", &instance)}, {0, sync("old")},
 				{20 * time.Second, join("", &instance)}},
@@ -148,7 +168,7 @@ func TestSessionKeeperRule(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k := &sessionKeeper{groups: map[string]*groupLives{}, requests: map[int16]int{}}
+			k := &sessionKeeper{groups: map[string]*groupLives{}, requests: map[int16]int{}, own: map[[2]string]time.Time{}}
 			next := 0
 			for _, l := range tc.looks {
 				for next < len(tc.requests) && tc.requests[next].at <= l.at {
@@ -157,7 +177,7 @@ func TestSessionKeeperRule(t *testing.T) {
 					next++
 				}
 				k.mu.Lock()
-				got := k.group(group).sweep(group, at(l.at), l.state, l.members)
+				got, _ := k.group(group).sweep(group, at(l.at), l.state, l.members)
 				k.mu.Unlock()
 				var ids []string
 				for _, e := range got {
@@ -176,7 +196,7 @@ func TestSessionKeeperRule(t *testing.T) {
 // a group are dropped once no session could still run on them, so a broker
 // running for months does not accumulate them.
 func TestSessionKeeperForgetsGoneMembers(t *testing.T) {
-	k := &sessionKeeper{groups: map[string]*groupLives{}, requests: map[int16]int{}}
+	k := &sessionKeeper{groups: map[string]*groupLives{}, requests: map[int16]int{}, own: map[[2]string]time.Time{}}
 	t0 := time.Now()
 	for i := range 100 {
 		r := kmsg.NewPtrHeartbeatRequest()
@@ -258,7 +278,7 @@ func TestStaticRejoinKeepsTheSubscription(t *testing.T) {
 		{"a member rejoining with its member id", time.Second, join("persist-1-abc", meta(8, []int32{0, 1}, "events.raw.v1")), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			k := &sessionKeeper{groups: map[string]*groupLives{}, requests: map[int16]int{}}
+			k := &sessionKeeper{groups: map[string]*groupLives{}, requests: map[int16]int{}, own: map[[2]string]time.Time{}}
 			k.observe(join("persist-1-abc", old), t0)
 			hb := kmsg.NewPtrHeartbeatRequest()
 			id := instance
@@ -273,4 +293,55 @@ func TestStaticRejoinKeepsTheSubscription(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSessionKeeperKeepsWaitingJoinsAlive: kfake would time out a member
+// whose join waits for the rebalance; the keeper heartbeats for it, with
+// the group's generation, every third of its session timeout while it
+// waits, and its own heartbeats do not count as the member's.
+func TestSessionKeeperKeepsWaitingJoinsAlive(t *testing.T) {
+	const group = "g"
+	session := 9 * time.Second
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	k := &sessionKeeper{groups: map[string]*groupLives{}, requests: map[int16]int{}, own: map[[2]string]time.Time{}}
+	hb := kmsg.NewPtrHeartbeatRequest()
+	hb.Group, hb.MemberID, hb.Generation = group, "a", 4
+	k.observe(hb, t0)
+	join := kmsg.NewPtrJoinGroupRequest()
+	join.Group, join.MemberID, join.SessionTimeoutMillis = group, "a", int32(session/time.Millisecond)
+	k.observe(join, t0.Add(time.Second))
+	members := []kadm.DescribedGroupMember{{MemberID: "a"}}
+	for _, step := range []struct {
+		at    time.Duration
+		state string
+		kept  bool
+	}{
+		{3 * time.Second, "PreparingRebalance", false},
+		{4 * time.Second, "PreparingRebalance", true}, // a third of the session since the join
+		{6 * time.Second, "PreparingRebalance", false},
+		{7 * time.Second, "PreparingRebalance", true},
+		{60 * time.Second, "PreparingRebalance", true}, // waits as long as it takes, never expired
+		{61 * time.Second, "Stable", false},            // answered: its own heartbeats from now on
+		{70 * time.Second, "Stable", false},
+	} {
+		k.mu.Lock()
+		expired, kept := k.groups[group].sweep(group, t0.Add(step.at), step.state, members)
+		k.mu.Unlock()
+		require.Empty(t, expired, "+%s", step.at)
+		if !step.kept {
+			require.Empty(t, kept, "+%s", step.at)
+			continue
+		}
+		require.Equal(t, []keepAlive{{group: group, member: "a", generation: 4}}, kept, "+%s", step.at)
+		// The keeper's heartbeat reaches the broker: not the member's.
+		k.own[[2]string{group, "a"}] = t0.Add(step.at)
+		own := kmsg.NewPtrHeartbeatRequest()
+		own.Group, own.MemberID, own.Generation = group, "a", 4
+		k.observe(own, t0.Add(step.at+time.Millisecond))
+		require.Equal(t, int16(kmsg.JoinGroup), k.groups[group].members["a"].key, "the member's last word is still its join")
+	}
+	k.mu.Lock()
+	expired, _ := k.groups[group].sweep(group, t0.Add(61*time.Second+session+keeperGrace+time.Millisecond), "Stable", members)
+	k.mu.Unlock()
+	require.Len(t, expired, 1, "once answered, a member that says nothing for its session is removed")
 }

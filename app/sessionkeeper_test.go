@@ -107,12 +107,12 @@ func (p *process) kill() {
 }
 
 // startProcess joins group on b as client id name, consuming topic.
-func startProcess(t *testing.T, b *app.Broker, group, topic, name, instance string, session time.Duration) *process {
+func startProcess(t *testing.T, b *app.Broker, group, topic, name, instance string, session, heartbeat time.Duration) *process {
 	t.Helper()
 	p := &process{name: name}
 	opts := []kgo.Opt{kgo.SeedBrokers(b.ListenAddrs()...), kgo.Dialer(p.dial), kgo.ClientID(name),
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
-		kgo.SessionTimeout(session), kgo.HeartbeatInterval(500 * time.Millisecond), kgo.RebalanceTimeout(10 * time.Second),
+		kgo.SessionTimeout(session), kgo.HeartbeatInterval(heartbeat), kgo.RebalanceTimeout(10 * time.Second),
 		kgo.RetryTimeout(2 * time.Second)}
 	if instance != "" {
 		opts = append(opts, kgo.InstanceID(instance))
@@ -235,15 +235,25 @@ func ownsAll(v groupView, partitions int32, names ...string) bool {
 // session timeout passes. kfake answers such a join into the closed
 // connection, and half the time then never arms the member's session
 // timer; the live leader assigns the dead member partitions and nobody
-// consumes them. Each of the groups below (dynamic members, and static
-// ones with instance ids) runs the sequence once, at the same time, so the
-// broken path is taken in at least one of them but for a 1-in-64 chance.
+// consumes them.
+//
+// The join waits either behind a live member that has yet to rejoin (a
+// short wait: the broker must remove the dead member itself), or behind a
+// killed member whose session has not expired yet, with a longer session
+// than the live member's. The live member's join then waits for longer than
+// its own session timeout: kfake would time it out and drop its join
+// unanswered; it must keep its membership, as on Kafka.
+//
+// Eight groups (dynamic and static members; three of each behind a live
+// member, one behind a dead one) run at the same time, so the broken path
+// is taken in at least one of them but for a 1-in-64 chance.
 func TestBrokerExpiresMemberKilledWhileItsJoinWaits(t *testing.T) {
 	const (
-		topic      = "sessions"
-		partitions = 8
-		session    = 6 * time.Second  // kfake's minimum, for every member
-		rebalance  = 10 * time.Second // RebalanceTimeout of the clients
+		topic        = "sessions"
+		partitions   = 8
+		session      = 6 * time.Second // kfake's minimum
+		firstSession = 9 * time.Second
+		rebalance    = 10 * time.Second // RebalanceTimeout of the clients
 	)
 	b, adm, logs := testBroker(t, topic, partitions)
 
@@ -254,7 +264,7 @@ func TestBrokerExpiresMemberKilledWhileItsJoinWaits(t *testing.T) {
 		err  error
 	}
 	// run is one group's sequence.
-	run := func(name string, static bool) (r result) {
+	run := func(name string, static, behindDead bool) (r result) {
 		r = result{name: name, dead: map[string]string{}}
 		group := "cg." + name
 		instance := func(role string) string {
@@ -263,24 +273,34 @@ func TestBrokerExpiresMemberKilledWhileItsJoinWaits(t *testing.T) {
 			}
 			return ""
 		}
-		startProcess(t, b, group, topic, "live", instance("live"), session)
-		if _, r.err = waitGroup(adm, group, topic, 20*time.Second, "the live member owning every partition",
+		// Behind a live member, the join waits until its next heartbeat:
+		// less than a third of the session timeout.
+		heartbeat := 1500 * time.Millisecond
+		if behindDead {
+			heartbeat = 500 * time.Millisecond
+		}
+		startProcess(t, b, group, topic, "live", instance("live"), session, heartbeat)
+		var before groupView
+		if before, r.err = waitGroup(adm, group, topic, 20*time.Second, "the live member owning every partition",
 			func(v groupView) bool { return ownsAll(v, partitions, "live") }); r.err != nil {
 			return r
 		}
-		first := startProcess(t, b, group, topic, "first", instance("first"), session)
-		var two groupView
-		if two, r.err = waitGroup(adm, group, topic, 20*time.Second, "two members sharing the partitions",
-			func(v groupView) bool { return ownsAll(v, partitions, "live", "first") }); r.err != nil {
-			return r
+		wait, bound := 5*time.Second, session+rebalance+5*time.Second
+		if behindDead {
+			first := startProcess(t, b, group, topic, "first", instance("first"), firstSession, heartbeat)
+			var two groupView
+			if two, r.err = waitGroup(adm, group, topic, 20*time.Second, "two members sharing the partitions",
+				func(v groupView) bool { return ownsAll(v, partitions, "live", "first") }); r.err != nil {
+				return r
+			}
+			first.kill()
+			r.dead[two.members["first"].id] = "first"
+			wait, bound = firstSession/2, bound+firstSession
 		}
-		first.kill()
-		r.dead[two.members["first"].id] = "first"
 
-		// The next join waits for the killed member's session to expire:
-		// kill its process while it waits.
-		parked := startProcess(t, b, group, topic, "parked", instance("parked"), session)
-		w, err := waitGroup(adm, group, topic, session/2, "the new member's join waiting in PreparingRebalance",
+		// Kill the next member's process while its join waits.
+		parked := startProcess(t, b, group, topic, "parked", instance("parked"), session, heartbeat)
+		w, err := waitGroup(adm, group, topic, wait, "the new member's join waiting in PreparingRebalance",
 			func(v groupView) bool { _, in := v.members["parked"]; return in && v.state == "PreparingRebalance" })
 		if r.err = err; err != nil {
 			return r
@@ -291,13 +311,12 @@ func TestBrokerExpiresMemberKilledWhileItsJoinWaits(t *testing.T) {
 
 		// Kafka's bound: the first member's session, then the parked
 		// one's from its join's completion, then a rebalance.
-		bound := 2*session + rebalance + 5*time.Second
 		end, err := waitGroup(adm, group, topic, bound, "only the live member, owning every partition",
 			func(v groupView) bool { return ownsAll(v, partitions, "live") })
 		if r.err = err; err != nil {
 			return r
 		}
-		if got, want := end.members["live"].id, two.members["live"].id; got != want {
+		if got, want := end.members["live"].id, before.members["live"].id; got != want {
 			r.err = fmt.Errorf("group %s: the live member lost its membership (member id %s, was %s)", group, got, want)
 		}
 		r.took = time.Since(killed)
@@ -305,23 +324,33 @@ func TestBrokerExpiresMemberKilledWhileItsJoinWaits(t *testing.T) {
 	}
 
 	results := make(chan result)
-	for i := range 6 {
-		static := i%2 == 1
-		name := fmt.Sprintf("dynamic-%d", i)
-		if static {
-			name = fmt.Sprintf("static-%d", i)
+	n := 0
+	for _, static := range []bool{false, true} {
+		for _, behindDead := range []bool{false, true} {
+			// Behind a dead member the keeper's keep-alives arm kfake's
+			// timer on the waiting join: the broken path is taken
+			// behind live members, half the time each.
+			copies := 3
+			if behindDead {
+				copies = 1
+			}
+			for i := range copies {
+				name := fmt.Sprintf("%s-behind-%s-%d", map[bool]string{false: "dynamic", true: "static"}[static],
+					map[bool]string{false: "live", true: "dead"}[behindDead], i)
+				n++
+				go func() { results <- run(name, static, behindDead) }()
+			}
 		}
-		go func() { results <- run(name, static) }()
 	}
 	dead := map[string]string{}
-	for range 6 {
+	for range n {
 		r := <-results
+		maps.Copy(dead, r.dead)
 		if r.err != nil {
 			t.Errorf("%s: %v", r.name, r.err)
 			continue
 		}
 		t.Logf("%s: the live member alone with every partition %.1fs after the parked member was killed", r.name, r.took.Seconds())
-		maps.Copy(dead, r.dead)
 	}
 
 	// Every member the broker expired was a killed one, and its log line
