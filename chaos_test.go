@@ -144,7 +144,7 @@ type chaosRun struct {
 	events   int
 	seed     uint64
 	randSeed uint64
-	seeds    int // CHAOS_SEEDS: kill schedules to run
+	seeds    int     // CHAOS_SEEDS: kill schedules to run
 	rate     float64 // CHAOS_RATE, 0: per scenario
 	adminURL string
 	env      []string // the test's environment without the pipeline's variables
