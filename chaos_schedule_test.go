@@ -49,7 +49,8 @@ type chaosSlot struct {
 //
 // Within the session timeout plus the rebalance timeout plus a margin after
 // the last start, each group must hold exactly the live processes, owning
-// every partition between them; then the usual end state (verify).
+// every partition between them, and have committed up to the end offsets;
+// then the usual end state (verify).
 func (s *chaosScenario) killSchedule() {
 	rng := rand.New(rand.NewPCG(s.seed, 0x6b696c6c))
 	plan := chaosPlan(rng)
@@ -166,7 +167,28 @@ func (s *chaosScenario) killSchedule() {
 			continue
 		}
 		worst = max(worst, took)
-		detail = append(detail, fmt.Sprintf("%s whole %.1fs after the last start (%d members)", group, took.Seconds(), len(live)))
+		detail = append(detail, fmt.Sprintf("%s whole %.1fs after the last start, with %d live members", group, took.Seconds(), len(live)))
+	}
+	// Within the same bound, both groups have consumed and committed
+	// everything (verify then checks what they stored).
+	var lags string
+	if err := chaosPoll(time.Until(lastStart.Add(bound)), 100*time.Millisecond, func() (bool, error) {
+		lags = ""
+		for _, g := range s.groups() {
+			lag, err := s.lag(g)
+			if err != nil {
+				return false, err
+			}
+			lags += fmt.Sprintf(" %s %d", g, lag)
+			if lag != 0 {
+				return false, nil
+			}
+		}
+		return s.simDone(), nil
+	}); err != nil {
+		s.t.Errorf("committed offsets not at the end offsets within %s of the last start (lag:%s): %v", bound, lags, err)
+	} else {
+		detail = append(detail, fmt.Sprintf("everything committed %.1fs after the last start", time.Since(lastStart).Seconds()))
 	}
 	expired := chaosCount(s.proc("broker").logPath, keeperExpiredLog)
 	s.row.recovery = fmt.Sprintf("whole %.1fs after last start", worst.Seconds())
