@@ -11,12 +11,13 @@
 // ids of its valid events and the expected anomalies are what the rule engine
 // raises over them in generation order.
 //
-//	make chaos                      # CHAOS_EVENTS=200000
-//	make chaos CHAOS_EVENTS=20000   # what CI runs
+//	make chaos                                    # CHAOS_EVENTS=200000, 5 kill schedules
+//	make chaos CHAOS_EVENTS=20000 CHAOS_SEEDS=2   # what CI runs
 //
 // Knobs (environment): CHAOS_EVENTS (events per scenario), CHAOS_SEED (the
-// simulator's seed), CHAOS_RAND_SEED (kill moments and names),
-// CHAOS_RATE (events/s instead of the per-scenario default),
+// simulator's seed), CHAOS_RAND_SEED (kill moments and names; kill schedule
+// i uses CHAOS_RAND_SEED+i), CHAOS_SEEDS (how many kill schedules, default
+// 1), CHAOS_RATE (events/s instead of the per-scenario default),
 // CHAOS_SCENARIOS (comma list to run only some), CHAOS_LOG_LEVEL (the
 // processes' LOG_LEVEL, default warn), CHAOS_LOG_DIR (keep the processes'
 // logs there instead of in a temporary directory).
@@ -24,6 +25,7 @@ package main_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,6 +87,7 @@ var chaosScenarios = []struct {
 	{"outage", 12 * time.Second, (*chaosScenario).outage},
 	{"broker-restart", 15 * time.Second, (*chaosScenario).brokerRestart},
 	{"shutdown", 8 * time.Second, (*chaosScenario).shutdown},
+	{"kill-schedule", 60 * time.Second, (*chaosScenario).killSchedule},
 }
 
 func TestChaos(t *testing.T) {
@@ -100,16 +103,27 @@ func TestChaos(t *testing.T) {
 		if len(only) > 0 && !only[sc.name] {
 			continue
 		}
-		row := &chaosRow{scenario: sc.name}
-		rows = append(rows, row)
-		started := time.Now()
-		ok := t.Run(sc.name, func(t *testing.T) {
-			s := c.newScenario(t, sc.name, sc.window, row)
-			sc.run(s)
-			s.verify()
-		})
-		row.took = time.Since(started)
-		row.failed = !ok
+		runs := 1
+		if sc.name == "kill-schedule" {
+			runs = c.seeds
+		}
+		for i := range runs {
+			name, seed := sc.name, c.randSeed+uint64(i)
+			if runs > 1 {
+				name = fmt.Sprintf("%s-%d", sc.name, i+1)
+			}
+			row := &chaosRow{scenario: name}
+			rows = append(rows, row)
+			started := time.Now()
+			ok := t.Run(name, func(t *testing.T) {
+				s := c.newScenario(t, name, sc.window, row)
+				s.seed = seed
+				sc.run(s)
+				s.verify()
+			})
+			row.took = time.Since(started)
+			row.failed = !ok
+		}
 	}
 	fmt.Print(chaosTable(c, rows))
 	var hung []string
@@ -131,6 +145,7 @@ type chaosRun struct {
 	events   int
 	seed     uint64
 	randSeed uint64
+	seeds    int     // CHAOS_SEEDS: kill schedules to run
 	rate     float64 // CHAOS_RATE, 0: per scenario
 	adminURL string
 	env      []string // the test's environment without the pipeline's variables
@@ -141,7 +156,7 @@ type chaosRun struct {
 
 func newChaosRun(t *testing.T) *chaosRun {
 	c := &chaosRun{t: t, events: chaosDefaultEvents, seed: chaosDefaultSeed, randSeed: uint64(time.Now().UnixNano()),
-		expByRate: map[float64]*chaosExpected{}}
+		seeds: 1, expByRate: map[float64]*chaosExpected{}}
 	for name, dst := range map[string]*uint64{"CHAOS_SEED": &c.seed, "CHAOS_RAND_SEED": &c.randSeed} {
 		if v := os.Getenv(name); v != "" {
 			n, err := strconv.ParseUint(v, 10, 64)
@@ -157,6 +172,13 @@ func newChaosRun(t *testing.T) *chaosRun {
 			t.Fatalf("CHAOS_EVENTS=%q: want a positive whole number", v)
 		}
 		c.events = n
+	}
+	if v := os.Getenv("CHAOS_SEEDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("CHAOS_SEEDS=%q: want a positive whole number", v)
+		}
+		c.seeds = n
 	}
 	if v := os.Getenv("CHAOS_RATE"); v != "" {
 		r, err := strconv.ParseFloat(v, 64)
@@ -196,8 +218,8 @@ func newChaosRun(t *testing.T) *chaosRun {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build -o %s .: %v\n%s", c.bin, err, out)
 	}
-	t.Logf("built %s in %s; CHAOS_EVENTS=%d CHAOS_SEED=%d CHAOS_RAND_SEED=%d", c.bin,
-		time.Since(started).Round(time.Millisecond), c.events, c.seed, c.randSeed)
+	t.Logf("built %s in %s; CHAOS_EVENTS=%d CHAOS_SEED=%d CHAOS_RAND_SEED=%d CHAOS_SEEDS=%d", c.bin,
+		time.Since(started).Round(time.Millisecond), c.events, c.seed, c.randSeed, c.seeds)
 	return c
 }
 
@@ -323,7 +345,7 @@ type chaosRow struct {
 
 func chaosTable(c *chaosRun, rows []*chaosRow) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nchaos summary: CHAOS_EVENTS=%d CHAOS_SEED=%d CHAOS_RAND_SEED=%d\n\n", c.events, c.seed, c.randSeed)
+	fmt.Fprintf(&b, "\nchaos summary: CHAOS_EVENTS=%d CHAOS_SEED=%d CHAOS_RAND_SEED=%d CHAOS_SEEDS=%d\n\n", c.events, c.seed, c.randSeed, c.seeds)
 	head := []string{"scenario", "produced", "stored", "duplicates", "missing", "DLQ", "anomalies", "recovery time", "result", "took"}
 	table := [][]string{head}
 	for _, r := range rows {
@@ -379,6 +401,8 @@ type chaosScenario struct {
 	kcl    *kgo.Client
 	adm    *kadm.Client
 	rng    *rand.Rand
+	// seed is the kill schedule's (CHAOS_RAND_SEED plus its index).
+	seed uint64
 
 	mu      sync.Mutex
 	procs   []*chaosProc
@@ -392,6 +416,9 @@ type chaosScenario struct {
 	simHung     bool
 	// afterIdle are checks that need the pipeline idle.
 	afterIdle []func()
+	// detectKilled is set once a detect was SIGKILLed: its restart may
+	// publish anomaly messages again.
+	detectKilled bool
 }
 
 func (c *chaosRun) newScenario(t *testing.T, name string, window time.Duration, row *chaosRow) *chaosScenario {
@@ -508,6 +535,9 @@ type chaosProc struct {
 	stopping   bool // we signalled it: its exit is expected
 }
 
+// clientID is the process's Kafka client id: its name, "persist-3".
+func (p *chaosProc) clientID() string { return strings.ReplaceAll(p.name, "#", "-") }
+
 func (p *chaosProc) exited() bool {
 	select {
 	case <-p.done:
@@ -531,6 +561,14 @@ func (p *chaosProc) exitCode() int {
 // start runs the binary in role (broker, simulate, persist, detect).
 func (s *chaosScenario) start(role string) *chaosProc {
 	s.t.Helper()
+	return s.startWith(role, nil)
+}
+
+// startWith runs the binary in role with extra environment variables. Each
+// process has its own Kafka client id (its name), so a consumer-group
+// member names the process it belongs to.
+func (s *chaosScenario) startWith(role string, extra map[string]string) *chaosProc {
+	s.t.Helper()
 	s.mu.Lock()
 	s.counter[role]++
 	p := &chaosProc{role: role, name: fmt.Sprintf("%s#%d", role, s.counter[role]), done: make(chan struct{})}
@@ -545,7 +583,10 @@ func (s *chaosScenario) start(role string) *chaosProc {
 		env = append(env, "BROKER_ADDR="+s.broker, "BROKER_DATA_DIR="+filepath.Join(s.dir, "broker-data"))
 	} else {
 		p.metrics = net.JoinHostPort("127.0.0.1", strconv.Itoa(chaosFreePort(s.t)))
-		env = append(env, "ROUTER_HANDLERS="+role, "METRICS_ADDR="+p.metrics)
+		env = append(env, "ROUTER_HANDLERS="+role, "METRICS_ADDR="+p.metrics, "KAFKA_CLIENT_ID="+p.clientID())
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
 	}
 	p.logPath = filepath.Join(s.dir, strings.ReplaceAll(p.name, "#", "-")+".log")
 	logFile, err := os.Create(p.logPath)
@@ -582,6 +623,11 @@ func (s *chaosScenario) proc(role string) *chaosProc {
 
 // kill SIGKILLs p and waits for it.
 func (s *chaosScenario) kill(p *chaosProc) {
+	if p.role == "detect" {
+		s.mu.Lock()
+		s.detectKilled = true
+		s.mu.Unlock()
+	}
 	if !p.exited() {
 		p.stopping = true
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
@@ -1623,7 +1669,10 @@ func (s *chaosScenario) verify() {
 			chaosDescribe(aMissing, exp.anomalies, 8), chaosDescribe(aExtra, got, 8))
 	}
 
-	// events.anomaly.v1: each expected anomaly exactly once, keyed by customer.
+	// events.anomaly.v1: each expected anomaly exactly once, keyed by
+	// customer. The outbox forwarder is at-least-once: a detect killed
+	// between publishing a batch and recording it publishes the batch again
+	// on its restart, the same messages; other copies are duplicates.
 	recs, err := s.readTopic(s.cfg.Kafka.TopicAnomaly)
 	if err != nil {
 		t.Errorf("%v", err)
@@ -1631,8 +1680,19 @@ func (s *chaosScenario) verify() {
 	msgs := map[string]int{}
 	var badMsgs []string
 	msgAnoms := map[string]chaosAnomaly{}
+	firstCopy := map[string]*kgo.Record{}
+	s.mu.Lock()
+	resends := s.detectKilled
+	s.mu.Unlock()
+	copies := 0
 	for _, r := range recs {
 		id := chaosHeader(r, watermillUUIDHeader)
+		if f, seen := firstCopy[id]; seen && resends && bytes.Equal(f.Key, r.Key) && bytes.Equal(f.Value, r.Value) {
+			copies++
+			continue
+		} else if !seen {
+			firstCopy[id] = r
+		}
 		msgs[id]++
 		var body messages.Anomaly
 		_ = json.Unmarshal(r.Value, &body)
@@ -1659,6 +1719,9 @@ func (s *chaosScenario) verify() {
 		if msgDup > 0 {
 			s.note("%d duplicate messages on %s", msgDup, s.cfg.Kafka.TopicAnomaly)
 		}
+	}
+	if copies > 0 {
+		s.note("%s: %d messages published again, unchanged, by a detect restarted after SIGKILL (the outbox forwarder is at-least-once)", s.cfg.Kafka.TopicAnomaly, copies)
 	}
 	verdict := "ok"
 	if !anomaliesOK {

@@ -148,6 +148,11 @@ func TestComposeLoadsWithEnvExample(t *testing.T) {
 			require.Equal(t, "kafka:9092", env["KAFKA_BOOTSTRAP_SERVERS"], name)
 			require.Equal(t, "postgres", env["POSTGRES_HOST"], name)
 			require.Equal(t, "5432", env["POSTGRES_PORT"], name)
+			if want.handlers == "simulate" {
+				require.Empty(t, env["KAFKA_GROUP_INSTANCE_ID"], "the simulator joins no consumer group")
+			} else {
+				require.Equal(t, name+"-1", env["KAFKA_GROUP_INSTANCE_ID"], "%s is a static member of its group: a restarted container takes its partitions back at once", name)
+			}
 			require.Equal(t, envExample(t)["POSTGRES_PASSWORD"], env["POSTGRES_PASSWORD"], name)
 			_, err := app.LoadConfig(context.Background(), mapLookuper(env))
 			require.NoError(t, err, "the environment compose gives %s must be a valid configuration", name)
@@ -302,7 +307,7 @@ func TestEnvExampleMatchesConfig(t *testing.T) {
 	// outside the stack (compose's Kafka is PLAINTEXT inside its network):
 	// documented in .env.example, commented out.
 	notPassed := []string{"ROUTER_HANDLERS", "METRICS_ADDR", "KAFKA_BOOTSTRAP_SERVERS", "POSTGRES_HOST",
-		"POSTGRES_PORT", "DATABASE_URL", "BROKER_ADDR", "BROKER_DATA_DIR"}
+		"POSTGRES_PORT", "DATABASE_URL", "BROKER_ADDR", "BROKER_DATA_DIR", "KAFKA_GROUP_INSTANCE_ID"}
 	outside := regexp.MustCompile(`^KAFKA_(SECURITY_PROTOCOL|SASL_|TLS_)`)
 
 	raw, err := os.ReadFile("docker-compose.yml")

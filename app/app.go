@@ -17,7 +17,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -38,7 +37,7 @@ type App struct {
 	// Pool is nil when the process runs neither persist nor detect.
 	Pool *pgxpool.Pool
 
-	broker *kfake.Cluster
+	broker *Broker
 	// metricsLn is METRICS_ADDR's listener, opened by New and served by Run.
 	metricsLn net.Listener
 }
@@ -82,7 +81,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	if len(a.Brokers) == 0 {
-		c, err := StartBroker("127.0.0.1:0", "")
+		c, err := StartBroker("127.0.0.1:0", "", log)
 		if err != nil {
 			return nil, err
 		}

@@ -69,7 +69,12 @@ type KafkaConfig struct {
 	// ReplicationFactor -1 takes the broker's default.
 	ReplicationFactor int16  `env:"KAFKA_REPLICATION_FACTOR, default=-1"`
 	ClientID          string `env:"KAFKA_CLIENT_ID, default=heartbeat"`
-	Security          KafkaSecurity
+	// GroupInstanceID, when set, makes this process a static member
+	// (KIP-345) of the consumer groups it joins: a replica restarted with
+	// the same id takes its partitions back without a rebalance. It must
+	// be unique among the live replicas of a group.
+	GroupInstanceID string `env:"KAFKA_GROUP_INSTANCE_ID"`
+	Security        KafkaSecurity
 }
 
 // BrokerConfig configures the in-process broker (`go run . broker`).
@@ -151,6 +156,10 @@ type RetryConfig struct {
 	InitialInterval time.Duration `env:"RETRY_INITIAL_INTERVAL, default=100ms"`
 	MaxInterval     time.Duration `env:"RETRY_MAX_INTERVAL, default=5s"`
 }
+
+// groupInstanceID is Kafka's rule for group.instance.id (that of topic
+// names): the broker refuses any other.
+var groupInstanceID = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 // LoadConfig reads the configuration from l (the process environment when
 // nil) and validates it. Errors name the variable to fix. A variable set to
@@ -324,6 +333,9 @@ func (c Config) validate() error {
 	// detect: each reading stored or checked, not both.
 	if k.GroupDB == k.GroupAnomaly {
 		bad("KAFKA_CONSUMER_GROUP_ANOMALY", "%q is also KAFKA_CONSUMER_GROUP_DB: persist and detect each need their own group", k.GroupAnomaly)
+	}
+	if id := c.Kafka.GroupInstanceID; id != "" && (!groupInstanceID.MatchString(id) || id == "." || id == "..") {
+		bad("KAFKA_GROUP_INSTANCE_ID", "%q is not a valid group instance id: up to 249 of a-z, A-Z, 0-9, '.', '_' and '-' (like persist-1)", id)
 	}
 	errs = append(errs, c.Kafka.Security.validate()...)
 	between("KAFKA_PARTITIONS_RAW", int64(k.PartitionsRaw), 1, maxPartitions)

@@ -85,6 +85,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"METRICS_ADDR": ":99999"}, []string{"METRICS_ADDR", "port number"}},
 		{map[string]string{"STALL_AFTER": "5s"}, []string{"STALL_AFTER", "at least 15s", "session timeout"}},
 		{map[string]string{"UNHEALTHY_EXIT_AFTER": "-1m"}, []string{"UNHEALTHY_EXIT_AFTER", "0 (never exit)"}},
+		{map[string]string{"KAFKA_GROUP_INSTANCE_ID": "persist 1"}, []string{`KAFKA_GROUP_INSTANCE_ID: "persist 1"`, "a-z, A-Z, 0-9"}},
+		{map[string]string{"KAFKA_GROUP_INSTANCE_ID": ".."}, []string{"KAFKA_GROUP_INSTANCE_ID"}},
+		{map[string]string{"KAFKA_GROUP_INSTANCE_ID": strings.Repeat("x", 250)}, []string{"KAFKA_GROUP_INSTANCE_ID"}},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.want, " "), func(t *testing.T) {

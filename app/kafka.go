@@ -25,8 +25,10 @@ import (
 
 // StartBroker starts the in-process Kafka-protocol broker (franz-go's kfake)
 // listening on addr ("127.0.0.1:0" picks a free port). With dataDir set, its
-// records, topics and group offsets survive a restart.
-func StartBroker(addr, dataDir string) (*kfake.Cluster, error) {
+// records, topics and group offsets survive a restart. Its consumer groups
+// keep Kafka's session rule (see [Broker]); log gets a WARN line for each
+// member the broker removes for want of heartbeats.
+func StartBroker(addr, dataDir string, log *slog.Logger) (*Broker, error) {
 	host, portText, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("BROKER_ADDR: %w", err)
@@ -42,6 +44,7 @@ func StartBroker(addr, dataDir string) (*kfake.Cluster, error) {
 			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
 		}),
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageBytes)}),
+		kfake.GroupMaxSessionTimeout(brokerMaxSessionTimeout),
 	}
 	if dataDir != "" {
 		opts = append(opts, kfake.DataDir(dataDir))
@@ -50,7 +53,12 @@ func StartBroker(addr, dataDir string) (*kfake.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start in-process broker on %s: %w", addr, err)
 	}
-	return c, nil
+	k, err := startSessionKeeper(c, log)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("start in-process broker on %s: %w", addr, err)
+	}
+	return &Broker{Cluster: c, keeper: k}, nil
 }
 
 // MaxMessageBytes is the largest record the in-process broker accepts, as a
@@ -254,6 +262,12 @@ func (a *App) newWindowed(group string, cfg windowed.Config) (message.Subscriber
 		// A fetch can overshoot a partition's window by what it returns:
 		// keep that small.
 		kgo.FetchMaxPartitionBytes(128 << 10)}, a.KafkaOpts...)
+	if id := a.Config.Kafka.GroupInstanceID; id != "" {
+		// A static member: it does not leave the group when it stops, so a
+		// restart with the same id gets its partitions back at once.
+		opts = append(opts, kgo.InstanceID(id))
+		a.Log.Info("joining consumer group as a static member", "group", group, "instance_id", id)
+	}
 	cfg.Brokers, cfg.ConsumerGroup, cfg.ClientOpts = a.Brokers, group, opts
 	cfg.NackResendSleep, cfg.DrainTimeout = time.Second, a.Config.ShutdownTimeout
 	sub, err := windowed.NewSubscriber(cfg, a.WLogger)

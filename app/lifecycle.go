@@ -73,7 +73,7 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 // RunBroker runs only the in-process broker, on BROKER_ADDR, keeping its
 // data in BROKER_DATA_DIR when set, until ctx ends.
 func RunBroker(ctx context.Context, cfg Config, log *slog.Logger) error {
-	c, err := StartBroker(cfg.Broker.Addr, cfg.Broker.DataDir)
+	c, err := StartBroker(cfg.Broker.Addr, cfg.Broker.DataDir, log)
 	if err != nil {
 		if cfg.Broker.DataDir != "" {
 			return fmt.Errorf("BROKER_ADDR=%s, BROKER_DATA_DIR=%s: %w", cfg.Broker.Addr, cfg.Broker.DataDir, err)
