@@ -55,8 +55,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app"
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 

@@ -18,8 +18,8 @@ import (
 
 	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/handlers"
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	hbmw "github.com/heartbeat/heartbeat/middleware"
 	"github.com/heartbeat/heartbeat/simulate"
 	hbsql "github.com/heartbeat/heartbeat/sql"

@@ -11,7 +11,7 @@ import (
 
 	"github.com/sethvargo/go-envconfig"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/messages/rules"
 )
 
 // DetectionConfig chooses the detector's rules. DETECTION_MODE=episode, the

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/app"
-	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/messages/rules"
 )
 
 func load(env map[string]string) (app.Config, error) {

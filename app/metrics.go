@@ -16,7 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 )
 
 // Metrics are the pipeline's own counters: the original system's seven,
@@ -93,10 +94,10 @@ func (m *Metrics) InitHandler(handler string) {
 // mode at zero, so that the first anomaly of each type is an increase and
 // the dashboard lists the rules in use, not the other mode's.
 func (m *Metrics) InitAnomalies(mode string) {
-	types := [][2]string{{rules.LowHeartRate, rules.SeverityHigh}, {rules.HighHeartRate, rules.SeverityHigh}, {rules.Spike, rules.SeverityMedium}}
+	types := [][2]string{{messages.LowHeartRate, messages.SeverityHigh}, {messages.HighHeartRate, messages.SeverityHigh}, {messages.Spike, messages.SeverityMedium}}
 	if mode == rules.ModeEpisode {
-		types = [][2]string{{rules.SustainedHigh, rules.SeverityHigh}, {rules.SustainedLow, rules.SeverityHigh},
-			{rules.Spike, rules.SeverityMedium}, {rules.SignalLoss, rules.SeverityLow}}
+		types = [][2]string{{messages.SustainedHigh, messages.SeverityHigh}, {messages.SustainedLow, messages.SeverityHigh},
+			{messages.Spike, messages.SeverityMedium}, {messages.SignalLoss, messages.SeverityLow}}
 	}
 	for _, t := range types {
 		m.Anomalies.WithLabelValues(t[0], t[1])

@@ -54,7 +54,7 @@ func TestEvict(t *testing.T) {
 	require.False(t, found, "an evicted customer starts again without a previous rate, got %+v", f)
 	f, found = record(t, e, "active", eventTime.Add(time.Second), 120)
 	require.True(t, found)
-	require.Equal(t, Spike, f.Rule)
+	require.Equal(t, messages.Spike, f.Rule)
 }
 
 func TestEvictRefreshedByApply(t *testing.T) {

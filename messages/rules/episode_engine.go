@@ -73,8 +73,8 @@ func (e *EpisodeEngine) lane(partition int32) *lane {
 }
 
 // ReadingOf is the Reading of heartbeat h.
-func ReadingOf(h messages.Heartbeat) Reading {
-	return Reading{EventID: h.EventID, Time: h.Timestamp, Rate: h.HeartRate}
+func ReadingOf(h messages.Heartbeat) messages.Reading {
+	return messages.Reading{EventID: h.EventID, Time: h.Timestamp, Rate: h.HeartRate}
 }
 
 func readingOf(h messages.Heartbeat) reading { return compact(ReadingOf(h)) }
@@ -255,7 +255,7 @@ func (e *EpisodeEngine) Known(partition int32, customer string) bool {
 // (storage incomplete), the episodes recorded open are taken as they are.
 // It returns the episodes open after the replay. State the engine already
 // holds for customer is kept.
-func (e *EpisodeEngine) Restore(partition int32, customer string, prime *Reading, readings []Reading, fullFrom time.Time, recorded []Episode) []Episode {
+func (e *EpisodeEngine) Restore(partition int32, customer string, prime *messages.Reading, readings []messages.Reading, fullFrom time.Time, recorded []messages.Episode) []messages.Episode {
 	var st customerEpisodes
 	if prime != nil {
 		e.p.observe(&st, compact(*prime))
@@ -275,10 +275,10 @@ func (e *EpisodeEngine) Restore(partition int32, customer string, prime *Reading
 	for _, ep := range recorded {
 		switch {
 		case ep.Closed:
-		case ep.Rule == SignalLoss && st.has() && !st.lost && st.latest().id == compact(ep.Start).id:
+		case ep.Rule == messages.SignalLoss && st.has() && !st.lost && st.latest().id == compact(ep.Start).id:
 			// The watermark declared the silence before the restart.
 			_ = e.p.loseSignal(customer, &st, nil)
-		case !st.has() && ep.Rule == SignalLoss:
+		case !st.has() && ep.Rule == messages.SignalLoss:
 			e.p.observe(&st, compact(ep.Start))
 			st.lost = true
 		case !st.has() && st.open == nil && kindOf(ep.Rule) != 0:
@@ -298,7 +298,7 @@ func (e *EpisodeEngine) Restore(partition int32, customer string, prime *Reading
 }
 
 // Open returns customer's open episodes on partition.
-func (e *EpisodeEngine) Open(partition int32, customer string) []Episode {
+func (e *EpisodeEngine) Open(partition int32, customer string) []messages.Episode {
 	l := e.lane(partition)
 	l.mu.Lock()
 	defer l.mu.Unlock()

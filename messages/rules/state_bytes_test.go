@@ -8,8 +8,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 )
 
 // stateCustomers is how many customers the state benchmarks load: enough
@@ -61,7 +61,7 @@ func BenchmarkEpisodeStateBytes(b *testing.B) {
 				for i := range stateCustomers {
 					hs := stateReadings(i, 10)
 					if restored {
-						rs := make([]rules.Reading, len(hs))
+						rs := make([]messages.Reading, len(hs))
 						for k, h := range hs {
 							rs[k] = rules.ReadingOf(h)
 						}

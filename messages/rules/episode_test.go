@@ -8,8 +8,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 )
 
 // feed is a test harness around an EpisodeEngine: readings of customers at
@@ -90,9 +90,9 @@ func TestSustainedHighOpensAfterExactlySustainFor(t *testing.T) {
 	ep := f.changes[0].Episode
 	require.Equal(t, 601, ep.Samples)
 	require.Equal(t, 120, ep.Peak)
-	require.Equal(t, rules.SeverityHigh, ep.Severity)
+	require.Equal(t, messages.SeverityHigh, ep.Severity)
 	require.Equal(t, t0.Add(600*sec), ep.OpenedAt)
-	require.Equal(t, rules.EpisodeID("a", rules.SustainedHigh, eventID("a", 0)), ep.ID())
+	require.Equal(t, messages.EpisodeID("a", messages.SustainedHigh, eventID("a", 0)), ep.ID())
 }
 
 func TestSustainedHighTimerIsASchmittTrigger(t *testing.T) {
@@ -131,7 +131,7 @@ func TestSustainedHighHysteresisAndClear(t *testing.T) {
 	require.Len(t, f.changes, 2)
 	c := f.changes[1]
 	require.Equal(t, rules.Closed, c.Kind)
-	require.Equal(t, rules.ClosedCleared, c.Episode.CloseReason)
+	require.Equal(t, messages.ClosedCleared, c.Episode.CloseReason)
 	require.Equal(t, t0.Add(lastHold), c.Episode.End, "ends at the last reading that held")
 	require.Equal(t, 601+30+1, c.Episode.Samples, "only readings in the band count")
 	require.Equal(t, 115, c.Episode.Trough)
@@ -154,7 +154,7 @@ func TestSustainedLowBoundaries(t *testing.T) {
 	require.Empty(t, f.changes, "41 is not at or below 40")
 	next = f.hold("a", next, 601, 40)
 	require.Len(t, f.changes, 1)
-	require.Equal(t, rules.SustainedLow, f.changes[0].Episode.Rule)
+	require.Equal(t, messages.SustainedLow, f.changes[0].Episode.Rule)
 	next = f.hold("a", next, 120, 45) // 45 = 40 + hysteresis holds
 	require.Len(t, f.changes, 1)
 	next = f.hold("a", next, 61, 46)
@@ -217,7 +217,7 @@ func TestSpikeConfirmation(t *testing.T) {
 			f.series("a", 0, tc.rates...)
 			require.Equal(t, tc.want, f.summary())
 			for _, c := range f.changes {
-				require.Equal(t, rules.SeverityMedium, c.Episode.Severity)
+				require.Equal(t, messages.SeverityMedium, c.Episode.Severity)
 				require.Equal(t, 30, c.Episode.Threshold)
 			}
 		})
@@ -250,7 +250,7 @@ func TestSpikeEpisodeHoldsThenClears(t *testing.T) {
 	next = f.hold("a", next, 61, 72)  // back near the base: clears after 60 s
 	require.Len(t, f.changes, 2)
 	c := f.changes[1].Episode
-	require.Equal(t, rules.ClosedCleared, c.CloseReason)
+	require.Equal(t, messages.ClosedCleared, c.CloseReason)
 	require.Equal(t, t0.Add(next-62*sec), c.End)
 	require.Equal(t, 3+120, c.Samples)
 	// the return to the base is not a new SPIKE, and nothing follows
@@ -301,12 +301,12 @@ func TestAJumpIntoTachycardiaIsOneEpisode(t *testing.T) {
 		"14m0s closed a@SUSTAINED_HIGH start=1m0s end=12m59s cleared",
 	}, f.summary())
 	opened, re := f.changes[0].Episode, f.changes[1].Episode
-	require.Equal(t, rules.SustainedHigh, re.Rule)
-	require.Equal(t, rules.Spike, re.OpenedAs)
-	require.Equal(t, rules.SeverityHigh, re.Severity)
+	require.Equal(t, messages.SustainedHigh, re.Rule)
+	require.Equal(t, messages.Spike, re.OpenedAs)
+	require.Equal(t, messages.SeverityHigh, re.Severity)
 	require.Equal(t, 120, re.Threshold)
 	require.Equal(t, opened.ID(), re.ID(), "the alert keeps its identity")
-	require.Equal(t, rules.EpisodeID("a", rules.Spike, eventID("a", jump)), re.ID())
+	require.Equal(t, messages.EpisodeID("a", messages.Spike, eventID("a", jump)), re.ID())
 	require.Equal(t, opened.OpenedAt, re.OpenedAt)
 	require.Equal(t, 95, re.Base)
 	require.Equal(t, t0.Add(11*mn), re.Reclassified.Time)
@@ -385,7 +385,7 @@ func TestADropIntoBradycardiaIsOneEpisode(t *testing.T) {
 					"14m0s reclassified a@SUSTAINED_LOW start=1m0s",
 					"17m0s closed a@SUSTAINED_LOW start=1m0s end=15m59s cleared",
 				}, f.summary())
-				require.Equal(t, rules.Spike, f.changes[1].Episode.OpenedAs)
+				require.Equal(t, messages.Spike, f.changes[1].Episode.OpenedAs)
 				return
 			}
 			require.Equal(t, []string{
@@ -432,7 +432,7 @@ func TestSignalLossByGap(t *testing.T) {
 		"9m59.999s closed a@SIGNAL_LOSS start=4m59.999s end=9m59.999s signal_restored",
 	}, f.summary())
 	ep := f.changes[1].Episode
-	require.Equal(t, rules.SeverityLow, ep.Severity)
+	require.Equal(t, messages.SeverityLow, ep.Severity)
 	require.Equal(t, t0.Add(9*mn+59999*time.Millisecond), ep.OpenedAt, "opened, in event time, when the silence reached 5 minutes")
 	require.Equal(t, 5*mn, ep.Duration())
 	require.Zero(t, ep.Samples)
@@ -452,7 +452,7 @@ func TestSignalLossClosesTheOpenEpisodeAndResetsTimers(t *testing.T) {
 	// the jump across the gap was no SPIKE, and the new run has not reached 10 minutes
 	f.hold("a", next, 61, 130)
 	require.Len(t, f.changes, 5)
-	require.Equal(t, rules.SustainedHigh, f.changes[4].Episode.Rule)
+	require.Equal(t, messages.SustainedHigh, f.changes[4].Episode.Rule)
 	require.Equal(t, t0.Add(16*mn+1*sec), f.changes[4].Episode.Start.Time)
 }
 
@@ -499,7 +499,7 @@ func TestReplayedHistoryIsNotLive(t *testing.T) {
 	}
 	all = append(all, e.Process(0, hb("second", 20*mn, 70), replayedAt)...)
 	require.Len(t, all, 2, "only second's own gap: %v", all)
-	require.Equal(t, rules.SignalLoss, all[0].Episode.Rule)
+	require.Equal(t, messages.SignalLoss, all[0].Episode.Rule)
 	require.Equal(t, "second", all[0].Episode.CustomerID)
 
 	// A live reading's customer can be declared silent; Evaluate agrees with Process.
@@ -594,7 +594,7 @@ func TestEpisodeEngineEvictAndRestore(t *testing.T) {
 	// Restored from its readings, the customer is exactly where it was: in
 	// the middle of a SPIKE confirmation.
 	prime := rules.ReadingOf(hb("a", 0, 70))
-	var rs []rules.Reading
+	var rs []messages.Reading
 	for i, rate := range []int{70, 70, 70, 100, 99} {
 		rs = append(rs, rules.ReadingOf(hb("a", time.Duration(i+1)*sec, rate)))
 	}
@@ -602,5 +602,5 @@ func TestEpisodeEngineEvictAndRestore(t *testing.T) {
 	require.Empty(t, open)
 	cs := e.Process(0, hb("a", 6*sec, 99), time.Time{})
 	require.Len(t, cs, 1)
-	require.Equal(t, rules.EpisodeID("a", rules.Spike, eventID("a", 4*sec)), cs[0].Episode.ID())
+	require.Equal(t, messages.EpisodeID("a", messages.Spike, eventID("a", 4*sec)), cs[0].Episode.ID())
 }

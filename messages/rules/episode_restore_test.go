@@ -8,13 +8,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 )
 
 // episodeRows is what the anomalies table holds of the episodes: one row per
 // id, its latest state.
-type episodeRows map[string]rules.Episode
+type episodeRows map[string]messages.Episode
 
 func (rows episodeRows) record(cs []rules.Change) {
 	for _, c := range cs {
@@ -147,7 +147,7 @@ func TestRestoredEngineMatchesUninterrupted(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 99))
 			got := episodeRows{}
 			var e *rules.EpisodeEngine
-			history := map[string][]rules.Reading{} // heartbeat_events, in offset order
+			history := map[string][]messages.Reading{} // heartbeat_events, in offset order
 			stored := map[string]bool{}
 			restarts, restores := 0, 0
 			for _, h := range stream {
@@ -179,9 +179,9 @@ func TestRestoredEngineMatchesUninterrupted(t *testing.T) {
 }
 
 // restore is the detector's rebuild, on in-memory storage.
-func restore(e *rules.EpisodeEngine, p rules.EpisodeParams, h messages.Heartbeat, history []rules.Reading, rows episodeRows) {
-	recent, warmFrom, fullFrom, _ := p.Recall(h.Timestamp, func(since time.Time) ([]rules.Episode, error) {
-		var recent []rules.Episode
+func restore(e *rules.EpisodeEngine, p rules.EpisodeParams, h messages.Heartbeat, history []messages.Reading, rows episodeRows) {
+	recent, warmFrom, fullFrom, _ := p.Recall(h.Timestamp, func(since time.Time) ([]messages.Episode, error) {
+		var recent []messages.Episode
 		for _, ep := range rows {
 			if ep.CustomerID == h.CustomerID && (!ep.Closed || !ep.End.Before(since)) {
 				recent = append(recent, ep)
@@ -189,8 +189,8 @@ func restore(e *rules.EpisodeEngine, p rules.EpisodeParams, h messages.Heartbeat
 		}
 		return recent, nil
 	})
-	var prime *rules.Reading
-	var replay []rules.Reading
+	var prime *messages.Reading
+	var replay []messages.Reading
 	for _, r := range history {
 		if r.Time.Before(warmFrom) {
 			if prime == nil || r.Time.After(prime.Time) {
@@ -210,7 +210,7 @@ func restore(e *rules.EpisodeEngine, p rules.EpisodeParams, h messages.Heartbeat
 func restartedAt(t *testing.T, p rules.EpisodeParams, stream []messages.Heartbeat, restarts map[int]bool) episodeRows {
 	t.Helper()
 	rows := episodeRows{}
-	history := map[string][]rules.Reading{}
+	history := map[string][]messages.Reading{}
 	var e *rules.EpisodeEngine
 	for i, h := range stream {
 		if e == nil || restarts[i] {

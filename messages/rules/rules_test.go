@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 )
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
@@ -25,25 +25,25 @@ func TestClassify(t *testing.T) {
 		previous   *int
 		rule       string // empty: nothing found
 	}{
-		{name: "50 is LOW", rate: 50, rule: rules.LowHeartRate},
+		{name: "50 is LOW", rate: 50, rule: messages.LowHeartRate},
 		{name: "51 is not LOW", rate: 51},
-		{name: "30 is LOW", rate: 30, rule: rules.LowHeartRate},
+		{name: "30 is LOW", rate: 30, rule: messages.LowHeartRate},
 		{name: "139 is not HIGH", rate: 139},
-		{name: "140 is HIGH", rate: 140, rule: rules.HighHeartRate},
-		{name: "220 is HIGH", rate: 220, rule: rules.HighHeartRate},
+		{name: "140 is HIGH", rate: 140, rule: messages.HighHeartRate},
+		{name: "220 is HIGH", rate: 220, rule: messages.HighHeartRate},
 		{name: "no previous, no SPIKE", rate: 100},
 		{name: "up 29 is not a SPIKE", rate: 109, previous: ptr(80)},
-		{name: "up 30 is a SPIKE", rate: 110, previous: ptr(80), rule: rules.Spike},
+		{name: "up 30 is a SPIKE", rate: 110, previous: ptr(80), rule: messages.Spike},
 		{name: "down 29 is not a SPIKE", rate: 81, previous: ptr(110)},
-		{name: "down 30 is a SPIKE", rate: 80, previous: ptr(110), rule: rules.Spike},
+		{name: "down 30 is a SPIKE", rate: 80, previous: ptr(110), rule: messages.Spike},
 		{name: "unchanged", rate: 80, previous: ptr(80)},
-		{name: "LOW wins over SPIKE", rate: 45, previous: ptr(80), rule: rules.LowHeartRate},
-		{name: "HIGH wins over SPIKE", rate: 150, previous: ptr(80), rule: rules.HighHeartRate},
-		{name: "LOW at the threshold wins over SPIKE", rate: 50, previous: ptr(139), rule: rules.LowHeartRate},
-		{name: "large drop just above LOW is a SPIKE", rate: 51, previous: ptr(139), rule: rules.Spike},
+		{name: "LOW wins over SPIKE", rate: 45, previous: ptr(80), rule: messages.LowHeartRate},
+		{name: "HIGH wins over SPIKE", rate: 150, previous: ptr(80), rule: messages.HighHeartRate},
+		{name: "LOW at the threshold wins over SPIKE", rate: 50, previous: ptr(139), rule: messages.LowHeartRate},
+		{name: "large drop just above LOW is a SPIKE", rate: 51, previous: ptr(139), rule: messages.Spike},
 		{name: "custom LOW 40", thresholds: rules.Thresholds{Low: 40, High: 180, SpikeDelta: 20}, rate: 41},
-		{name: "custom HIGH 180", thresholds: rules.Thresholds{Low: 40, High: 180, SpikeDelta: 20}, rate: 180, rule: rules.HighHeartRate},
-		{name: "custom delta 20", thresholds: rules.Thresholds{Low: 40, High: 180, SpikeDelta: 20}, rate: 100, previous: ptr(80), rule: rules.Spike},
+		{name: "custom HIGH 180", thresholds: rules.Thresholds{Low: 40, High: 180, SpikeDelta: 20}, rate: 180, rule: messages.HighHeartRate},
+		{name: "custom delta 20", thresholds: rules.Thresholds{Low: 40, High: 180, SpikeDelta: 20}, rate: 100, previous: ptr(80), rule: messages.Spike},
 		{name: "custom delta 19 short", thresholds: rules.Thresholds{Low: 40, High: 180, SpikeDelta: 20}, rate: 99, previous: ptr(80)},
 	}
 	for _, tc := range tests {
@@ -62,17 +62,17 @@ func TestClassify(t *testing.T) {
 			require.Equal(t, tc.rule, f.Rule)
 			require.Equal(t, tc.rate, f.HeartRate)
 			switch tc.rule {
-			case rules.LowHeartRate:
-				require.Equal(t, rules.SeverityHigh, f.Severity)
+			case messages.LowHeartRate:
+				require.Equal(t, messages.SeverityHigh, f.Severity)
 				require.Equal(t, th.Low, f.Threshold)
 				require.Nil(t, f.Previous)
 				require.Zero(t, f.Delta())
-			case rules.HighHeartRate:
-				require.Equal(t, rules.SeverityHigh, f.Severity)
+			case messages.HighHeartRate:
+				require.Equal(t, messages.SeverityHigh, f.Severity)
 				require.Equal(t, th.High, f.Threshold)
 				require.Nil(t, f.Previous)
-			case rules.Spike:
-				require.Equal(t, rules.SeverityMedium, f.Severity)
+			case messages.Spike:
+				require.Equal(t, messages.SeverityMedium, f.Severity)
 				require.Equal(t, th.SpikeDelta, f.Threshold)
 				require.NotNil(t, f.Previous)
 				require.Equal(t, *tc.previous, *f.Previous)
@@ -119,8 +119,8 @@ func TestEngineScenarios(t *testing.T) {
 		}},
 		{name: "SPIKE up then down against the latest reading", readings: []reading{
 			{customer: "a", at: 0, rate: 70},
-			{customer: "a", at: 10 * s, rate: 100, rule: rules.Spike, previous: 70},
-			{customer: "a", at: 20 * s, rate: 70, rule: rules.Spike, previous: 100},
+			{customer: "a", at: 10 * s, rate: 100, rule: messages.Spike, previous: 70},
+			{customer: "a", at: 20 * s, rate: 70, rule: messages.Spike, previous: 100},
 			{customer: "a", at: 30 * s, rate: 90},
 		}},
 		{name: "gradual change never spikes", readings: []reading{
@@ -132,9 +132,9 @@ func TestEngineScenarios(t *testing.T) {
 		{name: "late reading is checked for LOW and HIGH only", readings: []reading{
 			{customer: "a", at: 10 * s, rate: 70},
 			{customer: "a", at: 5 * s, rate: 110},
-			{customer: "a", at: 5 * s, rate: 45, rule: rules.LowHeartRate},
-			{customer: "a", at: 9*s + 999*time.Millisecond, rate: 150, rule: rules.HighHeartRate},
-			{customer: "a", at: 11 * s, rate: 100, rule: rules.Spike, previous: 70},
+			{customer: "a", at: 5 * s, rate: 45, rule: messages.LowHeartRate},
+			{customer: "a", at: 9*s + 999*time.Millisecond, rate: 150, rule: messages.HighHeartRate},
+			{customer: "a", at: 11 * s, rate: 100, rule: messages.Spike, previous: 70},
 		}},
 		{name: "late reading does not move the state", readings: []reading{
 			{customer: "a", at: 10 * s, rate: 70},
@@ -143,20 +143,20 @@ func TestEngineScenarios(t *testing.T) {
 		}},
 		{name: "equal timestamps are not late", readings: []reading{
 			{customer: "a", at: 10 * s, rate: 70},
-			{customer: "a", at: 10 * s, rate: 100, rule: rules.Spike, previous: 70},
+			{customer: "a", at: 10 * s, rate: 100, rule: messages.Spike, previous: 70},
 			{customer: "a", at: 10 * s, rate: 100},
 		}},
 		{name: "readings that raise LOW or HIGH still move the state", readings: []reading{
 			{customer: "a", at: 0, rate: 70},
-			{customer: "a", at: 1 * s, rate: 45, rule: rules.LowHeartRate},
-			{customer: "a", at: 2 * s, rate: 80, rule: rules.Spike, previous: 45},
-			{customer: "a", at: 3 * s, rate: 150, rule: rules.HighHeartRate},
-			{customer: "a", at: 4 * s, rate: 110, rule: rules.Spike, previous: 150},
+			{customer: "a", at: 1 * s, rate: 45, rule: messages.LowHeartRate},
+			{customer: "a", at: 2 * s, rate: 80, rule: messages.Spike, previous: 45},
+			{customer: "a", at: 3 * s, rate: 150, rule: messages.HighHeartRate},
+			{customer: "a", at: 4 * s, rate: 110, rule: messages.Spike, previous: 150},
 		}},
 		{name: "customers are independent", readings: []reading{
 			{customer: "a", at: 0, rate: 70},
 			{customer: "b", at: 1 * s, rate: 110},
-			{customer: "a", at: 2 * s, rate: 105, rule: rules.Spike, previous: 70},
+			{customer: "a", at: 2 * s, rate: 105, rule: messages.Spike, previous: 70},
 			{customer: "b", at: 3 * s, rate: 111},
 			{customer: "c", at: 0, rate: 70},
 			{customer: "b", at: 1 * s, rate: 80, rule: ""}, // late for b
@@ -178,7 +178,7 @@ func TestEngineScenarios(t *testing.T) {
 				} else {
 					require.True(t, found, "reading %d", i)
 					require.Equal(t, r.rule, f.Rule, "reading %d", i)
-					if r.rule == rules.Spike {
+					if r.rule == messages.Spike {
 						require.Equal(t, r.previous, *f.Previous, "reading %d", i)
 					}
 				}
@@ -220,7 +220,7 @@ func TestEngineApplyIsIdempotentAndNeverMovesBack(t *testing.T) {
 
 	f, found, _ := e.Evaluate(heartbeat("a", 11*time.Second, 65))
 	require.True(t, found)
-	require.Equal(t, rules.Spike, f.Rule)
+	require.Equal(t, messages.Spike, f.Rule)
 	require.Equal(t, 100, *f.Previous, "state stays at the latest event time")
 	require.Equal(t, 1, e.Customers())
 }
@@ -259,7 +259,7 @@ func TestEngineConcurrentCustomers(t *testing.T) {
 				c := fmt.Sprintf("w%d-c%d", w, i)
 				for step, rate := range []int{70, 105, 72} {
 					f, found, apply := e.Evaluate(heartbeat(c, time.Duration(step)*time.Second, rate))
-					if found && f.Rule == rules.Spike {
+					if found && f.Rule == messages.Spike {
 						spikes[w]++
 					}
 					apply()

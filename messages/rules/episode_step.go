@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/heartbeat/heartbeat/messages"
 )
 
 // reading is a Reading as the state keeps it: 32 bytes and no pointer, so
@@ -16,8 +17,8 @@ type reading struct {
 	rate int16
 }
 
-func compact(r Reading) reading {
-	if r == (Reading{}) {
+func compact(r messages.Reading) reading {
+	if r == (messages.Reading{}) {
 		return reading{}
 	}
 	id, err := uuid.Parse(r.EventID)
@@ -27,11 +28,11 @@ func compact(r Reading) reading {
 	return reading{id: id, at: r.Time.UnixNano(), rate: int16(r.Rate)}
 }
 
-func (r reading) public() Reading {
+func (r reading) public() messages.Reading {
 	if r == (reading{}) {
-		return Reading{}
+		return messages.Reading{}
 	}
-	return Reading{EventID: r.id.String(), Time: unixTime(r.at), Rate: int(r.rate)}
+	return messages.Reading{EventID: r.id.String(), Time: unixTime(r.at), Rate: int(r.rate)}
 }
 
 func unixTime(ns int64) time.Time { return time.Unix(0, ns).UTC() }
@@ -99,22 +100,22 @@ const (
 func (k ruleKind) name() string {
 	switch k {
 	case kindSpike:
-		return Spike
+		return messages.Spike
 	case kindHigh:
-		return SustainedHigh
+		return messages.SustainedHigh
 	case kindLow:
-		return SustainedLow
+		return messages.SustainedLow
 	}
 	return ""
 }
 
 func kindOf(rule string) ruleKind {
 	switch rule {
-	case Spike:
+	case messages.Spike:
 		return kindSpike
-	case SustainedHigh:
+	case messages.SustainedHigh:
 		return kindHigh
-	case SustainedLow:
+	case messages.SustainedLow:
 		return kindLow
 	}
 	return 0
@@ -156,8 +157,8 @@ func (o *openEpisode) hold(r reading) {
 }
 
 // episode is o as an Episode of customer.
-func (p *EpisodeParams) episode(customer string, o *openEpisode) Episode {
-	ep := Episode{
+func (p *EpisodeParams) episode(customer string, o *openEpisode) messages.Episode {
+	ep := messages.Episode{
 		CustomerID: customer, Rule: o.rule.name(), Start: o.start.public(), OpenedAt: unixTime(o.openedAt),
 		Opened: o.opened.public(), Last: o.last.public(), Peak: int(o.peak), Trough: int(o.trough), Samples: int(o.samples),
 		Base: int(o.base), Reclassified: o.reclassified.public(),
@@ -167,18 +168,18 @@ func (p *EpisodeParams) episode(customer string, o *openEpisode) Episode {
 	}
 	switch o.rule {
 	case kindSpike:
-		ep.Severity, ep.Threshold = SeverityMedium, p.SpikeDelta
+		ep.Severity, ep.Threshold = messages.SeverityMedium, p.SpikeDelta
 	case kindHigh:
-		ep.Severity, ep.Threshold = SeverityHigh, p.SustainedHigh
+		ep.Severity, ep.Threshold = messages.SeverityHigh, p.SustainedHigh
 	case kindLow:
-		ep.Severity, ep.Threshold = SeverityHigh, p.SustainedLow
+		ep.Severity, ep.Threshold = messages.SeverityHigh, p.SustainedLow
 	}
 	return ep
 }
 
 // openOf is the open episode of recorded episode ep, as recorded (when
 // there are no readings to rebuild it from).
-func openOf(ep Episode) *openEpisode {
+func openOf(ep messages.Episode) *openEpisode {
 	o := &openEpisode{
 		start: compact(ep.Start), opened: compact(ep.Opened), last: compact(ep.Last), reclassified: compact(ep.Reclassified),
 		openedAt: ep.OpenedAt.UnixNano(), samples: int32(ep.Samples), peak: int16(ep.Peak), trough: int16(ep.Trough),
@@ -250,7 +251,7 @@ func (p *EpisodeParams) step(customer string, c *customerEpisodes, r reading, ou
 		}
 		if c.lost {
 			ep := p.lossEpisode(customer, c)
-			ep.Closed, ep.End, ep.CloseReason = true, unixTime(r.at), ClosedSignalRestored
+			ep.Closed, ep.End, ep.CloseReason = true, unixTime(r.at), messages.ClosedSignalRestored
 			out = append(out, Change{Kind: Closed, Episode: ep})
 			c.lost = false
 		}
@@ -280,9 +281,9 @@ func (p *EpisodeParams) step(customer string, c *customerEpisodes, r reading, ou
 			// A timer of its side runs: whether this is a sustained
 			// condition that began with a jump is not decided yet.
 		case o.clearing && r.at-o.clearStart >= int64(p.ClearFor):
-			reason = ClosedCleared
+			reason = messages.ClosedCleared
 		case o.rule == kindSpike && r.at-o.start.at >= int64(p.SustainFor):
-			reason = ClosedSettled
+			reason = messages.ClosedSettled
 		}
 		if reason != "" {
 			out = append(out, p.closeOpen(customer, c, reason))
@@ -321,7 +322,7 @@ func (p *EpisodeParams) sustained(customer string, c *customerEpisodes, kind rul
 			o.hold(r)
 			return append(out, Change{Kind: Reclassified, Episode: p.episode(customer, o)})
 		}
-		out = append(out, p.closeOpen(customer, c, ClosedSuperseded))
+		out = append(out, p.closeOpen(customer, c, messages.ClosedSuperseded))
 	}
 	o := &openEpisode{start: s.start, opened: r, last: r, openedAt: r.at, samples: s.samples, peak: s.peak, trough: s.trough,
 		rule: kind, openedAs: kind}
@@ -431,10 +432,10 @@ func (p *EpisodeParams) holds(o *openEpisode, rate int) bool {
 }
 
 // lossEpisode is c's open SIGNAL_LOSS: from its latest reading.
-func (p *EpisodeParams) lossEpisode(customer string, c *customerEpisodes) Episode {
+func (p *EpisodeParams) lossEpisode(customer string, c *customerEpisodes) messages.Episode {
 	last := c.latest().public()
-	return Episode{
-		CustomerID: customer, Rule: SignalLoss, Severity: SeverityLow, Threshold: int(p.SignalLossAfter / time.Second),
+	return messages.Episode{
+		CustomerID: customer, Rule: messages.SignalLoss, Severity: messages.SeverityLow, Threshold: int(p.SignalLossAfter / time.Second),
 		Start: last, OpenedAt: last.Time.Add(p.SignalLossAfter), Last: last, Peak: last.Rate, Trough: last.Rate,
 	}
 }
@@ -443,7 +444,7 @@ func (p *EpisodeParams) lossEpisode(customer string, c *customerEpisodes) Episod
 // clinical episode closes there and every timer starts again afresh.
 func (p *EpisodeParams) loseSignal(customer string, c *customerEpisodes, out []Change) []Change {
 	if c.open != nil {
-		out = append(out, p.closeOpen(customer, c, ClosedSignalLoss))
+		out = append(out, p.closeOpen(customer, c, messages.ClosedSignalLoss))
 	}
 	c.timer = run{}
 	c.lost = true
@@ -465,8 +466,8 @@ func (p *EpisodeParams) arrived(c *customerEpisodes, r reading, arrival time.Tim
 }
 
 // openEpisodes lists c's open episodes.
-func (p *EpisodeParams) openEpisodes(customer string, c *customerEpisodes) []Episode {
-	var out []Episode
+func (p *EpisodeParams) openEpisodes(customer string, c *customerEpisodes) []messages.Episode {
+	var out []messages.Episode
 	if c.open != nil {
 		out = append(out, p.episode(customer, c.open))
 	}

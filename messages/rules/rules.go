@@ -11,19 +11,6 @@ import (
 	"github.com/heartbeat/heartbeat/messages"
 )
 
-// Rule names, stored in anomalies.anomaly_type.
-const (
-	LowHeartRate  = "LOW_HEART_RATE"
-	HighHeartRate = "HIGH_HEART_RATE"
-	Spike         = "SPIKE"
-)
-
-// Severities.
-const (
-	SeverityHigh   = "high"
-	SeverityMedium = "medium"
-)
-
 // Thresholds of the original system's rules.
 type Thresholds struct {
 	Low        int // rate <= Low is LOW_HEART_RATE
@@ -57,12 +44,12 @@ func (f Finding) Delta() int {
 func Classify(t Thresholds, rate int, previous *int) (Finding, bool) {
 	switch {
 	case rate <= t.Low:
-		return Finding{Rule: LowHeartRate, Severity: SeverityHigh, HeartRate: rate, Threshold: t.Low}, true
+		return Finding{Rule: messages.LowHeartRate, Severity: messages.SeverityHigh, HeartRate: rate, Threshold: t.Low}, true
 	case rate >= t.High:
-		return Finding{Rule: HighHeartRate, Severity: SeverityHigh, HeartRate: rate, Threshold: t.High}, true
+		return Finding{Rule: messages.HighHeartRate, Severity: messages.SeverityHigh, HeartRate: rate, Threshold: t.High}, true
 	case previous != nil && abs(rate-*previous) >= t.SpikeDelta:
 		p := *previous
-		return Finding{Rule: Spike, Severity: SeverityMedium, HeartRate: rate, Threshold: t.SpikeDelta, Previous: &p}, true
+		return Finding{Rule: messages.Spike, Severity: messages.SeverityMedium, HeartRate: rate, Threshold: t.SpikeDelta, Previous: &p}, true
 	}
 	return Finding{}, false
 }
