@@ -54,10 +54,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/heartbeat/heartbeat/app"
-	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/kafka"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	"github.com/heartbeat/heartbeat/simulate"
+	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
 const (
@@ -196,16 +198,16 @@ func newChaosRun(t *testing.T) *chaosRun {
 	admin, err := pgx.Connect(ctx, c.adminURL)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL at %s is required under CI=true: %v", app.Redact(c.adminURL), err)
+			t.Fatalf("PostgreSQL at %s is required under CI=true: %v", hbsql.Redact(c.adminURL), err)
 		}
-		t.Skipf("PostgreSQL at %s not available (with CI=true this fails): %v", app.Redact(c.adminURL), err)
+		t.Skipf("PostgreSQL at %s not available (with CI=true this fails): %v", hbsql.Redact(c.adminURL), err)
 	}
 	_ = admin.Close(ctx)
 
 	// The pipeline reads its configuration from the environment; the
 	// processes get exactly the variables a scenario sets.
 	appVars := map[string]bool{}
-	chaosEnvNames(reflect.TypeOf(app.Config{}), appVars)
+	chaosEnvNames(reflect.TypeOf(config.Config{}), appVars)
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); !appVars[k] {
 			c.env = append(c.env, kv)
@@ -265,7 +267,7 @@ type chaosAnomaly struct{ typ, customer string }
 // its expected end state. The loop mirrors simulate.Simulator.Run's virtual
 // clock (10 ms ticks, rate with bursts, the same Next(at) sequence) without
 // its pacing; verify cross-checks it against the stored timestamps.
-func (c *chaosRun) expected(cfg app.Config) *chaosExpected {
+func (c *chaosRun) expected(cfg config.Config) *chaosExpected {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	sc := cfg.Sim
@@ -391,7 +393,7 @@ type chaosScenario struct {
 	name   string
 	dir    string
 	row    *chaosRow
-	cfg    app.Config
+	cfg    config.Config
 	exp    *chaosExpected
 	env    map[string]string
 	dbName string
@@ -488,7 +490,7 @@ func (c *chaosRun) newScenario(t *testing.T, name string, window time.Duration, 
 		// expected computes the anomalies with the per-event rules.
 		"DETECTION_MODE": "per_event",
 	}
-	s.cfg, err = app.LoadConfig(ctx, envconfig.MapLookuper(s.env))
+	s.cfg, err = config.LoadConfig(ctx, envconfig.MapLookuper(s.env))
 	if err != nil {
 		t.Fatalf("configuration: %v", err)
 	}
@@ -753,7 +755,7 @@ func sleepUntil(at time.Time) {
 func (s *chaosScenario) startBroker() *chaosProc {
 	s.t.Helper()
 	p := s.start("broker")
-	topics := s.cfg.Kafka.Topics()
+	topics := kafka.Topics(s.cfg.Kafka)
 	err := chaosPoll(30*time.Second, 50*time.Millisecond, func() (bool, error) {
 		if p.exited() {
 			return false, fmt.Errorf("%s exited: %v", p.name, p.exitErr)

@@ -22,12 +22,11 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
-
-	"github.com/heartbeat/heartbeat/app"
 )
 
 // pipelineServices are the compose services built from the Dockerfile, with
@@ -154,7 +153,7 @@ func TestComposeLoadsWithEnvExample(t *testing.T) {
 				require.Equal(t, name+"-1", env["KAFKA_GROUP_INSTANCE_ID"], "%s is a static member of its group: a restarted container takes its partitions back at once", name)
 			}
 			require.Equal(t, envExample(t)["POSTGRES_PASSWORD"], env["POSTGRES_PASSWORD"], name)
-			_, err := app.LoadConfig(context.Background(), mapLookuper(env))
+			_, err := config.LoadConfig(context.Background(), mapLookuper(env))
 			require.NoError(t, err, "the environment compose gives %s must be a valid configuration", name)
 
 			// The health check runs the binary itself (no shell or curl in
@@ -175,7 +174,7 @@ func TestComposeLoadsWithEnvExample(t *testing.T) {
 			s := p.Services[name]
 			require.Contains(t, []string{types.RestartPolicyAlways, types.RestartPolicyUnlessStopped, types.RestartPolicyOnFailure},
 				s.Restart, "%s restarts after a non-zero exit", name)
-			cfg, err := app.LoadConfig(context.Background(), mapLookuper(envOf(s)))
+			cfg, err := config.LoadConfig(context.Background(), mapLookuper(envOf(s)))
 			require.NoError(t, err)
 			require.Positive(t, cfg.Health.UnhealthyExitAfter, "%s exits when unhealthy (UNHEALTHY_EXIT_AFTER)", name)
 			// The health check sees the stall before the exit does.
@@ -293,12 +292,12 @@ func TestComposeRequiresPasswords(t *testing.T) {
 	}
 }
 
-// TestEnvExampleMatchesConfig: every variable of app.Config is documented in
+// TestEnvExampleMatchesConfig: every variable of config.Config is documented in
 // .env.example with its default, and every one a user may set there reaches
 // the pipeline containers, with compose's fallback equal to the default.
 func TestEnvExampleMatchesConfig(t *testing.T) {
 	t.Parallel()
-	vars := configVars(reflect.TypeOf(app.Config{}))
+	vars := configVars(reflect.TypeOf(config.Config{}))
 	require.NotEmpty(t, vars)
 	example := envExample(t)
 	documented := envExampleAll(t)
@@ -532,7 +531,7 @@ func envExampleAll(t testing.TB) map[string]bool {
 	return out
 }
 
-// configVars maps every environment variable of app.Config to its default.
+// configVars maps every environment variable of config.Config to its default.
 func configVars(t reflect.Type) map[string]string {
 	out := map[string]string{}
 	for i := range t.NumField() {

@@ -22,15 +22,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
 )
 
-// configVariable is one variable of app.Config, found by its env tag.
+// configVariable is one variable of config.Config, found by its env tag.
 type configVariable struct {
 	name, def string
 	typ       reflect.Type
 }
 
-// configVariables lists every variable app.Config reads, by reflection
+// configVariables lists every variable config.Config reads, by reflection
 // over its env tags: a variable added to it is in the extremes test
 // without anyone listing it.
 func configVariables() []configVariable {
@@ -47,7 +48,7 @@ func configVariables() []configVariable {
 			}
 		}
 	}
-	walk(reflect.TypeOf(app.Config{}))
+	walk(reflect.TypeOf(config.Config{}))
 	return out
 }
 
@@ -84,7 +85,7 @@ func extremes(t reflect.Type) []string {
 func bounds(t *testing.T, v configVariable) []string {
 	t.Helper()
 	accepts := func(value string) bool {
-		_, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
+		_, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
 		return err == nil
 	}
 	if v.def == "" || !accepts(v.def) {
@@ -156,7 +157,7 @@ func (c extremeCase) String() string {
 	return fmt.Sprintf("%s=%q", c.name, v)
 }
 
-// TestConfigExtremes sets each variable of app.Config, alone, to each of
+// TestConfigExtremes sets each variable of config.Config, alone, to each of
 // its extremes: the configuration either takes it or refuses it naming the
 // variable. It returns (through acceptedExtremes) the values taken, which
 // TestStartupAtExtremes starts the pipeline with.
@@ -173,13 +174,13 @@ func TestConfigExtremes(t *testing.T) {
 func acceptedExtremes(t *testing.T) []extremeCase {
 	t.Helper()
 	vars := configVariables()
-	require.Greater(t, len(vars), 60, "every variable of app.Config")
+	require.Greater(t, len(vars), 60, "every variable of config.Config")
 	var accepted []extremeCase
 	for _, v := range vars {
 		for _, value := range append(extremes(v.typ), bounds(t, v)...) {
 			k := v.typ.Kind()
 			c := extremeCase{v.name, value, k == reflect.String || k == reflect.Slice || k == reflect.Bool}
-			_, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
+			_, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
 			if err != nil {
 				require.Contains(t, err.Error(), v.name, "%s: the error names the variable", c)
 				require.NotContains(t, err.Error(), "Config", "%s: the error names the variable, not the Go field", c)
@@ -243,7 +244,7 @@ func TestStartupAtExtremes(t *testing.T) {
 		if c.name == "METRICS_ADDR" && c.value == "" {
 			continue // the role's fixed port: taken on a shared machine; the same as base otherwise
 		}
-		cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(env))
+		cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(env))
 		if err != nil {
 			require.Contains(t, err.Error(), c.name, "%s: the error names the variable", c)
 			continue
@@ -265,7 +266,7 @@ func TestStartupAtExtremes(t *testing.T) {
 
 // startAndStop runs the pipeline with cfg until persist and detect have
 // each consumed a reading published for the purpose, then stops it.
-func startAndStop(t *testing.T, c extremeCase, cfg app.Config) {
+func startAndStop(t *testing.T, c extremeCase, cfg config.Config) {
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -292,20 +293,20 @@ func startAndStop(t *testing.T, c extremeCase, cfg app.Config) {
 
 	brokers := cfg.Kafka.BootstrapServers
 	if len(brokers) == 0 {
-		brokers = a.Brokers
+		brokers = a.Kafka.Brokers
 	}
 	produce(t, brokers[0], cfg.Kafka.TopicRaw, []*record{reading2("cust_extreme", 70, time.Now())})
 	consumed := func(handler string) float64 {
 		return testutil.ToFloat64(a.Metrics.Consumed.WithLabelValues(handler))
 	}
 	deadline := time.After(60 * time.Second)
-	for consumed(app.HandlerPersist) < 1 || consumed(app.HandlerDetect) < 1 {
+	for consumed(config.HandlerPersist) < 1 || consumed(config.HandlerDetect) < 1 {
 		select {
 		case err := <-done:
 			failed(fmt.Errorf("stopped before consuming: %w", err))
 			return
 		case <-deadline:
-			t.Fatalf("%s: persist consumed %v, detect %v within 60 s; log:\n%s", c, consumed(app.HandlerPersist), consumed(app.HandlerDetect), logs.String())
+			t.Fatalf("%s: persist consumed %v, detect %v within 60 s; log:\n%s", c, consumed(config.HandlerPersist), consumed(config.HandlerDetect), logs.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -18,12 +18,17 @@ import (
 	"strings"
 	"syscall"
 
+	hbsql "github.com/heartbeat/heartbeat/sql"
+
 	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/app/bench"
+	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/heartbeat/heartbeat/app/dashbench"
 	"github.com/heartbeat/heartbeat/app/dlq"
 	"github.com/heartbeat/heartbeat/app/evaluate"
+	"github.com/heartbeat/heartbeat/app/kafka"
 	"github.com/heartbeat/heartbeat/app/replay"
+	"github.com/heartbeat/heartbeat/app/telemetry"
 )
 
 func main() {
@@ -38,7 +43,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "heartbeat: stopped by a signal during start-up")
 			return
 		}
-		fmt.Fprintln(os.Stderr, "heartbeat:", oneLine(app.Redact(err.Error())))
+		fmt.Fprintln(os.Stderr, "heartbeat:", oneLine(hbsql.Redact(err.Error())))
 		os.Exit(1)
 	}
 }
@@ -61,7 +66,7 @@ func run(ctx context.Context, args []string) error {
 	// Commands that read their own configuration.
 	switch {
 	case len(args) == 2 && args[0] == "healthcheck":
-		return app.HealthCheck(ctx, args[1])
+		return telemetry.HealthCheck(ctx, args[1])
 	case len(args) > 0 && args[0] == "replay":
 		return replay.Main(ctx, args[1:], os.Stdout, os.Stderr)
 	case len(args) > 0 && args[0] == "evaluate":
@@ -69,15 +74,15 @@ func run(ctx context.Context, args []string) error {
 	case len(args) > 0 && args[0] == "bench" && !slices.Contains(args, "-dashboards"):
 		return bench.Main(ctx, args[1:], os.Stdout, os.Stderr)
 	}
-	cfg, err := app.LoadConfig(ctx, nil)
+	cfg, err := config.LoadConfig(ctx, nil)
 	if err != nil {
 		return err
 	}
-	log := app.NewLogger(cfg.LogLevel)
+	log := telemetry.NewLogger(cfg.LogLevel)
 	switch {
 	case len(args) == 0:
 	case args[0] == "broker" && len(args) == 1:
-		return app.RunBroker(ctx, cfg, log)
+		return kafka.RunBroker(ctx, cfg, log)
 	case args[0] == "bench": // -dashboards
 		return dashbench.Main(ctx, cfg.Postgres.DatabaseURL, slices.DeleteFunc(args[1:], func(a string) bool { return a == "-dashboards" }), os.Stdout)
 	case args[0] == "dlq":
@@ -87,7 +92,7 @@ func run(ctx context.Context, args []string) error {
 		if len(brokers) == 0 {
 			brokers = []string{cfg.Broker.Addr}
 		}
-		opts, err := cfg.Kafka.Security.FranzOpts()
+		opts, err := kafka.FranzOpts(cfg.Kafka.Security)
 		if err != nil {
 			return err
 		}

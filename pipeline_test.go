@@ -18,6 +18,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/kafka"
+	"github.com/heartbeat/heartbeat/app/telemetry"
 	"github.com/heartbeat/heartbeat/messages"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 	"github.com/heartbeat/heartbeat/sql/pgtest"
@@ -36,9 +39,9 @@ func testBroker(t *testing.T) string {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
-	cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(nil))
+	cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(nil))
 	require.NoError(t, err)
-	require.NoError(t, app.EnsureTopics(context.Background(), c.ListenAddrs(), nil, -1, cfg.Kafka.Topics(), app.NewLogger("warn")))
+	require.NoError(t, kafka.EnsureTopics(context.Background(), c.ListenAddrs(), nil, -1, kafka.Topics(cfg.Kafka), telemetry.NewLogger("warn")))
 	return c.ListenAddrs()[0]
 }
 
@@ -56,10 +59,10 @@ func startPipeline(t *testing.T, env map[string]string) *runningPipeline {
 	for k, v := range env {
 		full[k] = v
 	}
-	cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(full))
+	cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(full))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.New(ctx, cfg, app.NewLogger(cfg.LogLevel))
+	a, err := app.New(ctx, cfg, telemetry.NewLogger(cfg.LogLevel))
 	require.NoError(t, err)
 	p, err := newPipeline(ctx, a)
 	require.NoError(t, err)

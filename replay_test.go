@@ -19,7 +19,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app/replay"
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 )
 
@@ -358,7 +357,7 @@ func storedEpisodes(t *testing.T, pool *pgxpool.Pool, customer string) []episode
 		if e.From != "" {
 			identity = e.From
 		}
-		require.Equal(t, rules.EpisodeID(cust, identity, e.StartEvent), id, "anomaly id derives from customer, the rule it opened as and start event")
+		require.Equal(t, messages.EpisodeID(cust, identity, e.StartEvent), id, "anomaly id derives from customer, the rule it opened as and start event")
 		e.Start, e.End = e.Start.UTC(), e.End.UTC()
 		out = append(out, e)
 		return nil

@@ -17,9 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/kafka"
+	"github.com/heartbeat/heartbeat/app/telemetry"
 	"github.com/heartbeat/heartbeat/handlers"
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	hbmw "github.com/heartbeat/heartbeat/middleware"
 	"github.com/heartbeat/heartbeat/simulate"
 	hbsql "github.com/heartbeat/heartbeat/sql"
@@ -62,7 +65,7 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 		}
 	}()
 
-	kafkaPub, err := a.NewPublisher()
+	kafkaPub, err := a.Kafka.NewPublisher()
 	if err != nil {
 		return nil, err
 	}
@@ -75,30 +78,30 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 		return nil, err
 	}
 
-	if cfg.Runs(app.HandlerSimulate) {
-		simPub, err := a.NewBulkPublisher()
+	if cfg.Runs(config.HandlerSimulate) {
+		simPub, err := a.Kafka.NewBulkPublisher()
 		if err != nil {
 			return nil, err
 		}
 		p.closers = append(p.closers, func(context.Context) { _ = simPub.Close() })
 		sim := newSimulator(a, simPub)
 		if limit := cfg.Sim.MaxLag; limit > 0 {
-			lag, closeLag, err := a.GroupLag(topics.GroupDB, topics.TopicRaw)
+			lag, closeLag, err := a.Kafka.GroupLag(topics.GroupDB, topics.TopicRaw)
 			if err != nil {
 				return nil, err
 			}
 			p.closers = append(p.closers, func(context.Context) { closeLag() })
 			sim.Throttle = maxLag(a.Log, lag, limit)
 		}
-		p.Runners = append(p.Runners, app.Runner{Name: app.HandlerSimulate, Run: sim.Run,
-			Ends: !cfg.Runs(app.HandlerPersist) && !cfg.Runs(app.HandlerDetect)})
+		p.Runners = append(p.Runners, app.Runner{Name: config.HandlerSimulate, Run: sim.Run,
+			Ends: !cfg.Runs(config.HandlerPersist) && !cfg.Runs(config.HandlerDetect)})
 	}
-	if !cfg.Runs(app.HandlerPersist) && !cfg.Runs(app.HandlerDetect) {
+	if !cfg.Runs(config.HandlerPersist) && !cfg.Runs(config.HandlerDetect) {
 		return p, nil
 	}
 
 	events := hbsql.NewEventWriter(a.Pool, topics.GroupDB)
-	if cfg.Runs(app.HandlerPersist) {
+	if cfg.Runs(config.HandlerPersist) {
 		// Today's partition and the next days', before consuming; the
 		// writer creates those of other days as their readings arrive.
 		if _, err := events.Partitions.EnsureRange(ctx, time.Now(), time.Now().Add(partitionsAhead)); err != nil {
@@ -113,8 +116,8 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 		}
 	}
 	history := hbsql.NewHistory(a.Pool, topics.GroupDB, cfg.Anomaly.StateTTL, cfg.Anomaly.HistoryWait)
-	if cfg.Runs(app.HandlerDetect) {
-		progress, closeProgress, err := a.GroupProgress(topics.GroupDB)
+	if cfg.Runs(config.HandlerDetect) {
+		progress, closeProgress, err := a.Kafka.GroupProgress(topics.GroupDB)
 		if err != nil {
 			return nil, err
 		}
@@ -131,7 +134,7 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 	anomalies := hbsql.NewAnomalyWriter(a.Pool, a.WLogger)
 	w := wiring{
 		cfg: cfg, metrics: m, registry: a.Registry, log: a.Log, wlog: a.WLogger, pub: pub,
-		subscriber: a.NewOrderedSubscriber, batchSubscriber: a.NewWindowedSubscriber,
+		subscriber: a.Kafka.NewOrderedSubscriber, batchSubscriber: a.Kafka.NewWindowedSubscriber,
 		events:    events.Write,
 		anomalies: anomalies,
 		history:   history,
@@ -144,7 +147,7 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Runs(app.HandlerDetect) {
+	if cfg.Runs(config.HandlerDetect) {
 		fwd, err := newForwarder(ctx, a, pub)
 		if err != nil {
 			return nil, err
@@ -162,7 +165,13 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 				})
 				return nil
 			}},
-			app.Runner{Name: "outbox watch", Run: func(ctx context.Context) error { return a.WatchOutbox(ctx, 5*time.Second) }},
+			app.Runner{Name: "outbox watch", Run: func(ctx context.Context) error {
+				return telemetry.OutboxWatch{
+					Backlog: func(ctx context.Context) (int64, time.Duration, error) { return hbsql.OutboxBacklog(ctx, a.Pool) },
+					Topic:   topics.TopicAnomaly, StallAfter: cfg.Health.StallAfter, Interval: 5 * time.Second,
+					Registry: a.Registry, Health: a.Health, Log: a.Log,
+				}.Run(ctx)
+			}},
 			app.Runner{Name: "outbox pruning", Run: func(ctx context.Context) error {
 				every(ctx, time.Minute, func() {
 					if _, err := hbsql.PruneOutbox(ctx, a.Pool, 10*time.Minute); err != nil && ctx.Err() == nil {
@@ -173,10 +182,10 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 			}})
 	}
 	var groups []string
-	if cfg.Runs(app.HandlerPersist) {
+	if cfg.Runs(config.HandlerPersist) {
 		groups = append(groups, topics.GroupDB)
 	}
-	if cfg.Runs(app.HandlerDetect) {
+	if cfg.Runs(config.HandlerDetect) {
 		groups = append(groups, topics.GroupAnomaly)
 	}
 	p.Runners = append(p.Runners,
@@ -184,15 +193,18 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 			defer close(routerDone)
 			return router.Run(ctx)
 		}},
-		app.Runner{Name: "consumer lag", Run: func(ctx context.Context) error { return a.ConsumerLag(ctx, groups, 5*time.Second) }})
+		app.Runner{Name: "consumer lag", Run: func(ctx context.Context) error {
+			return a.Kafka.WatchLag(ctx, kafka.LagWatch{Groups: groups, Interval: 5 * time.Second,
+				StallAfter: cfg.Health.StallAfter, Registry: a.Registry, Health: a.Health, Log: a.Log})
+		}})
 	return p, nil
 }
 
 // wiring is what the router is built from; tests build it with Watermill's
 // GoChannel pub/sub and in-memory stores.
 type wiring struct {
-	cfg      app.Config
-	metrics  *app.Metrics
+	cfg      config.Config
+	metrics  *telemetry.Metrics
 	registry prometheus.Registerer
 	log      *slog.Logger
 	wlog     watermill.LoggerAdapter
@@ -213,7 +225,7 @@ type wiring struct {
 	episodeHistory handlers.EpisodeHistory
 }
 
-func newEngine(cfg app.Config) *rules.Engine {
+func newEngine(cfg config.Config) *rules.Engine {
 	return rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
 }
 
@@ -225,7 +237,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 		return nil, nil, err
 	}
 	// Room for the poison metadata and the record's own overhead.
-	dlq := hbmw.BoundedPublisher{Publisher: dlqCounter{w.pub, m}, MaxBytes: app.MaxMessageBytes - 16<<10}
+	dlq := hbmw.BoundedPublisher{Publisher: dlqCounter{w.pub, m}, MaxBytes: kafka.MaxMessageBytes - 16<<10}
 	// A batch message's failure is never poisoned whole: it is split into
 	// its records (hbmw.SplitBatches), which are.
 	poison, err := wmmw.PoisonQueueWithFilter(dlq, topics.TopicDLQ,
@@ -285,7 +297,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 	}
 
 	limits := cfg.Validation.Limits()
-	if cfg.Runs(app.HandlerPersist) {
+	if cfg.Runs(config.HandlerPersist) {
 		sub, err := w.batchSubscriber(topics.GroupDB)
 		if err != nil {
 			return nil, closers, err
@@ -308,10 +320,10 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 		persist := &handlers.Persist{Limits: limits, Batcher: batcher, Now: time.Now,
 			RouteInvalid: invalid.Route, NewCorrelationID: watermill.NewUUID}
 		invalid.Settle = persist.Settle
-		handle(router.AddConsumerHandler(app.HandlerPersist, topics.TopicRaw, sub, persist.Handle), app.HandlerPersist,
+		handle(router.AddConsumerHandler(config.HandlerPersist, topics.TopicRaw, sub, persist.Handle), config.HandlerPersist,
 			invalid.Middleware)
 	}
-	if cfg.Runs(app.HandlerDetect) {
+	if cfg.Runs(config.HandlerDetect) {
 		sub, err := w.subscriber(topics.GroupAnomaly)
 		if err != nil {
 			return nil, closers, err
@@ -332,7 +344,7 @@ func (w wiring) router() (router *message.Router, closers []func(context.Context
 				OnAnomaly: onAnomaly, OnHistory: onHistory, Logger: w.log,
 			})
 		}
-		handle(router.AddConsumerHandler(app.HandlerDetect, topics.TopicRaw, sub, handlers.EachRecord(h, watermill.NewUUID)), app.HandlerDetect)
+		handle(router.AddConsumerHandler(config.HandlerDetect, topics.TopicRaw, sub, handlers.EachRecord(h, watermill.NewUUID)), config.HandlerDetect)
 	}
 	return router, closers, nil
 }
@@ -500,7 +512,7 @@ func every(ctx context.Context, interval time.Duration, f func()) {
 // dlqCounter counts the messages the poison queue publishes, by handler.
 type dlqCounter struct {
 	message.Publisher
-	m *app.Metrics
+	m *telemetry.Metrics
 }
 
 func (d dlqCounter) Publish(topic string, msgs ...*message.Message) error {

@@ -18,7 +18,8 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/telemetry"
 	"github.com/heartbeat/heartbeat/messages"
 	hbmw "github.com/heartbeat/heartbeat/middleware"
 	hbsql "github.com/heartbeat/heartbeat/sql"
@@ -72,13 +73,13 @@ type testRouter struct {
 	pubsub    *gochannel.GoChannel
 	events    *fakeEvents
 	anomalies *fakeAnomalies
-	metrics   *app.Metrics
-	cfg       app.Config
+	metrics   *telemetry.Metrics
+	cfg       config.Config
 }
 
 func startTestRouter(t *testing.T, handlers string, fail func(int) error) *testRouter {
 	t.Helper()
-	cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{
+	cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{
 		"ROUTER_HANDLERS":        handlers,
 		"DETECTION_MODE":         "per_event", // the wiring below has no episode engine
 		"RETRY_MAX_RETRIES":      "2",
@@ -90,9 +91,9 @@ func startTestRouter(t *testing.T, handlers string, fail func(int) error) *testR
 	logger := watermill.NopLogger{}
 	ps := gochannel.NewGoChannel(gochannel.Config{Persistent: true, OutputChannelBuffer: 100, BlockPublishUntilSubscriberAck: true}, logger)
 	tr := &testRouter{pubsub: ps, events: &fakeEvents{fail: fail}, anomalies: &fakeAnomalies{seen: map[string]messages.Anomaly{}},
-		metrics: app.NewMetrics(app.NewRegistry()), cfg: cfg}
+		metrics: telemetry.NewMetrics(telemetry.NewRegistry()), cfg: cfg}
 	w := wiring{
-		cfg: cfg, metrics: tr.metrics, registry: app.NewRegistry(), log: app.NewLogger("error"), wlog: logger, pub: ps,
+		cfg: cfg, metrics: tr.metrics, registry: telemetry.NewRegistry(), log: telemetry.NewLogger("error"), wlog: logger, pub: ps,
 		subscriber:      func(string) (message.Subscriber, error) { return ps, nil },
 		batchSubscriber: func(string) (message.Subscriber, error) { return ps, nil },
 		events:          tr.events.Write, anomalies: tr.anomalies, engine: newEngine(cfg),

@@ -10,8 +10,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
@@ -145,14 +145,14 @@ func (d *Detect) restore(ctx context.Context, h messages.Heartbeat, src messages
 // messages atomically, and reloads a customer's recent episodes.
 type EpisodeStore interface {
 	WriteEpisodes(ctx context.Context, ws []hbsql.EpisodeWrite) (written []bool, err error)
-	RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]rules.Episode, error)
+	RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]messages.Episode, error)
 }
 
 // EpisodeHistory reads a customer's stored readings: prime, its latest
 // before warmFrom, and those from warmFrom on, in the partition's order,
 // all from records of src's partition before src.
 type EpisodeHistory interface {
-	Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *rules.Reading, rs []rules.Reading, err error)
+	Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *messages.Reading, rs []messages.Reading, err error)
 }
 
 // DetectEpisodes is the detector of DETECTION_MODE=episode: it validates
@@ -181,27 +181,6 @@ type DetectEpisodes struct {
 	// OnHistory is called after each rebuild with its outcome.
 	OnHistory func(outcome string)
 	Logger    *slog.Logger
-}
-
-// EpisodeAnomaly is the message on events.anomaly.v1 of an episode opening
-// (status "open"), reclassification (status "open" again, with
-// ReclassifiedFrom: the same anomaly id, its new type and severity) or
-// closing ("closed"): the per-event anomaly's fields, for the episode's
-// first reading, and the episode's. The opening's message id is the
-// anomaly id; the reclassification's and the closing's are derived from it.
-type EpisodeAnomaly struct {
-	messages.Anomaly
-	Status string `json:"status"`
-	// ReclassifiedFrom is the rule the episode opened as, once it has
-	// become another (a SPIKE become SUSTAINED_HIGH or SUSTAINED_LOW).
-	ReclassifiedFrom string     `json:"reclassified_from,omitempty"`
-	StartedAt        time.Time  `json:"started_at"`
-	OpenedAt         time.Time  `json:"opened_at"`
-	EndedAt          *time.Time `json:"ended_at,omitempty"`
-	PeakRate         int        `json:"peak_heart_rate"`
-	TroughRate       int        `json:"trough_heart_rate"`
-	Samples          int        `json:"samples"`
-	DurationMS       int64      `json:"duration_ms"`
 }
 
 // Handle implements message.NoPublishHandlerFunc.
@@ -309,7 +288,7 @@ func (d *DetectEpisodes) episodeWrite(c rules.Change, now time.Time, corr string
 	if err != nil {
 		return hbsql.EpisodeWrite{}, err
 	}
-	body, err := json.Marshal(EpisodeAnomaly{Anomaly: row.Anomaly, Status: row.Status, ReclassifiedFrom: c.Episode.OpenedAs, StartedAt: row.StartedAt,
+	body, err := json.Marshal(messages.EpisodeAnomaly{Anomaly: row.Anomaly, Status: row.Status, ReclassifiedFrom: c.Episode.OpenedAs, StartedAt: row.StartedAt,
 		OpenedAt: row.OpenedAt, EndedAt: row.EndedAt, PeakRate: row.PeakRate, TroughRate: row.TroughRate,
 		Samples: row.Samples, DurationMS: row.DurationMS})
 	if err != nil {
@@ -333,18 +312,18 @@ func NewEpisodeRow(c rules.Change, p rules.EpisodeParams, detectedAt time.Time) 
 	ep := c.Episode
 	details := map[string]any{"threshold": ep.Threshold}
 	switch ep.Rule {
-	case rules.SustainedHigh:
+	case messages.SustainedHigh:
 		details["hold_at_or_above"] = p.SustainedHigh - p.Hysteresis
-	case rules.SustainedLow:
+	case messages.SustainedLow:
 		details["hold_at_or_below"] = p.SustainedLow + p.Hysteresis
-	case rules.Spike:
+	case messages.Spike:
 		details["previous_heart_rate"] = ep.Base
 		details["delta"] = ep.Delta()
 		details["confirm_readings"] = p.SpikeConfirm
-	case rules.SignalLoss:
+	case messages.SignalLoss:
 		details["last_heart_rate"] = ep.Start.Rate
 	}
-	if ep.Rule == rules.SustainedHigh || ep.Rule == rules.SustainedLow {
+	if ep.Rule == messages.SustainedHigh || ep.Rule == messages.SustainedLow {
 		details["sustain_s"] = p.SustainFor.Seconds()
 	}
 	if ep.Opened.EventID != "" {
@@ -375,7 +354,7 @@ func NewEpisodeRow(c rules.Change, p rules.EpisodeParams, detectedAt time.Time) 
 		return hbsql.EpisodeRow{}, err
 	}
 	var prev *int
-	if ep.Identity() == rules.Spike {
+	if ep.Identity() == messages.Spike {
 		b := ep.Base
 		prev = &b
 	}
@@ -389,7 +368,7 @@ func NewEpisodeRow(c rules.Change, p rules.EpisodeParams, detectedAt time.Time) 
 
 func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src messages.Source) error {
 	p := d.Engine.Params()
-	recent, warmFrom, fullFrom, err := p.Recall(h.Timestamp, func(since time.Time) ([]rules.Episode, error) {
+	recent, warmFrom, fullFrom, err := p.Recall(h.Timestamp, func(since time.Time) ([]messages.Episode, error) {
 		return d.Store.RecentEpisodes(ctx, h.CustomerID, since)
 	})
 	if err != nil {

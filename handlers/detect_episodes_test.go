@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/handlers"
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
@@ -27,7 +27,7 @@ type episodeStore struct {
 	types  map[string]string // anomaly id → type
 	writes []hbsql.EpisodeWrite
 	fail   int // fail this many WriteEpisodes calls
-	recent []rules.Episode
+	recent []messages.Episode
 }
 
 func (s *episodeStore) WriteEpisodes(_ context.Context, ws []hbsql.EpisodeWrite) ([]bool, error) {
@@ -51,18 +51,18 @@ func (s *episodeStore) WriteEpisodes(_ context.Context, ws []hbsql.EpisodeWrite)
 	return written, nil
 }
 
-func (s *episodeStore) RecentEpisodes(context.Context, string, time.Time) ([]rules.Episode, error) {
+func (s *episodeStore) RecentEpisodes(context.Context, string, time.Time) ([]messages.Episode, error) {
 	return s.recent, nil
 }
 
 type episodeHistory struct {
-	prime    *rules.Reading
-	readings []rules.Reading
+	prime    *messages.Reading
+	readings []messages.Reading
 	err      error
 	calls    int
 }
 
-func (h *episodeHistory) Readings(context.Context, messages.Heartbeat, messages.Source, time.Time) (*rules.Reading, []rules.Reading, error) {
+func (h *episodeHistory) Readings(context.Context, messages.Heartbeat, messages.Source, time.Time) (*messages.Reading, []messages.Reading, error) {
 	h.calls++
 	return h.prime, h.readings, h.err
 }
@@ -132,7 +132,7 @@ func TestDetectEpisodesRecordsOpeningAndClosing(t *testing.T) {
 	}
 	require.Len(t, f.store.writes, 1)
 	w := f.store.writes[0]
-	id := rules.EpisodeID("c1", rules.Spike, jump.EventID)
+	id := messages.EpisodeID("c1", messages.Spike, jump.EventID)
 	require.Equal(t, hbsql.EpisodeOpen, w.Row.Status)
 	require.Equal(t, id, w.Row.AnomalyID)
 	require.Equal(t, jump.EventID, w.Row.EventID, "the episode's first reading")
@@ -205,7 +205,7 @@ func TestDetectEpisodesRebuildsState(t *testing.T) {
 	require.NoError(t, f.handle(t, reading("c1", 6*s, 103)))
 	require.Equal(t, []string{"found"}, f.outcomes)
 	require.Len(t, f.store.writes, 1, "the jump before the restart is confirmed after it")
-	require.Equal(t, rules.EpisodeID("c1", rules.Spike, jump.EventID), f.store.writes[0].Row.AnomalyID)
+	require.Equal(t, messages.EpisodeID("c1", messages.Spike, jump.EventID), f.store.writes[0].Row.AnomalyID)
 	require.NoError(t, f.handle(t, reading("c1", 7*s, 103)))
 	require.Equal(t, 1, f.history.calls, "once per customer")
 }
@@ -217,9 +217,9 @@ func TestDetectEpisodesWithoutHistory(t *testing.T) {
 	f := newDetectFixture(t)
 	f.history.err = fmt.Errorf("wait: %w", hbsql.ErrHistoryIncomplete)
 	start := rules.ReadingOf(reading("c1", 0, 125))
-	recorded := rules.Episode{CustomerID: "c1", Rule: rules.SustainedHigh, Severity: rules.SeverityHigh, Threshold: 120,
+	recorded := messages.Episode{CustomerID: "c1", Rule: messages.SustainedHigh, Severity: messages.SeverityHigh, Threshold: 120,
 		Start: start, OpenedAt: start.Time.Add(10 * time.Minute), Last: start, Peak: 130, Trough: 121, Samples: 600}
-	f.store.recent = []rules.Episode{recorded}
+	f.store.recent = []messages.Episode{recorded}
 	f.store.rows[recorded.ID()] = hbsql.EpisodeOpen
 	for i := range 62 {
 		require.NoError(t, f.handle(t, reading("c1", 11*time.Minute+time.Duration(i)*time.Second, 80)))
@@ -346,28 +346,28 @@ func TestDetectEpisodesBradycardiaAfterADrop(t *testing.T) {
 		ws := bothPaths(t, plateaus("c1", [2]int{120, 95}, [2]int{20 * 60, 65}, [2]int{12 * 60, 38}, [2]int{120, 60}))
 		jump, low := 2*time.Minute, 22*time.Minute
 		require.Equal(t, []write{
-			{Status: "open", Type: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-			{Status: "closed", Type: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-			{Status: "open", Type: rules.SustainedLow, Start: low, Opened: low + 10*time.Minute},
-			{Status: "closed", Type: rules.SustainedLow, Start: low, Opened: low + 10*time.Minute},
+			{Status: "open", Type: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "closed", Type: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "open", Type: messages.SustainedLow, Start: low, Opened: low + 10*time.Minute},
+			{Status: "closed", Type: messages.SustainedLow, Start: low, Opened: low + 10*time.Minute},
 		}, writesOf(ws))
 		require.JSONEq(t, `{"close_reason":"settled"}`, string(ws[1].Row.Details))
 		require.Equal(t, jump+10*time.Minute, ws[1].Row.EndedAt.Sub(t0))
-		require.Equal(t, rules.EpisodeID("c1", rules.SustainedLow, ws[2].Row.EventID), ws[2].Row.AnomalyID)
-		require.Equal(t, rules.SeverityHigh, ws[2].Row.Severity)
+		require.Equal(t, messages.EpisodeID("c1", messages.SustainedLow, ws[2].Row.EventID), ws[2].Row.AnomalyID)
+		require.Equal(t, messages.SeverityHigh, ws[2].Row.Severity)
 	})
 	t.Run("while the drop's SPIKE is open", func(t *testing.T) {
 		ws := bothPaths(t, plateaus("c1", [2]int{60, 95}, [2]int{3 * 60, 62}, [2]int{12 * 60, 38}, [2]int{120, 60}))
 		jump, low := time.Minute, 4*time.Minute
 		require.Equal(t, []write{
-			{Status: "open", Type: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-			{Status: "open", Type: rules.SustainedLow, From: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-			{Status: "closed", Type: rules.SustainedLow, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "open", Type: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "open", Type: messages.SustainedLow, From: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "closed", Type: messages.SustainedLow, Start: jump, Opened: jump + 2*time.Second},
 		}, writesOf(ws))
 		id := ws[0].Row.AnomalyID
 		require.Equal(t, id, ws[1].Row.AnomalyID, "one episode: the SPIKE became the SUSTAINED_LOW")
 		require.Equal(t, id, ws[2].Row.AnomalyID)
-		require.Equal(t, rules.SeverityHigh, ws[1].Row.Severity)
+		require.Equal(t, messages.SeverityHigh, ws[1].Row.Severity)
 		var details map[string]any
 		require.NoError(t, json.Unmarshal(ws[1].Row.Details, &details))
 		require.Equal(t, t0.Add(low+10*time.Minute).Format(time.RFC3339), details["reclassified_at"], "when the low timer had run 10 minutes")
@@ -391,9 +391,9 @@ func TestDetectEpisodesJumpIntoTachycardia(t *testing.T) {
 	ws := bothPaths(t, plateaus("c1", [2]int{60, 80}, [2]int{12 * 60, 150}, [2]int{120, 80}))
 	jump := time.Minute
 	require.Equal(t, []write{
-		{Status: "open", Type: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-		{Status: "open", Type: rules.SustainedHigh, From: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-		{Status: "closed", Type: rules.SustainedHigh, Start: jump, Opened: jump + 2*time.Second},
+		{Status: "open", Type: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+		{Status: "open", Type: messages.SustainedHigh, From: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+		{Status: "closed", Type: messages.SustainedHigh, Start: jump, Opened: jump + 2*time.Second},
 	}, writesOf(ws))
 	ids := map[string]bool{}
 	msgs := map[string]bool{}
@@ -422,6 +422,6 @@ func TestDetectEpisodesReclassificationIsRecordedOnce(t *testing.T) {
 	require.NoError(t, f.d.Handle(m))
 	require.NoError(t, f.d.Handle(m), "a duplicate changes nothing")
 	require.Len(t, f.store.writes, 2)
-	require.Equal(t, rules.SustainedHigh, f.store.writes[1].Row.Type)
+	require.Equal(t, messages.SustainedHigh, f.store.writes[1].Row.Type)
 	require.Len(t, f.opened, 1, "a reclassification is not a new anomaly")
 }

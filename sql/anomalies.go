@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 )
 
@@ -263,7 +262,7 @@ func (w *AnomalyWriter) insertEpisode(ctx context.Context, tx pgx.Tx, r EpisodeR
 // after since, with what rebuilding its state needs of them: rule (and the
 // rule it opened as), first reading, the rate before a SPIKE's jump,
 // opening time, end, and the figures recorded.
-func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]rules.Episode, error) {
+func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]messages.Episode, error) {
 	rows, err := w.pool.Query(ctx, `SELECT anomaly_type, coalesce(details->>'reclassified_from', ''), severity, event_id::text,
 		       started_at, heart_rate, coalesce((details->>'previous_heart_rate')::int, 0), opened_at, status, ended_at,
 		       peak_rate, trough_rate, samples, duration_ms
@@ -271,8 +270,8 @@ func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, sin
 	if err != nil {
 		return nil, fmt.Errorf("episodes of %s: %w", customer, err)
 	}
-	var out []rules.Episode
-	var ep rules.Episode
+	var out []messages.Episode
+	var ep messages.Episode
 	var rate, peak, trough int16
 	var base int32
 	var status string
@@ -308,11 +307,11 @@ func NewEpisodeHistory(h *History) *EpisodeHistory { return &EpisodeHistory{h: h
 // Readings returns the readings of h.CustomerID stored from records of src's
 // partition before src: prime, the latest before warmFrom (nil if none),
 // and those from warmFrom on, in offset order.
-func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *rules.Reading, rs []rules.Reading, err error) {
+func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *messages.Reading, rs []messages.Reading, err error) {
 	if err := hs.h.waitFor(ctx, src); err != nil {
 		return nil, nil, err
 	}
-	var p rules.Reading
+	var p messages.Reading
 	var rate int16
 	err = hs.h.pool.QueryRow(ctx, `SELECT event_id::text, event_time, heart_rate FROM heartbeat_events
 		WHERE customer_id = $1 AND source_topic = $2 AND source_partition = $3 AND source_offset < $4 AND event_time < $5
@@ -332,7 +331,7 @@ func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, sr
 	if err != nil {
 		return nil, nil, fmt.Errorf("read readings of %s: %w", h.CustomerID, err)
 	}
-	var r rules.Reading
+	var r messages.Reading
 	_, err = pgx.ForEachRow(rows, []any{&r.EventID, &r.Time, &rate}, func() error {
 		r.Rate = int(rate)
 		rs = append(rs, r)

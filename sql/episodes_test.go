@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
@@ -37,7 +36,7 @@ var at = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
 func episodeWrite(id, start string, status string, end *time.Time) hbsql.EpisodeWrite {
 	row := hbsql.EpisodeRow{
-		Anomaly: messages.Anomaly{AnomalyID: id, EventID: start, CustomerID: "c1", Type: rules.SustainedHigh, Severity: rules.SeverityHigh,
+		Anomaly: messages.Anomaly{AnomalyID: id, EventID: start, CustomerID: "c1", Type: messages.SustainedHigh, Severity: messages.SeverityHigh,
 			HeartRate: 121, EventTime: at, DetectedAt: at.Add(time.Hour), Details: json.RawMessage(`{"threshold":120}`)},
 		Status: status, StartedAt: at, OpenedAt: at.Add(10 * time.Minute), EndedAt: end,
 		PeakRate: 150, TroughRate: 115, Samples: 601, DurationMS: 600_000,
@@ -81,9 +80,9 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	recent, err := w.RecentEpisodes(ctx, "c1", at.Add(time.Hour))
 	require.NoError(t, err)
 	require.Len(t, recent, 1, "an open episode is recent however old")
-	require.Equal(t, rules.Episode{CustomerID: "c1", Rule: rules.SustainedHigh, Severity: rules.SeverityHigh,
-		Start: rules.Reading{EventID: start, Time: at, Rate: 121}, OpenedAt: at.Add(10 * time.Minute),
-		Last: rules.Reading{EventID: start, Time: at.Add(10 * time.Minute), Rate: 121}, Peak: 150, Trough: 115, Samples: 601},
+	require.Equal(t, messages.Episode{CustomerID: "c1", Rule: messages.SustainedHigh, Severity: messages.SeverityHigh,
+		Start: messages.Reading{EventID: start, Time: at, Rate: 121}, OpenedAt: at.Add(10 * time.Minute),
+		Last: messages.Reading{EventID: start, Time: at.Add(10 * time.Minute), Rate: 121}, Peak: 150, Trough: 115, Samples: 601},
 		normalize(recent[0]))
 
 	for range 2 {
@@ -117,8 +116,8 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	require.Equal(t, 5, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
 	require.Equal(t, 3, count(t, pool, "SELECT count(*) FROM anomalies WHERE status = 'closed'"))
 	// Per-event rows do not show as episodes.
-	_, err = w.Write(ctx, messages.Anomaly{AnomalyID: uuid.NewString(), EventID: uuid.NewString(), CustomerID: "c1", Type: rules.LowHeartRate,
-		Severity: rules.SeverityHigh, HeartRate: 45, EventTime: at, DetectedAt: at, Details: json.RawMessage(`{}`)}, "events.anomaly.v1",
+	_, err = w.Write(ctx, messages.Anomaly{AnomalyID: uuid.NewString(), EventID: uuid.NewString(), CustomerID: "c1", Type: messages.LowHeartRate,
+		Severity: messages.SeverityHigh, HeartRate: 45, EventTime: at, DetectedAt: at, Details: json.RawMessage(`{}`)}, "events.anomaly.v1",
 		message.NewMessage(uuid.NewString(), []byte(`{}`)))
 	require.NoError(t, err)
 	recent, err = w.RecentEpisodes(ctx, "c1", at.Add(-time.Hour))
@@ -126,7 +125,7 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	require.Len(t, recent, 3)
 }
 
-func normalize(e rules.Episode) rules.Episode {
+func normalize(e messages.Episode) messages.Episode {
 	e.Start.Time, e.Last.Time, e.OpenedAt = e.Start.Time.UTC(), e.Last.Time.UTC(), e.OpenedAt.UTC()
 	return e
 }
@@ -189,12 +188,12 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	ctx := context.Background()
 	w := hbsql.NewAnomalyWriter(pool, watermill.NopLogger{})
 	start := uuid.NewString()
-	id := rules.EpisodeID("c1", rules.Spike, start)
+	id := messages.EpisodeID("c1", messages.Spike, start)
 	spike := episodeWrite(id, start, hbsql.EpisodeOpen, nil)
-	spike.Row.Type, spike.Row.Severity, spike.Row.Samples = rules.Spike, rules.SeverityMedium, 3
+	spike.Row.Type, spike.Row.Severity, spike.Row.Samples = messages.Spike, messages.SeverityMedium, 3
 	spike.Row.Details = json.RawMessage(`{"threshold":30,"previous_heart_rate":80,"delta":70}`)
 	re := episodeWrite(id, start, hbsql.EpisodeOpen, nil)
-	re.Row.ReclassifiedFrom, re.Row.Samples = rules.Spike, 601
+	re.Row.ReclassifiedFrom, re.Row.Samples = messages.Spike, 601
 	re.Row.Details = json.RawMessage(`{"threshold":120,"reclassified_from":"SPIKE"}`)
 	re.Msg = message.NewMessage(messages.AnomalyID(id, "reclassified"), []byte(`{}`))
 
@@ -211,16 +210,16 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	var samples int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT anomaly_type, severity, samples, details::text FROM anomalies
 		WHERE anomaly_id = $1 AND event_id = $2 AND status = 'open' AND opened_at = $3`, id, start, at.Add(10*time.Minute)).Scan(&typ, &severity, &samples, &details))
-	require.Equal(t, rules.SustainedHigh, typ)
-	require.Equal(t, rules.SeverityHigh, severity)
+	require.Equal(t, messages.SustainedHigh, typ)
+	require.Equal(t, messages.SeverityHigh, severity)
 	require.Equal(t, 601, samples)
 	require.JSONEq(t, `{"threshold":120,"previous_heart_rate":80,"delta":70,"reclassified_from":"SPIKE"}`, details)
 
 	recent, err := w.RecentEpisodes(ctx, "c1", at)
 	require.NoError(t, err)
 	require.Len(t, recent, 1)
-	require.Equal(t, rules.SustainedHigh, recent[0].Rule)
-	require.Equal(t, rules.Spike, recent[0].OpenedAs)
+	require.Equal(t, messages.SustainedHigh, recent[0].Rule)
+	require.Equal(t, messages.Spike, recent[0].OpenedAs)
 	require.Equal(t, 80, recent[0].Base)
 	require.Equal(t, id, recent[0].ID(), "the rebuilt episode keeps its identity")
 
@@ -238,9 +237,9 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 
 	// Never recorded: inserted reclassified.
 	orphanStart := uuid.NewString()
-	orphanID := rules.EpisodeID("c1", rules.Spike, orphanStart)
+	orphanID := messages.EpisodeID("c1", messages.Spike, orphanStart)
 	orphan := episodeWrite(orphanID, orphanStart, hbsql.EpisodeOpen, nil)
-	orphan.Row.ReclassifiedFrom = rules.Spike
+	orphan.Row.ReclassifiedFrom = messages.Spike
 	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{orphan})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true}, written)
@@ -250,11 +249,11 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	// state rebuilt without history could record one): the SPIKE stays a
 	// SPIKE rather than fail the write, and so the partition, for ever.
 	s3 := uuid.NewString()
-	spike3 := episodeWrite(rules.EpisodeID("c1", rules.Spike, s3), s3, hbsql.EpisodeOpen, nil)
-	spike3.Row.Type = rules.Spike
-	other := episodeWrite(rules.EpisodeID("c1", rules.SustainedHigh, s3), s3, hbsql.EpisodeOpen, nil)
+	spike3 := episodeWrite(messages.EpisodeID("c1", messages.Spike, s3), s3, hbsql.EpisodeOpen, nil)
+	spike3.Row.Type = messages.Spike
+	other := episodeWrite(messages.EpisodeID("c1", messages.SustainedHigh, s3), s3, hbsql.EpisodeOpen, nil)
 	re3 := spike3
-	re3.Row.Type, re3.Row.ReclassifiedFrom = rules.SustainedHigh, rules.Spike
+	re3.Row.Type, re3.Row.ReclassifiedFrom = messages.SustainedHigh, messages.Spike
 	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike3, other, re3})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true, true, false}, written)

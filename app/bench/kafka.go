@@ -7,33 +7,33 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/heartbeat/heartbeat/app"
 )
 
 // broker is a phase's in-process Kafka broker with the pipeline's topics.
 // Each phase gets its own, so the records of one phase (kept in memory)
 // are freed before the next.
 type broker struct {
-	cluster *app.Broker
+	cluster *kafka.Broker
 	addrs   []string
-	kafka   app.KafkaConfig
+	kafka   config.KafkaConfig
 }
 
-func startBroker(ctx context.Context, kafka app.KafkaConfig) (*broker, error) {
+func startBroker(ctx context.Context, topics config.KafkaConfig) (*broker, error) {
 	// The broker's own warnings (a consumer-group member it had to expire)
 	// go to stderr; topic creation is quiet.
-	c, err := app.StartBroker("127.0.0.1:0", "", slog.Default())
+	c, err := kafka.StartBroker("127.0.0.1:0", "", slog.Default())
 	if err != nil {
 		return nil, err
 	}
-	b := &broker{cluster: c, addrs: c.ListenAddrs(), kafka: kafka}
+	b := &broker{cluster: c, addrs: c.ListenAddrs(), kafka: topics}
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := app.EnsureTopics(tctx, b.addrs, nil, -1, kafka.Topics(), quiet); err != nil {
+	if err := kafka.EnsureTopics(tctx, b.addrs, nil, -1, kafka.Topics(topics), quiet); err != nil {
 		c.Close()
 		return nil, err
 	}

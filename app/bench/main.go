@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
 )
 
 // Options configure a bench run.
@@ -208,7 +208,7 @@ func serverURLFromEnv(ctx context.Context) (string, error) {
 	if u := os.Getenv("DATABASE_URL"); u != "" {
 		return u, nil
 	}
-	cfg, err := app.LoadConfig(ctx, nil)
+	cfg, err := config.LoadConfig(ctx, nil)
 	if err != nil {
 		return "", err
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/app/evaluate"
-	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
@@ -66,9 +66,9 @@ func TestCases(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rep.Cases, 4)
 	want := map[string]map[string]string{
-		"a drop to a new resting level, then bradycardia": {simulate.LabelRestDrop: rules.Spike, simulate.LabelBradycardia: rules.SustainedLow},
-		"a drop straight into bradycardia":                {simulate.LabelDropBradycardia: rules.SustainedLow},
-		"a jump into tachycardia":                         {simulate.LabelJumpTachycardia: rules.SustainedHigh},
+		"a drop to a new resting level, then bradycardia": {simulate.LabelRestDrop: messages.Spike, simulate.LabelBradycardia: messages.SustainedLow},
+		"a drop straight into bradycardia":                {simulate.LabelDropBradycardia: messages.SustainedLow},
+		"a jump into tachycardia":                         {simulate.LabelJumpTachycardia: messages.SustainedHigh},
 	}
 	for _, c := range rep.Cases {
 		t.Run(c.Name, func(t *testing.T) {
@@ -128,8 +128,8 @@ func TestRunRefusesWhatValidationRefuses(t *testing.T) {
 	rep, err := evaluate.Run(sc, nil)
 	require.NoError(t, err)
 	require.Greater(t, rep.Scenario.Refused, 0)
-	require.Zero(t, rep.Default.AlertsByRule[rules.SustainedLow], "no reading at or below 40 was evaluated")
-	require.Zero(t, rep.PerEvent.AlertsByRule[rules.LowHeartRate])
+	require.Zero(t, rep.Default.AlertsByRule[messages.SustainedLow], "no reading at or below 40 was evaluated")
+	require.Zero(t, rep.PerEvent.AlertsByRule[messages.LowHeartRate])
 }
 
 func TestRunRejectsInvalidRules(t *testing.T) {
@@ -179,7 +179,7 @@ func TestMainTableAndFiles(t *testing.T) {
 		"-labels", dir + "/labels.csv", "-export", dir + "/readings.csv"}, &out, &bytes.Buffer{}))
 	require.Contains(t, out.String(), "alerts per true episode")
 	require.Contains(t, out.String(), "per_event (seed)")
-	require.Contains(t, out.String(), rules.Spike)
+	require.Contains(t, out.String(), messages.Spike)
 	require.Contains(t, out.String(), "a jump into tachycardia")
 	require.FileExists(t, dir+"/labels.csv")
 	require.FileExists(t, dir+"/readings.csv")

@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
@@ -48,11 +48,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("evaluate: unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := app.LoadConfig(ctx, nil)
+	cfg, err := config.LoadConfig(ctx, nil)
 	if err != nil {
 		return err
 	}
-	det, err := app.LoadDetectionConfig(ctx, nil, cfg.Anomaly)
+	det, err := config.LoadDetectionConfig(ctx, nil, cfg.Anomaly)
 	if err != nil {
 		return err
 	}

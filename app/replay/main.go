@@ -13,7 +13,9 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/kafka"
+	"github.com/heartbeat/heartbeat/app/telemetry"
 )
 
 // Main is `heartbeat replay [flags] FILE.csv`. The brokers are
@@ -55,7 +57,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *speed < 0 || *workers < 1 {
 		return errors.New("replay: --speed must be 0 or more and --workers at least 1")
 	}
-	cfg, err := app.LoadConfig(ctx, nil)
+	cfg, err := config.LoadConfig(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -89,22 +91,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(brokers) == 0 {
 		brokers = []string{cfg.Broker.Addr}
 	}
-	log := app.NewLogger(cfg.LogLevel)
-	opts, err := cfg.Kafka.Security.FranzOpts()
+	log := telemetry.NewLogger(cfg.LogLevel)
+	wlog := watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	client, err := kafka.NewClient(brokers, cfg, log, wlog)
 	if err != nil {
 		return err
 	}
 	tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = app.EnsureTopics(tctx, brokers, opts, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log)
+	err = kafka.EnsureTopics(tctx, brokers, client.Opts(), cfg.Kafka.ReplicationFactor, kafka.Topics(cfg.Kafka), log)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("replay: cannot reach Kafka at %s (KAFKA_BOOTSTRAP_SERVERS, or BROKER_ADDR when that is empty; "+
 			"a plain `heartbeat` runs its broker in-process: give the address it logs as KAFKA_BOOTSTRAP_SERVERS): %w",
 			strings.Join(brokers, ","), err)
 	}
-	wlog := watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
-	a := &app.App{Config: cfg, Log: log, WLogger: wlog, Brokers: brokers, KafkaOpts: opts}
-	pub, err := a.NewPublisher()
+	pub, err := client.NewPublisher()
 	if err != nil {
 		return err
 	}
