@@ -289,7 +289,7 @@ func startAndStop(t *testing.T, c extremeCase, cfg config.Config) {
 		return
 	}
 	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, p.Runners, p.Cleanup) }()
+	go func() { done <- a.Run(ctx, p) }()
 
 	brokers := cfg.Kafka.BootstrapServers
 	if len(brokers) == 0 {

@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return startupError(ctx, err)
 	}
-	return a.Run(ctx, p.Runners, p.Cleanup)
+	return a.Run(ctx, p)
 }
 
 // oneLine joins a multi-line error (pgx lists each connection attempt on its

@@ -68,7 +68,7 @@ func startPipeline(t *testing.T, env map[string]string) *runningPipeline {
 	require.NoError(t, err)
 	rp := &runningPipeline{cancel: cancel, done: make(chan error, 1), app: a}
 	go func() {
-		err := a.Run(ctx, p.Runners, p.Cleanup)
+		err := a.Run(ctx, p)
 		a.Close()
 		rp.done <- err
 	}()

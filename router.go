@@ -28,19 +28,6 @@ import (
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
-// pipeline is the wired process: what runs, and how to stop it.
-type pipeline struct {
-	Runners []app.Runner
-	closers []func(context.Context)
-}
-
-// Cleanup releases the pipeline's resources once its runners returned.
-func (p *pipeline) Cleanup(ctx context.Context) {
-	for i := len(p.closers) - 1; i >= 0; i-- {
-		p.closers[i](ctx)
-	}
-}
-
 // newPipeline is the one place that names topics and wires handlers,
 // middleware, publishers and subscribers, for the handlers ROUTER_HANDLERS
 // selects:
@@ -53,10 +40,10 @@ func (p *pipeline) Cleanup(ctx context.Context) {
 //
 // Start-up work (partitions, the outbox schema, group clients) ends with
 // ctx. On error, what was opened is closed before it returns.
-func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
+func newPipeline(ctx context.Context, a *app.App) (_ *app.Pipeline, err error) {
 	cfg, m := a.Config, a.Metrics
 	topics := cfg.Kafka
-	p := &pipeline{}
+	p := &app.Pipeline{}
 	defer func() {
 		if err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -69,7 +56,7 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 	if err != nil {
 		return nil, err
 	}
-	p.closers = append(p.closers, func(context.Context) { _ = kafkaPub.Close() })
+	p.OnClose(func(context.Context) { _ = kafkaPub.Close() })
 	// Watermill's publisher metrics, heartbeat_publish_time_seconds{success}:
 	// invalid envelopes, the poison queue and the outbox forwarder publish
 	// through pub, and a failure there is otherwise only a log line.
@@ -83,17 +70,17 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 		if err != nil {
 			return nil, err
 		}
-		p.closers = append(p.closers, func(context.Context) { _ = simPub.Close() })
+		p.OnClose(func(context.Context) { _ = simPub.Close() })
 		sim := newSimulator(a, simPub)
 		if limit := cfg.Sim.MaxLag; limit > 0 {
 			lag, closeLag, err := a.Kafka.GroupLag(topics.GroupDB, topics.TopicRaw)
 			if err != nil {
 				return nil, err
 			}
-			p.closers = append(p.closers, func(context.Context) { closeLag() })
+			p.OnClose(func(context.Context) { closeLag() })
 			sim.Throttle = maxLag(a.Log, lag, limit)
 		}
-		p.Runners = append(p.Runners, app.Runner{Name: config.HandlerSimulate, Run: sim.Run,
+		p.Add(app.Runner{Name: config.HandlerSimulate, Run: sim.Run,
 			Ends: !cfg.Runs(config.HandlerPersist) && !cfg.Runs(config.HandlerDetect)})
 	}
 	if !cfg.Runs(config.HandlerPersist) && !cfg.Runs(config.HandlerDetect) {
@@ -107,7 +94,7 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 		if _, err := events.Partitions.EnsureRange(ctx, time.Now(), time.Now().Add(partitionsAhead)); err != nil {
 			return nil, err
 		}
-		p.Runners = append(p.Runners, app.Runner{Name: "partition maintenance", Run: func(ctx context.Context) error {
+		p.Add(app.Runner{Name: "partition maintenance", Run: func(ctx context.Context) error {
 			every(ctx, time.Hour, func() { maintainPartitions(ctx, a, events.Partitions) })
 			return nil
 		}})
@@ -122,7 +109,7 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 			return nil, err
 		}
 		history.Progress = progress
-		p.closers = append(p.closers, func(context.Context) { closeProgress() })
+		p.OnClose(func(context.Context) { closeProgress() })
 	}
 	engine := newEngine(cfg)
 	var episodes *rules.EpisodeEngine
@@ -143,7 +130,9 @@ func newPipeline(ctx context.Context, a *app.App) (_ *pipeline, err error) {
 	}
 	routerDone := make(chan struct{}) // closed when the router has stopped
 	router, closers, err := w.router()
-	p.closers = append(p.closers, closers...)
+	for _, c := range closers {
+		p.OnClose(c)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -24,16 +24,15 @@ type Runner struct {
 // or the process has been unhealthy for UNHEALTHY_EXIT_AFTER, which is an
 // error too; then cleanup runs with a deadline of SHUTDOWN_TIMEOUT, whatever
 // happened.
-func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) (err error) {
+func (a *App) Run(ctx context.Context, p *Pipeline) (err error) {
+	runners := p.Runners
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer func() {
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), a.Config.ShutdownTimeout)
 		defer ccancel()
 		start := time.Now()
-		if cleanup != nil {
-			cleanup(cctx)
-		}
+		p.Cleanup(cctx)
 		a.Log.Info("stopped", "cleanup", time.Since(start).Round(time.Millisecond))
 	}()
 	if a.Health == nil {

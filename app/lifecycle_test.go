@@ -22,13 +22,12 @@ func TestRunStopsWhenARunnerFails(t *testing.T) {
 	require.NoError(t, err)
 	a := &app.App{Config: cfg, Log: telemetry.NewLogger("error"), Registry: telemetry.NewRegistry()}
 	cleaned := false
+	p := &app.Pipeline{}
+	p.Add(app.Runner{Name: "waits", Run: func(ctx context.Context) error { <-ctx.Done(); return nil }},
+		app.Runner{Name: "router", Run: func(context.Context) error { return errors.New("cannot subscribe") }})
+	p.OnClose(func(context.Context) { cleaned = true })
 	done := make(chan error, 1)
-	go func() {
-		done <- a.Run(context.Background(), []app.Runner{
-			{Name: "waits", Run: func(ctx context.Context) error { <-ctx.Done(); return nil }},
-			{Name: "router", Run: func(context.Context) error { return errors.New("cannot subscribe") }},
-		}, func(context.Context) { cleaned = true })
-	}()
+	go func() { done <- a.Run(context.Background(), p) }()
 	select {
 	case err := <-done:
 		require.EqualError(t, err, "router: cannot subscribe")

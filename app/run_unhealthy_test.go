@@ -43,7 +43,7 @@ func TestRunStopsWhenUnhealthy(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- a.Run(ctx, []app.Runner{stall}, nil) }()
+			go func() { done <- a.Run(ctx, &app.Pipeline{Runners: []app.Runner{stall}}) }()
 			select {
 			case err := <-done:
 				require.True(t, tc.wantExit, "Run returned %v", err)
