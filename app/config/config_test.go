@@ -36,16 +36,13 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 // TestDetectionDefaultsToEpisodes: with nothing set, the detector alerts
-// once per episode; the original per-reading rules are one setting away.
+// once per episode; the per-reading rules are one setting away.
 func TestDetectionDefaultsToEpisodes(t *testing.T) {
 	c, err := load(map[string]string{})
 	require.NoError(t, err)
 	require.Equal(t, rules.ModeEpisode, c.Detection.Mode)
-	d, err := config.LoadDetectionConfig(context.Background(), envconfig.MapLookuper(map[string]string{}), c.Anomaly)
-	require.NoError(t, err)
-	require.Equal(t, rules.ModeEpisode, d.Mode)
 	require.Equal(t, rules.EpisodeParams{SustainedHigh: 120, SustainedLow: 40, SustainFor: 10 * time.Minute, Hysteresis: 5,
-		ClearFor: time.Minute, SpikeDelta: 30, SpikeConfirm: 2, SignalLossAfter: 5 * time.Minute}, d.EpisodeParams(c.Anomaly))
+		ClearFor: time.Minute, SpikeDelta: 30, SpikeConfirm: 2, SignalLossAfter: 5 * time.Minute}, c.Detection.EpisodeParams(c.Anomaly))
 
 	c, err = load(map[string]string{"DETECTION_MODE": "per_event"})
 	require.NoError(t, err)
@@ -105,14 +102,13 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 // An empty variable is an unset one: its default applies, rather than the
 // type's zero (no retries, a heart rate of 0 valid).
 func TestEmptyVariableTakesItsDefault(t *testing.T) {
-	c, err := load(map[string]string{"RETRY_MAX_RETRIES": "", "HEART_RATE_MIN": "", "ROUTER_HANDLERS": "", "SHUTDOWN_TIMEOUT": ""})
+	c, err := load(map[string]string{"RETRY_MAX_RETRIES": "", "HEART_RATE_MIN": "", "ROUTER_HANDLERS": "", "SHUTDOWN_TIMEOUT": "",
+		"ANOMALY_SPIKE_CONFIRM_READINGS": ""})
 	require.NoError(t, err)
 	def, err := load(nil)
 	require.NoError(t, err)
 	require.Equal(t, def, c)
-	d, err := config.LoadDetectionConfig(context.Background(), envconfig.MapLookuper(map[string]string{"ANOMALY_SPIKE_CONFIRM_READINGS": ""}), c.Anomaly)
-	require.NoError(t, err)
-	require.Equal(t, 2, d.SpikeConfirm)
+	require.Equal(t, 2, c.Detection.SpikeConfirm)
 }
 
 func TestMetricsAddrFollowsTheRole(t *testing.T) {

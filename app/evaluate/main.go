@@ -52,10 +52,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	det, err := config.LoadDetectionConfig(ctx, nil, cfg.Anomaly)
-	if err != nil {
-		return err
-	}
+	det := cfg.Detection
 	if err := det.ValidateEpisode(cfg.Anomaly); err != nil {
 		return err
 	}
