@@ -11,6 +11,9 @@
 //     default); the anomaly types, severities and close reasons; and their
 //     deterministic ids ([AnomalyID], [EpisodeID]);
 //   - readings and episodes as the rules see them ([Reading], [Episode]);
-//   - batch messages ([Batch], [Record]), a record's source coordinates
-//     ([Source]), and the metadata keys every message carries.
+//   - what the handlers hand storage: a record to store or checkpoint
+//     ([Ingest]), an episode change with its message ([EpisodeUpdate]);
+//   - the batch every handler works on ([Batch], [Record], [Refusal]; any
+//     single message is a batch of one, [AsBatch]), a record's source
+//     coordinates ([Source]), and the metadata keys every message carries.
 package messages
