@@ -30,7 +30,7 @@ const (
 var KnownHandlers = []string{HandlerSimulate, HandlerPersist, HandlerDetect}
 
 // Config is all configuration, read from the environment. The names are the
-// original system's where it had one, so its .env keeps working.
+// kept stable across releases, so an existing .env keeps working.
 type Config struct {
 	RouterHandlers   []string      `env:"ROUTER_HANDLERS, default=simulate,persist,detect"`
 	LogLevel         string        `env:"LOG_LEVEL, default=info"`
@@ -207,7 +207,7 @@ func trimAll(xs []string) []string {
 // Runs reports whether handler name is selected by ROUTER_HANDLERS.
 func (c Config) Runs(name string) bool { return slices.Contains(c.RouterHandlers, name) }
 
-// EffectiveMetricsAddr is METRICS_ADDR, or the original system's port for
+// EffectiveMetricsAddr is METRICS_ADDR, or the conventional port for
 // the role: 8000 with the simulator, 8001 with persist, 8002 for detect
 // alone, so processes of one machine do not collide.
 func (c Config) EffectiveMetricsAddr() string {

@@ -10,7 +10,7 @@ import (
 
 // DetectionConfig chooses the detector's rules. DETECTION_MODE=episode, the
 // default, alerts once per sustained episode, with the thresholds below and
-// ANOMALY_SPIKE_DELTA; per_event keeps the original system's per-reading
+// ANOMALY_SPIKE_DELTA; per_event keeps the per-reading
 // LOW/HIGH/SPIKE (AnomalyConfig's thresholds).
 type DetectionConfig struct {
 	Mode string `env:"DETECTION_MODE, default=episode"`

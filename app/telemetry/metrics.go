@@ -9,8 +9,9 @@ import (
 	"github.com/heartbeat/heartbeat/messages/rules"
 )
 
-// Metrics are the pipeline's own counters: the original system's seven,
-// with the same names, plus what an operator needs to see an outage.
+// Metrics are the pipeline's own counters: its flow (produced, consumed,
+// stored, invalid, poisoned, anomalies) under names existing dashboards
+// read, plus what an operator needs to see an outage.
 type Metrics struct {
 	Produced       prometheus.Counter
 	ProduceErrors  prometheus.Counter

@@ -10,8 +10,8 @@ import (
 
 // Detection modes (DETECTION_MODE).
 const (
-	// ModePerEvent is the original system's: every reading is checked on
-	// its own against LOW, HIGH and SPIKE ([Engine]).
+	// ModePerEvent checks every reading on its own against LOW, HIGH and
+	// SPIKE ([Engine]).
 	ModePerEvent = "per_event"
 	// ModeEpisode alerts once per sustained episode ([EpisodeEngine]).
 	ModeEpisode = "episode"

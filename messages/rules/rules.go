@@ -11,14 +11,14 @@ import (
 	"github.com/heartbeat/heartbeat/messages"
 )
 
-// Thresholds of the original system's rules.
+// Thresholds of the per-reading rules.
 type Thresholds struct {
 	Low        int // rate <= Low is LOW_HEART_RATE
 	High       int // rate >= High is HIGH_HEART_RATE
 	SpikeDelta int // |rate - previous| >= SpikeDelta is SPIKE
 }
 
-// DefaultThresholds are the original system's.
+// DefaultThresholds are LOW ≤ 50, HIGH ≥ 140, SPIKE |Δ| ≥ 30.
 func DefaultThresholds() Thresholds { return Thresholds{Low: 50, High: 140, SpikeDelta: 30} }
 
 // Finding is one anomaly raised by a reading.
