@@ -13,15 +13,15 @@
 // commands of the service binary rather than programs of their own. The
 // bench measures the pipeline by running this very executable as its child
 // processes (app/bench starts os.Executable with ROUTER_HANDLERS set), so
-// what it measures is the binary that is deployed, not a rebuild of it;
-// a separate bench binary would have to be told where the service binary
-// is and could measure another version than its own. evaluate scores the
-// rules with the detector's own engines and the configuration of the
-// environment, so a `heartbeat evaluate` next to a deployment scores what
-// that deployment runs; bench -dashboards times the queries of the
-// dashboards embedded in it. Their cost is size: the three add about 1 MB
-// (3 %) to the binary (go build, linux/amd64), and they cannot run by
-// accident — nothing starts them but their command.
+// it measures the binary that is deployed, not a rebuild of it; a separate
+// bench binary would have to be told where the service binary is, and could
+// measure another version than its own. evaluate scores the rules with the
+// detector's own engines and the environment's configuration, so that next
+// to a deployment it scores what that deployment runs; bench -dashboards
+// times the queries of the dashboards embedded in the binary. Their cost
+// is size: without them the image's binary (go build -trimpath -ldflags="-s
+// -w", linux/amd64) was 620 KB smaller, 23.4 MB instead of 24.0 MB, when
+// this package was written. Nothing runs them but their command.
 package cli
 
 import (
