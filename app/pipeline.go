@@ -1,6 +1,9 @@
 package app
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Pipeline is an assembled process: the parts that run, and what to close
 // once they have stopped.
@@ -25,4 +28,20 @@ func (p *Pipeline) Cleanup(ctx context.Context) {
 	for i := len(p.closers) - 1; i >= 0; i-- {
 		p.closers[i](ctx)
 	}
+}
+
+// Every is a runner calling f every interval until the process stops.
+func Every(name string, interval time.Duration, f func(ctx context.Context)) Runner {
+	return Runner{Name: name, Run: func(ctx context.Context) error {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				f(ctx)
+			}
+		}
+	}}
 }

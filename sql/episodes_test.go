@@ -34,21 +34,21 @@ func episodeDB(t *testing.T) *pgxpool.Pool {
 
 var at = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
-func episodeWrite(id, start string, status string, end *time.Time) hbsql.EpisodeWrite {
-	row := hbsql.EpisodeRow{
+func episodeWrite(id, start string, status string, end *time.Time) messages.EpisodeUpdate {
+	row := messages.EpisodeAnomaly{
 		Anomaly: messages.Anomaly{AnomalyID: id, EventID: start, CustomerID: "c1", Type: messages.SustainedHigh, Severity: messages.SeverityHigh,
 			HeartRate: 121, EventTime: at, DetectedAt: at.Add(time.Hour), Details: json.RawMessage(`{"threshold":120}`)},
 		Status: status, StartedAt: at, OpenedAt: at.Add(10 * time.Minute), EndedAt: end,
 		PeakRate: 150, TroughRate: 115, Samples: 601, DurationMS: 600_000,
 	}
-	if status == hbsql.EpisodeClosed {
+	if status == messages.EpisodeClosed {
 		row.Details = json.RawMessage(`{"close_reason":"cleared"}`)
 	}
 	msgID := id
-	if status == hbsql.EpisodeClosed {
+	if status == messages.EpisodeClosed {
 		msgID = uuid.NewSHA1(uuid.NameSpaceOID, []byte(id)).String()
 	}
-	return hbsql.EpisodeWrite{Row: row, Topic: "events.anomaly.v1", Msg: message.NewMessage(msgID, []byte(`{}`))}
+	return messages.EpisodeUpdate{Episode: row, Message: message.NewMessage(msgID, []byte(`{}`))}
 }
 
 func count(t *testing.T, pool *pgxpool.Pool, query string, args ...any) int {
@@ -68,10 +68,10 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	id, start := uuid.NewString(), uuid.NewString()
 	end := at.Add(20 * time.Minute)
 
-	written, err := w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeOpen, nil)})
+	written, err := w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{episodeWrite(id, start, messages.EpisodeOpen, nil)})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true}, written)
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeOpen, nil)})
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{episodeWrite(id, start, messages.EpisodeOpen, nil)})
 	require.NoError(t, err)
 	require.Equal(t, []bool{false}, written, "redelivered opening")
 	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
@@ -86,7 +86,7 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 		normalize(recent[0]))
 
 	for range 2 {
-		_, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeClosed, &end)})
+		_, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{episodeWrite(id, start, messages.EpisodeClosed, &end)})
 		require.NoError(t, err)
 	}
 	require.Equal(t, 2, count(t, pool, "SELECT count(*) FROM watermill_outbox"), "one opening, one closing")
@@ -106,10 +106,10 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	// An opening and closing of one reading (SIGNAL_LOSS across a gap), and
 	// the closing of an episode never recorded open: both end closed.
 	lossID, lossStart, orphan := uuid.NewString(), uuid.NewString(), uuid.NewString()
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{
-		episodeWrite(lossID, lossStart, hbsql.EpisodeOpen, nil),
-		episodeWrite(lossID, lossStart, hbsql.EpisodeClosed, &end),
-		episodeWrite(orphan, uuid.NewString(), hbsql.EpisodeClosed, &end),
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{
+		episodeWrite(lossID, lossStart, messages.EpisodeOpen, nil),
+		episodeWrite(lossID, lossStart, messages.EpisodeClosed, &end),
+		episodeWrite(orphan, uuid.NewString(), messages.EpisodeClosed, &end),
 	})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true, true, true}, written)
@@ -158,10 +158,14 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 			VALUES ($1, $2, $3, 70, 'events.raw.v1', $4, $5)`, r.id, r.customer, at.Add(time.Duration(r.sec)*time.Second), r.partition, r.offset)
 		require.NoError(t, err)
 	}
-	_, err = pool.Exec(ctx, `INSERT INTO ingest_checkpoint (consumer_group, topic, partition, last_offset) VALUES ('cg.db-writer.v1', 'events.raw.v1', 3, 20)`)
-	require.NoError(t, err)
-
-	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, "cg.db-writer.v1", time.Hour, time.Second))
+	// persist's group has committed offset 21 of partition 3: all up to 20 stored.
+	progress := func(_ context.Context, topic string, partition int32) (int64, error) {
+		if topic == "events.raw.v1" && partition == 3 {
+			return 21, nil
+		}
+		return 0, nil
+	}
+	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, progress, time.Hour, time.Second))
 	h := messages.Heartbeat{CustomerID: "c1", Timestamp: at.Add(190 * time.Second)}
 	prime, rs, err := hs.Readings(ctx, h, messages.Source{Topic: "events.raw.v1", Partition: 3, Offset: 16}, at.Add(30*time.Second))
 	require.NoError(t, err)
@@ -174,7 +178,7 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 	require.Equal(t, []string{ids[1], ids[2], ids[3]}, got, "offset order, before the record, this customer only")
 
 	_, _, err = hs.Readings(ctx, h, messages.Source{Topic: "events.raw.v1", Partition: 3, Offset: 25}, at)
-	require.ErrorIs(t, err, hbsql.ErrHistoryIncomplete, "persist has not stored up to offset 25")
+	require.ErrorIs(t, err, messages.ErrHistoryIncomplete, "persist has not stored up to offset 25")
 }
 
 // TestWriteEpisodesReclassifiesOnce: an open SPIKE row becomes
@@ -189,19 +193,19 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	w := hbsql.NewAnomalyWriter(pool, watermill.NopLogger{})
 	start := uuid.NewString()
 	id := messages.EpisodeID("c1", messages.Spike, start)
-	spike := episodeWrite(id, start, hbsql.EpisodeOpen, nil)
-	spike.Row.Type, spike.Row.Severity, spike.Row.Samples = messages.Spike, messages.SeverityMedium, 3
-	spike.Row.Details = json.RawMessage(`{"threshold":30,"previous_heart_rate":80,"delta":70}`)
-	re := episodeWrite(id, start, hbsql.EpisodeOpen, nil)
-	re.Row.ReclassifiedFrom, re.Row.Samples = messages.Spike, 601
-	re.Row.Details = json.RawMessage(`{"threshold":120,"reclassified_from":"SPIKE"}`)
-	re.Msg = message.NewMessage(messages.AnomalyID(id, "reclassified"), []byte(`{}`))
+	spike := episodeWrite(id, start, messages.EpisodeOpen, nil)
+	spike.Episode.Type, spike.Episode.Severity, spike.Episode.Samples = messages.Spike, messages.SeverityMedium, 3
+	spike.Episode.Details = json.RawMessage(`{"threshold":30,"previous_heart_rate":80,"delta":70}`)
+	re := episodeWrite(id, start, messages.EpisodeOpen, nil)
+	re.Episode.ReclassifiedFrom, re.Episode.Samples = messages.Spike, 601
+	re.Episode.Details = json.RawMessage(`{"threshold":120,"reclassified_from":"SPIKE"}`)
+	re.Message = message.NewMessage(messages.AnomalyID(id, "reclassified"), []byte(`{}`))
 
-	written, err := w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike})
+	written, err := w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{spike})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true}, written)
 	for i, want := range []bool{true, false} {
-		written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{re})
+		written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{re})
 		require.NoError(t, err)
 		require.Equal(t, []bool{want}, written, "reclassification %d", i)
 	}
@@ -225,12 +229,12 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 
 	// Closed, it is not reclassified again.
 	end := at.Add(30 * time.Minute)
-	closing := episodeWrite(id, start, hbsql.EpisodeClosed, &end)
-	_, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{closing})
+	closing := episodeWrite(id, start, messages.EpisodeClosed, &end)
+	_, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{closing})
 	require.NoError(t, err)
 	spike2 := spike
-	spike2.Row.Status = hbsql.EpisodeOpen
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike2, re})
+	spike2.Episode.Status = messages.EpisodeOpen
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{spike2, re})
 	require.NoError(t, err)
 	require.Equal(t, []bool{false, false}, written)
 	require.Equal(t, 3, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
@@ -238,9 +242,9 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	// Never recorded: inserted reclassified.
 	orphanStart := uuid.NewString()
 	orphanID := messages.EpisodeID("c1", messages.Spike, orphanStart)
-	orphan := episodeWrite(orphanID, orphanStart, hbsql.EpisodeOpen, nil)
-	orphan.Row.ReclassifiedFrom = messages.Spike
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{orphan})
+	orphan := episodeWrite(orphanID, orphanStart, messages.EpisodeOpen, nil)
+	orphan.Episode.ReclassifiedFrom = messages.Spike
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{orphan})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true}, written)
 	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM anomalies WHERE anomaly_id = $1 AND anomaly_type = 'SUSTAINED_HIGH' AND status = 'open'", orphanID))
@@ -249,12 +253,12 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	// state rebuilt without history could record one): the SPIKE stays a
 	// SPIKE rather than fail the write, and so the partition, for ever.
 	s3 := uuid.NewString()
-	spike3 := episodeWrite(messages.EpisodeID("c1", messages.Spike, s3), s3, hbsql.EpisodeOpen, nil)
-	spike3.Row.Type = messages.Spike
-	other := episodeWrite(messages.EpisodeID("c1", messages.SustainedHigh, s3), s3, hbsql.EpisodeOpen, nil)
+	spike3 := episodeWrite(messages.EpisodeID("c1", messages.Spike, s3), s3, messages.EpisodeOpen, nil)
+	spike3.Episode.Type = messages.Spike
+	other := episodeWrite(messages.EpisodeID("c1", messages.SustainedHigh, s3), s3, messages.EpisodeOpen, nil)
 	re3 := spike3
-	re3.Row.Type, re3.Row.ReclassifiedFrom = messages.SustainedHigh, messages.Spike
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike3, other, re3})
+	re3.Episode.Type, re3.Episode.ReclassifiedFrom = messages.SustainedHigh, messages.Spike
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{spike3, other, re3})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true, true, false}, written)
 	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM anomalies WHERE event_id = $1 AND anomaly_type = 'SPIKE'", s3))

@@ -2,8 +2,10 @@ package config_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -36,16 +38,13 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 // TestDetectionDefaultsToEpisodes: with nothing set, the detector alerts
-// once per episode; the original per-reading rules are one setting away.
+// once per episode; the per-reading rules are one setting away.
 func TestDetectionDefaultsToEpisodes(t *testing.T) {
 	c, err := load(map[string]string{})
 	require.NoError(t, err)
 	require.Equal(t, rules.ModeEpisode, c.Detection.Mode)
-	d, err := config.LoadDetectionConfig(context.Background(), envconfig.MapLookuper(map[string]string{}), c.Anomaly)
-	require.NoError(t, err)
-	require.Equal(t, rules.ModeEpisode, d.Mode)
 	require.Equal(t, rules.EpisodeParams{SustainedHigh: 120, SustainedLow: 40, SustainFor: 10 * time.Minute, Hysteresis: 5,
-		ClearFor: time.Minute, SpikeDelta: 30, SpikeConfirm: 2, SignalLossAfter: 5 * time.Minute}, d.EpisodeParams(c.Anomaly))
+		ClearFor: time.Minute, SpikeDelta: 30, SpikeConfirm: 2, SignalLossAfter: 5 * time.Minute}, c.Detection.EpisodeParams(c.Anomaly))
 
 	c, err = load(map[string]string{"DETECTION_MODE": "per_event"})
 	require.NoError(t, err)
@@ -106,14 +105,13 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 // An empty variable is an unset one: its default applies, rather than the
 // type's zero (no retries, a heart rate of 0 valid).
 func TestEmptyVariableTakesItsDefault(t *testing.T) {
-	c, err := load(map[string]string{"RETRY_MAX_RETRIES": "", "HEART_RATE_MIN": "", "ROUTER_HANDLERS": "", "SHUTDOWN_TIMEOUT": ""})
+	c, err := load(map[string]string{"RETRY_MAX_RETRIES": "", "HEART_RATE_MIN": "", "ROUTER_HANDLERS": "", "SHUTDOWN_TIMEOUT": "",
+		"ANOMALY_SPIKE_CONFIRM_READINGS": ""})
 	require.NoError(t, err)
 	def, err := load(nil)
 	require.NoError(t, err)
 	require.Equal(t, def, c)
-	d, err := config.LoadDetectionConfig(context.Background(), envconfig.MapLookuper(map[string]string{"ANOMALY_SPIKE_CONFIRM_READINGS": ""}), c.Anomaly)
-	require.NoError(t, err)
-	require.Equal(t, 2, d.SpikeConfirm)
+	require.Equal(t, 2, c.Detection.SpikeConfirm)
 }
 
 func TestMetricsAddrFollowsTheRole(t *testing.T) {
@@ -147,35 +145,87 @@ func TestConnStringAndRedaction(t *testing.T) {
 	require.Equal(t, "postgres://u:pw@h/d", c.Postgres.ConnString(), "DATABASE_URL wins")
 }
 
-// TestREADMEDocumentsEveryVariable keeps the README's configuration table
-// true: every variable the program reads is listed, and nothing else.
-func TestREADMEDocumentsEveryVariable(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+// TestConfigurationReferenceDocumentsEveryVariable keeps
+// docs/configuration.md true both ways: every variable Config reads (nested
+// structs included) has a row with the default its tag gives, and every row
+// names a variable Config reads.
+func TestConfigurationReferenceDocumentsEveryVariable(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
 	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
-	require.True(t, ok, "README has a Configuration section")
-	section, _, _ = strings.Cut(section, "\n## ")
-	documented := map[string]bool{}
-	for _, line := range strings.Split(section, "\n") {
-		if strings.HasPrefix(line, "| `") {
-			name, _, _ := strings.Cut(strings.TrimPrefix(line, "| `"), "`")
-			if name == strings.ToUpper(name) {
-				documented[name] = true
+	documented := documentedVariables(t, string(doc))
+	read := envVariables(reflect.TypeOf(config.Config{}))
+	require.NotEmpty(t, read)
+
+	for name, def := range read {
+		t.Run(name, func(t *testing.T) {
+			cell, ok := documented[name]
+			require.True(t, ok, "docs/configuration.md has no row for %s", name)
+			if def.set {
+				require.True(t, strings.HasPrefix(cell, "`"+def.value+"`"),
+					"the default of %s is %q (its env tag); docs/configuration.md says %q", name, def.value, cell)
+			} else {
+				require.True(t, strings.HasPrefix(cell, "*(empty"),
+					"%s has no default (its env tag); docs/configuration.md should say *(empty…)*, says %q", name, cell)
 			}
-		}
+		})
 	}
-	read := map[string]bool{}
-	var walk func(reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if env, _, _ := strings.Cut(f.Tag.Get("env"), ","); env != "" {
-				read[env] = true
-			} else if f.Type.Kind() == reflect.Struct {
-				walk(f.Type)
+	for name := range documented {
+		_, ok := read[name]
+		require.True(t, ok, "docs/configuration.md has a row for %s, which Config does not read", name)
+	}
+}
+
+// envDefault is a variable's default as its env tag gives it.
+type envDefault struct {
+	value string
+	set   bool
+}
+
+// envVariables returns every variable the fields of t read, by their env
+// tags (go-envconfig's syntax: "NAME, default=VALUE", where the default is
+// the rest of the tag, commas included), walking nested structs.
+func envVariables(t reflect.Type) map[string]envDefault {
+	vars := map[string]envDefault{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("env")
+		if tag == "" {
+			if f.Type.Kind() == reflect.Struct {
+				maps.Copy(vars, envVariables(f.Type))
 			}
+			continue
 		}
+		name, opts, _ := strings.Cut(tag, ",")
+		var d envDefault
+		if _, v, ok := strings.Cut(opts, "default="); ok {
+			d = envDefault{value: v, set: true}
+		}
+		vars[strings.TrimSpace(name)] = d
 	}
-	walk(reflect.TypeOf(config.Config{}))
-	require.Equal(t, read, documented)
+	return vars
+}
+
+// documentedVariables returns the rows of the tables of doc whose first cell
+// is a variable name in code, each with its second cell, the default.
+func documentedVariables(t *testing.T, doc string) map[string]string {
+	rows := map[string]string{}
+	variable := regexp.MustCompile("^`([A-Z][A-Z0-9_]*)`$")
+	for _, line := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(line, "|") {
+			continue
+		}
+		// A cell may hold an escaped pipe (\|).
+		cells := strings.Split(strings.ReplaceAll(strings.Trim(line, "|"), `\|`, "\x00"), "|")
+		if len(cells) < 3 {
+			continue
+		}
+		m := variable.FindStringSubmatch(strings.TrimSpace(cells[0]))
+		if m == nil {
+			continue
+		}
+		require.NotContains(t, rows, m[1], "docs/configuration.md has two rows for %s", m[1])
+		rows[m[1]] = strings.ReplaceAll(strings.TrimSpace(cells[1]), "\x00", `\|`)
+	}
+	require.NotEmpty(t, rows, "docs/configuration.md has variable tables")
+	return rows
 }

@@ -1,15 +1,9 @@
 package config
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"reflect"
-	"strconv"
-	"strings"
 	"time"
-
-	"github.com/sethvargo/go-envconfig"
 
 	"github.com/heartbeat/heartbeat/messages/rules"
 )
@@ -90,26 +84,4 @@ func (d DetectionConfig) ValidateEpisode(a AnomalyConfig) error {
 		bad("ANOMALY_SIGNAL_LOSS_AFTER", "must be a positive duration (like 5m) up to %s, got %s", maxRuleDuration, d.SignalLoss)
 	}
 	return errors.Join(errs...)
-}
-
-// LoadDetectionConfig reads DetectionConfig alone from l (the process
-// environment when nil) and validates it against a: for the evaluate
-// command.
-func LoadDetectionConfig(ctx context.Context, l envconfig.Lookuper, a AnomalyConfig) (DetectionConfig, error) {
-	if l == nil {
-		l = envconfig.OsLookuper()
-	}
-	l = emptyIsUnset{l}
-	var d DetectionConfig
-	if err := envconfig.ProcessWith(ctx, &envconfig.Config{Target: &d, Lookuper: l}); err != nil {
-		// "SustainedFor: time: invalid duration ..." names the field: name the variable.
-		field, rest, _ := strings.Cut(err.Error(), ": ")
-		if f, ok := reflect.TypeOf(d).FieldByName(field); ok {
-			env, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-			val, _ := l.Lookup(env)
-			return d, fmt.Errorf("%s=%s: %s (expected %s)", env, strconv.Quote(val), cause(f.Type, val, lastCause(rest)), kindOf(f.Type))
-		}
-		return d, err
-	}
-	return d, d.Validate(a)
 }

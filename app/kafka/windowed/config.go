@@ -1,7 +1,6 @@
 package windowed
 
 import (
-	"context"
 	"errors"
 	"time"
 
@@ -58,14 +57,6 @@ type Config struct {
 	// DrainTimeout bounds how long a revoke or Close waits for the handlers
 	// to settle messages already delivered. Default 10s.
 	DrainTimeout time.Duration
-
-	// StartOffsets, if set, is called when partitions of topic are
-	// assigned, before they are fetched. It returns the next offset to
-	// consume for any of them; those start exactly there, whatever the
-	// group has committed. The others start at the group's committed offset,
-	// or at the earliest offset when there is none. An error fails the
-	// assignment: the client logs it and rejoins the group.
-	StartOffsets func(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error)
 }
 
 func (c *Config) setDefaults() {

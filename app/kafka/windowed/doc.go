@@ -28,8 +28,6 @@
 // When partitions are revoked the subscriber stops delivering their records,
 // waits a bounded time for the handlers to settle the ones in flight, commits
 // what was acknowledged and only then lets the rebalance go on.
-// [Config.StartOffsets] lets the application start newly assigned partitions
-// from its own checkpoint instead of the group's committed offset.
 //
 // Each message's context carries its Kafka coordinates
 // ([messages.SourceFromContext]).

@@ -2,7 +2,6 @@ package windowed
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -114,31 +113,6 @@ func (s *Subscriber) drain(parts []*partition, deadline time.Time) bool {
 		}
 		<-ticker.C
 	}
-}
-
-// adjustOffsets lets Config.StartOffsets choose where newly assigned
-// partitions start, overriding the group's committed offsets.
-func (s *Subscriber) adjustOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	current := offsets[s.topic]
-	if len(current) == 0 {
-		return offsets, nil
-	}
-	partitions := slices.Sorted(maps.Keys(current))
-	start, err := s.cfg.StartOffsets(ctx, s.topic, partitions)
-	if err != nil {
-		s.logger.Error("Start offsets hook failed", err, watermill.LogFields{"partitions": partitions})
-		return nil, fmt.Errorf("start offsets of %s: %w", s.topic, err)
-	}
-	for id, at := range start {
-		if _, assigned := current[id]; !assigned || at < 0 {
-			continue
-		}
-		// Epoch -1: the offset comes from outside Kafka, so there is no
-		// leader epoch to validate it against.
-		current[id] = kgo.NewOffset().At(at).WithEpoch(-1)
-	}
-	s.logger.Info("Partitions start at offsets from the hook", watermill.LogFields{"offsets": fmt.Sprint(start)})
-	return offsets, nil
 }
 
 func ids(parts []*partition) []int32 {

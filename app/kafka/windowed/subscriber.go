@@ -113,9 +113,6 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		kgo.FetchMaxWait(50 * time.Millisecond),
 		kgo.WithLogger(kgoLogger{s.logger}),
 	}
-	if s.cfg.StartOffsets != nil {
-		opts = append(opts, kgo.AdjustFetchOffsetsFn(s.adjustOffsets))
-	}
 	client, err := kgo.NewClient(append(opts, s.cfg.ClientOpts...)...)
 	if err != nil {
 		s.topic, s.ctx, s.logger = "", nil, logger

@@ -3,7 +3,6 @@ package windowed_test
 import (
 	"context"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/heartbeat/heartbeat/app/kafka/windowed"
@@ -129,51 +127,6 @@ func TestSubscriber_NackRedelivers(t *testing.T) {
 	end := c.endOffsets(t)
 	require.Empty(t, log.missing(end))
 	c.requireCommitted(t, "nacks", end)
-}
-
-// StartOffsets overrides the group's committed offsets for the partitions it
-// names; the others start at their commit, or at the beginning.
-func TestSubscriber_StartOffsets(t *testing.T) {
-	c := newCluster(t)
-	c.produce(t, 100, 5, 6, 7)
-	const group = "start-offsets"
-	var commits kadm.Offsets
-	commits.AddOffset(topic, 5, 30, -1)
-	commits.AddOffset(topic, 6, 10, -1)
-	resp, err := c.adm.CommitOffsets(context.Background(), group, commits)
-	require.NoError(t, err)
-	require.NoError(t, resp.Error())
-
-	var (
-		mu     sync.Mutex
-		called = make(map[int32]bool)
-	)
-	_, ch := subscribe(t, c, group, func(cfg *windowed.Config) {
-		cfg.StartOffsets = func(_ context.Context, gotTopic string, parts []int32) (map[int32]int64, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, p := range parts {
-				called[p] = gotTopic == topic
-			}
-			return map[int32]int64{5: 60}, nil
-		}
-	})
-
-	first := make(map[int32]int64)
-	for len(first) < 3 {
-		msg := receive(t, ch)
-		src := source(t, msg)
-		if _, ok := first[src.Partition]; !ok {
-			first[src.Partition] = src.Offset
-		}
-		msg.Ack()
-	}
-	require.Equal(t, map[int32]int64{5: 60, 6: 10, 7: 0}, first)
-	mu.Lock()
-	defer mu.Unlock()
-	for _, p := range allPartitions() {
-		require.True(t, called[p], "hook not asked about partition %d of %s", p, topic)
-	}
 }
 
 // A new subscriber in the same group continues exactly where a closed one
