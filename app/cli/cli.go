@@ -38,8 +38,10 @@ import (
 )
 
 // Main runs the command args name (without the program name) and returns
-// the process's exit status: 0, or 1 after one line on stderr. assemble
-// builds the pipeline of the run command (router.go's newPipeline).
+// the process's exit status: 0, or 1 after the error on stderr — one line,
+// and the command's usage after it when the command lacked its argument.
+// assemble builds the pipeline of the run command (package main's
+// newPipeline).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, assemble app.Assemble) int {
 	e := &env{stdout: stdout, stderr: stderr, assemble: assemble}
 	err := e.dispatch(ctx, args)
