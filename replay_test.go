@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heartbeat/heartbeat/app/cli"
 	"github.com/heartbeat/heartbeat/app/replay"
 	"github.com/heartbeat/heartbeat/messages"
 )
@@ -95,7 +96,7 @@ func runReplay(t *testing.T, broker, file string) string {
 	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", broker)
 	t.Setenv("LOG_LEVEL", "warn")
 	var out, errOut bytes.Buffer
-	require.NoError(t, replay.Main(context.Background(), []string{"--shift-to-now", file}, &out, &errOut), errOut.String())
+	require.Zero(t, cli.Main(context.Background(), []string{"replay", "--shift-to-now", file}, &out, &errOut, newPipeline), errOut.String())
 	require.Empty(t, errOut.String(), "no warning once shifted")
 	t.Log(strings.TrimSpace(out.String()))
 	return out.String()

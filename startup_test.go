@@ -78,6 +78,41 @@ func TestStartupFailures(t *testing.T) {
 	bin := buildHeartbeat(t)
 	startupFailures(t, bin)
 	t.Run("SIGTERM", func(t *testing.T) { signalDuringStartup(t, bin) })
+	t.Run("help before configuration", func(t *testing.T) { helpBeforeConfiguration(t, bin) })
+}
+
+// helpBeforeConfiguration: the binary prints its usages and exits 0 with a
+// variable that would stop start-up, and refuses an unknown command in one
+// line (app/cli's tests cover every command in process).
+func helpBeforeConfiguration(t *testing.T, bin string) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-h"}, 0, "Commands:\n"},
+		{[]string{"help", "dlq", "list"}, 0, "Usage:\n  heartbeat dlq list"},
+		{[]string{"bench", "-dashboards", "-h"}, 0, "Usage:\n  heartbeat bench -dashboards"},
+		{[]string{"evaluate", "--help"}, 0, "Usage:\n  heartbeat evaluate"},
+		{[]string{"--bogus"}, 1, `heartbeat: unknown command "--bogus"`},
+	} {
+		cmd := exec.Command(bin, c.args...)
+		cmd.Env = startupEnv(map[string]string{"SIM_EVENTS_PER_SECOND": "abc"})
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if c.code == 0 {
+			require.NoError(t, err, "%q: %s", c.args, stderr.String())
+			require.Contains(t, stdout.String(), c.want, c.args)
+			require.Empty(t, stderr.String(), c.args)
+			continue
+		}
+		var exit *exec.ExitError
+		require.True(t, errors.As(err, &exit), "%q exits with a status, got %v", c.args, err)
+		require.Equal(t, c.code, exit.ExitCode(), c.args)
+		require.Equal(t, 1, strings.Count(stderr.String(), "\n"), "one line: %s", stderr.String())
+		require.Contains(t, stderr.String(), c.want, c.args)
+	}
 }
 
 func startupFailures(t *testing.T, bin string) {
@@ -145,6 +180,11 @@ func startupFailures(t *testing.T, bin string) {
 			name: "metrics listener port taken",
 			env:  map[string]string{"ROUTER_HANDLERS": "simulate", "METRICS_ADDR": metricsTaken.Addr().String()},
 			want: "METRICS_ADDR: cannot listen on " + metricsTaken.Addr().String(),
+		},
+		{
+			name: "a handler named twice",
+			env:  map[string]string{"ROUTER_HANDLERS": "persist,persist"},
+			want: `ROUTER_HANDLERS: "persist" is named twice in "persist,persist"`,
 		},
 		{
 			name: "a setting out of range",

@@ -39,12 +39,15 @@ func TestBenchSmoke(t *testing.T) {
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 
+	o := bench.DefaultOptions()
+	o.Binary, o.DatabaseURL, o.JSON = bin, pgtest.ServerURL(), true
+	o.Duration, o.Warmup, o.Customers, o.DrainEvents = 2*time.Second, time.Second, 100, 20000
+	o.CopyRows, o.PerRowTime, o.RSSCustomers = 50000, time.Second, 10000
 	var stdout, stderr bytes.Buffer
-	err = bench.Main(ctx, []string{
-		"-binary", bin, "-database-url", pgtest.ServerURL(), "-json",
-		"-duration", "2s", "-warmup", "1s", "-customers", "100", "-drain-events", "20000",
-		"-copy-rows", "50000", "-per-row-time", "1s", "-rss-customers", "10000",
-	}, &stdout, &stderr)
+	res, err := bench.Run(ctx, o, &stderr)
+	if res != nil {
+		res.Print(&stdout, o.JSON)
+	}
 	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
 	t.Logf("stdout:\n%s", stdout.String())
 

@@ -286,9 +286,14 @@ func (c Config) validate() error {
 	if len(c.RouterHandlers) == 0 {
 		bad("ROUTER_HANDLERS", "is empty; valid handlers are %s", strings.Join(KnownHandlers, ", "))
 	}
-	for _, h := range c.RouterHandlers {
-		if !slices.Contains(KnownHandlers, h) {
+	for i, h := range c.RouterHandlers {
+		switch {
+		case !slices.Contains(KnownHandlers, h):
 			bad("ROUTER_HANDLERS", "unknown handler %q; valid handlers are %s", h, strings.Join(KnownHandlers, ", "))
+		// Each handler runs once whatever the count, so a name given twice
+		// is a slip, most likely for another handler meant instead.
+		case slices.Contains(c.RouterHandlers[:i], h):
+			bad("ROUTER_HANDLERS", "%q is named twice in %q: name each handler once", h, strings.Join(c.RouterHandlers, ","))
 		}
 	}
 	switch c.LogLevel {

@@ -61,6 +61,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{"PERSIST_BATCH_TIMEOUT": "5"}, []string{`PERSIST_BATCH_TIMEOUT="5"`, "duration"}},
 		{map[string]string{"ROUTER_HANDLERS": "persist,detcet"}, []string{"ROUTER_HANDLERS", `"detcet"`, "simulate, persist, detect"}},
 		{map[string]string{"ROUTER_HANDLERS": " , "}, []string{"ROUTER_HANDLERS", "empty"}},
+		{map[string]string{"ROUTER_HANDLERS": "persist,detect, persist"}, []string{"ROUTER_HANDLERS", `"persist" is named twice in "persist,detect,persist"`}},
 		{map[string]string{"HEART_RATE_MIN": "200", "HEART_RATE_MAX": "100"}, []string{"HEART_RATE_MIN", "HEART_RATE_MAX"}},
 		{map[string]string{"SIM_INVALID_RATIO": "1.5"}, []string{"SIM_INVALID_RATIO", "between 0 and 1"}},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "kafka"}, []string{"KAFKA_BOOTSTRAP_SERVERS", "host:port"}},

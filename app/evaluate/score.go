@@ -2,10 +2,8 @@ package evaluate
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,62 +16,63 @@ import (
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
-// Main is `heartbeat evaluate [flags]`: it scores the rules of the
-// environment (ANOMALY_*, DETECTION_MODE's parameters, HEART_RATE_MIN/MAX)
-// on a labelled scenario and prints a table, or with -json one JSON object
-// on the last line. The scenario is deterministic: SIM_SEED (or -seed)
-// chooses it.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// Options are what `heartbeat evaluate` may change of the scenario, and
+// what it writes.
+type Options struct {
+	// JSON prints the report as one JSON object on the last line instead of
+	// tables.
+	JSON bool
+	// Seed chooses the scenario; 0: SIM_SEED, or the default scenario's
+	// when that is 0 too.
+	Seed          uint64
+	Customers     int
+	Span          time.Duration
+	DayLength     time.Duration
+	CaseCustomers int
+	// LabelsFile, when set, receives the ground truth as CSV.
+	LabelsFile string
+	// ExportFile, when set, receives the scenario's readings as CSV, in the
+	// format of `heartbeat replay`.
+	ExportFile string
+}
+
+// DefaultOptions are those of [DefaultScenario].
+func DefaultOptions() Options {
 	sc := DefaultScenario()
-	fs := flag.NewFlagSet("evaluate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print the report as one JSON object on the last line")
-	seed := fs.Uint64("seed", 0, "scenario seed (default: SIM_SEED, or 1 when that is 0)")
-	customers := fs.Int("customers", sc.Physiology.Customers, "simulated customers")
-	span := fs.Duration("span", sc.Physiology.Span, "simulated time")
-	day := fs.Duration("day", sc.Physiology.DayLength, "length of a simulated day (compresses the sleep cycle; 24h is real time)")
-	labelsFile := fs.String("labels", "", "write the ground truth to this CSV file (customer_id,type,class,start,end)")
-	exportFile := fs.String("export", "", "write the scenario's readings to this CSV file, replayable with `heartbeat replay`")
-	caseCustomers := fs.Int("case-customers", sc.CaseCustomers, "customers of each scenario where one rule could mask another (0: none)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: heartbeat evaluate [-json] [-seed N] [-customers N] [-span D] [-day D] [-case-customers N] [-labels FILE] [-export FILE]")
-		fs.PrintDefaults()
+	return Options{Customers: sc.Physiology.Customers, Span: sc.Physiology.Span, DayLength: sc.Physiology.DayLength,
+		CaseCustomers: sc.CaseCustomers}
+}
+
+// Score scores the rules of cfg (ANOMALY_*, the episode parameters,
+// HEART_RATE_MIN/MAX) on the scenario o describes, writes the files o asks
+// for, and prints the report to stdout. The scenario is deterministic: the
+// seed chooses it. This is `heartbeat evaluate` once app/cli has read its
+// command line.
+func Score(cfg config.Config, o Options, stdout io.Writer) error {
+	if o.Customers <= 0 || o.Span <= 0 || o.DayLength <= 0 || o.CaseCustomers < 0 {
+		return errors.New("evaluate: -customers, -span and -day must be positive, -case-customers 0 or more")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	// Both modes are scored, whichever DETECTION_MODE chooses: the
+	// episode parameters must hold in any case.
+	if err := cfg.Detection.ValidateEpisode(cfg.Anomaly); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("evaluate: unexpected argument %q", fs.Arg(0))
-	}
-	cfg, err := config.LoadConfig(ctx, nil)
-	if err != nil {
-		return err
-	}
-	det := cfg.Detection
-	if err := det.ValidateEpisode(cfg.Anomaly); err != nil {
-		return err
-	}
-	sc.Episode = det.EpisodeParams(cfg.Anomaly)
+	sc := DefaultScenario()
+	sc.Episode = cfg.Detection.EpisodeParams(cfg.Anomaly)
 	sc.PerEvent.Low, sc.PerEvent.High, sc.PerEvent.SpikeDelta = cfg.Anomaly.LowThreshold, cfg.Anomaly.HighThreshold, cfg.Anomaly.SpikeDelta
 	sc.MinRate, sc.MaxRate = cfg.Validation.HeartRateMin, cfg.Validation.HeartRateMax
 	switch {
-	case *seed != 0:
-		sc.Physiology.Seed = *seed
+	case o.Seed != 0:
+		sc.Physiology.Seed = o.Seed
 	case cfg.Sim.Seed != 0:
 		sc.Physiology.Seed = cfg.Sim.Seed
 	}
-	if *customers <= 0 || *span <= 0 || *day <= 0 || *caseCustomers < 0 {
-		return errors.New("evaluate: -customers, -span and -day must be positive, -case-customers 0 or more")
-	}
-	sc.Physiology.Customers, sc.Physiology.Span, sc.Physiology.DayLength = *customers, *span, *day
-	sc.CaseCustomers = *caseCustomers
+	sc.Physiology.Customers, sc.Physiology.Span, sc.Physiology.DayLength = o.Customers, o.Span, o.DayLength
+	sc.CaseCustomers = o.CaseCustomers
 
 	var export func(simulate.PhysReading)
 	var exported []simulate.PhysReading
-	if *exportFile != "" {
+	if o.ExportFile != "" {
 		export = func(r simulate.PhysReading) { exported = append(exported, r) }
 	}
 	started := time.Now()
@@ -82,20 +81,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	took := time.Since(started)
-	if *labelsFile != "" || *exportFile != "" {
+	if o.LabelsFile != "" || o.ExportFile != "" {
 		gen := simulate.NewPhysiology(sc.Physiology)
-		if *labelsFile != "" {
-			if err := writeFile(*labelsFile, func(w io.Writer) error { return simulate.WriteLabels(w, gen.Labels()) }); err != nil {
+		if o.LabelsFile != "" {
+			if err := writeFile(o.LabelsFile, func(w io.Writer) error { return simulate.WriteLabels(w, gen.Labels()) }); err != nil {
 				return err
 			}
 		}
-		if *exportFile != "" {
-			if err := writeFile(*exportFile, func(w io.Writer) error { return simulate.WriteCSV(w, gen.CustomerIDs(), exported) }); err != nil {
+		if o.ExportFile != "" {
+			if err := writeFile(o.ExportFile, func(w io.Writer) error { return simulate.WriteCSV(w, gen.CustomerIDs(), exported) }); err != nil {
 				return err
 			}
 		}
 	}
-	if *asJSON {
+	if o.JSON {
 		b, err := json.Marshal(rep)
 		if err != nil {
 			return err

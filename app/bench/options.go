@@ -1,17 +1,10 @@
 package bench
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"os"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/heartbeat/heartbeat/app/config"
 )
 
 // Options configure a bench run.
@@ -19,7 +12,7 @@ type Options struct {
 	// Binary is the heartbeat executable the pipeline children run.
 	Binary string
 	// DatabaseURL locates the PostgreSQL server; the bench creates its own
-	// database there. Empty: DATABASE_URL, or the POSTGRES_* variables.
+	// database there.
 	DatabaseURL string
 	// Duration is the measured window of each timed phase.
 	Duration time.Duration
@@ -86,6 +79,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Binary == "" {
 		return o, errors.New("no heartbeat binary to run the pipeline with")
 	}
+	if o.DatabaseURL == "" {
+		return o, errors.New("no PostgreSQL server to create the bench database on")
+	}
 	if o.Duration <= 0 {
 		return o, fmt.Errorf("-duration must be positive, got %s", o.Duration)
 	}
@@ -132,85 +128,22 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
-// Main runs `heartbeat bench [flags]`: it parses args, runs every phase with
-// this executable as the pipeline, and prints the results to stdout
-// (progress goes to stderr). It fails when a phase fails or when a reading
-// was lost or duplicated; a missed target is reported, not an error.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("heartbeat bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o Options
-	var rate, phases string
-	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "measured window of each timed phase")
-	fs.DurationVar(&o.Warmup, "warmup", 0, "warm-up before each measured window (0: duration/4, 1s..5s)")
-	fs.IntVar(&o.Customers, "customers", 1000, "simulated customers (ingest, drain, detect, latency)")
-	fs.StringVar(&rate, "rate", "max", "simulator events/s in the ingest and memory phases, or max")
-	fs.IntVar(&o.DrainEvents, "drain-events", 1_000_000, "readings produced before persist starts (drain, detect)")
-	fs.IntVar(&o.CopyRows, "copy-rows", 1_000_000, "rows of the COPY ceiling")
-	fs.DurationVar(&o.PerRowTime, "per-row-time", 0, "length of the per-row INSERT phase (0: min(duration, 5s))")
-	fs.Float64Var(&o.LatencyRate, "latency-rate", 10_000, "events/s published in the latency phase")
-	fs.IntVar(&o.AnomalyEvery, "anomaly-every", 100, "every n-th reading of the latency phase is 150 bpm")
-	fs.Int64Var(&o.MaxLag, "max-lag", 100_000, "SIM_MAX_LAG of the simulator in the ingest and memory phases (0: none)")
-	fs.IntVar(&o.RSSCustomers, "rss-customers", 100_000, "simulated customers in the memory phase")
-	fs.DurationVar(&o.MeetTimeout, "meet-timeout", 5*time.Minute, "memory phase: longest wait for the detector to meet every customer before the measured window")
-	fs.IntVar(&o.SimPublishers, "sim-publishers", 64, "SIM_PUBLISHERS of the simulator children")
-	fs.StringVar(&phases, "phases", strings.Join(AllPhases, ","), "phases to run (comma list)")
-	fs.StringVar(&o.DatabaseURL, "database-url", "", "PostgreSQL server to create the bench database on (default: DATABASE_URL or POSTGRES_*)")
-	fs.BoolVar(&o.JSON, "json", false, "print the results as one JSON object on the last line")
-	fs.BoolVar(&o.Keep, "keep", false, "keep the bench database and the children's logs")
-	fs.StringVar(&o.ProfileDir, "profile", "", "directory for CPU and heap profiles of the children (served on PPROF_ADDR)")
-	fs.StringVar(&o.Binary, "binary", "", "heartbeat executable the pipeline children run (default: this one)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+// DefaultOptions are the measurements of the README's Performance section:
+// 20 s windows, 1,000 customers (100,000 in the memory phase), the
+// simulator as fast as it goes, every phase. Binary and DatabaseURL are
+// left to the caller.
+func DefaultOptions() Options {
+	return Options{
+		Duration:      20 * time.Second,
+		Customers:     1000,
+		DrainEvents:   1_000_000,
+		CopyRows:      1_000_000,
+		LatencyRate:   10_000,
+		AnomalyEvery:  100,
+		MaxLag:        100_000,
+		RSSCustomers:  100_000,
+		MeetTimeout:   5 * time.Minute,
+		SimPublishers: 64,
+		Phases:        AllPhases,
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("bench: unexpected arguments %q", fs.Args())
-	}
-	if rate != "max" {
-		r, err := strconv.ParseFloat(rate, 64)
-		if err != nil || r <= 0 {
-			return fmt.Errorf("-rate: %q is neither a positive number of events/s nor max", rate)
-		}
-		o.Rate = r
-	}
-	for _, p := range strings.Split(phases, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			o.Phases = append(o.Phases, p)
-		}
-	}
-	if o.DatabaseURL == "" {
-		u, err := serverURLFromEnv(ctx)
-		if err != nil {
-			return err
-		}
-		o.DatabaseURL = u
-	}
-	if o.Binary == "" {
-		bin, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("bench: find the heartbeat executable: %w", err)
-		}
-		o.Binary = bin
-	}
-	res, err := Run(ctx, o, stderr)
-	if res != nil {
-		res.Print(stdout, o.JSON)
-	}
-	return err
-}
-
-// serverURLFromEnv is DATABASE_URL, or the URL of the POSTGRES_* variables
-// (127.0.0.1:5432, user postgres, by default).
-func serverURLFromEnv(ctx context.Context) (string, error) {
-	if u := os.Getenv("DATABASE_URL"); u != "" {
-		return u, nil
-	}
-	cfg, err := config.LoadConfig(ctx, nil)
-	if err != nil {
-		return "", err
-	}
-	return cfg.Postgres.ConnString(), nil
 }
