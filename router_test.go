@@ -75,7 +75,7 @@ func startTestRouter(t *testing.T, handlers string, env map[string]string, fail 
 		if cfg.Detection.Mode == rules.ModePerEvent {
 			engine := rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
 			w.detect, err = hb.NewDetect(hb.DetectConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: tr.anomalies,
-				History: handlerstest.NoHistory{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
+				History: &handlerstest.History{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
 		} else {
 			engine, eerr := rules.NewEpisodeEngine(cfg.Detection.EpisodeParams(cfg.Anomaly))
 			require.NoError(t, eerr)

@@ -36,6 +36,13 @@ func (e *Events) Write(_ context.Context, rows []messages.Ingest) (int64, error)
 	return int64(len(rows)), nil
 }
 
+// SubmitAll writes items as one batch: Events is also the IngestSink a
+// Persist stores into without a Batcher.
+func (e *Events) SubmitAll(ctx context.Context, items []messages.Ingest) error {
+	_, err := e.Write(ctx, items)
+	return err
+}
+
 // Snapshot returns how many writes were tried and the rows written.
 func (e *Events) Snapshot() (calls int, rows []messages.Ingest) {
 	e.mu.Lock()
@@ -43,17 +50,24 @@ func (e *Events) Snapshot() (calls int, rows []messages.Ingest) {
 	return e.calls, append([]messages.Ingest(nil), e.rows...)
 }
 
-// Anomalies is an AnomalyStore: an anomaly id is recorded once.
+// Anomalies is an AnomalyStore: an anomaly id is recorded once. Fail makes
+// that many Write calls fail with ErrDown.
 type Anomalies struct {
-	mu   sync.Mutex
-	seen map[string]messages.Anomaly
-	msgs []*message.Message
+	mu     sync.Mutex
+	seen   map[string]messages.Anomaly
+	msgs   []*message.Message
+	topics []string
+	Fail   int
 }
 
 // Write records a and its message unless a was recorded already.
-func (s *Anomalies) Write(_ context.Context, a messages.Anomaly, _ string, msg *message.Message) (bool, error) {
+func (s *Anomalies) Write(_ context.Context, a messages.Anomaly, topic string, msg *message.Message) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.Fail > 0 {
+		s.Fail--
+		return false, ErrDown
+	}
 	if s.seen == nil {
 		s.seen = map[string]messages.Anomaly{}
 	}
@@ -62,7 +76,15 @@ func (s *Anomalies) Write(_ context.Context, a messages.Anomaly, _ string, msg *
 	}
 	s.seen[a.AnomalyID] = a
 	s.msgs = append(s.msgs, msg)
+	s.topics = append(s.topics, topic)
 	return true, nil
+}
+
+// Topics returns the topic each recorded message was queued for, in order.
+func (s *Anomalies) Topics() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.topics...)
 }
 
 // Recorded returns the anomalies by id and their messages.
@@ -183,10 +205,29 @@ func (h *EpisodeHistory) Calls() int {
 	return h.calls
 }
 
-// NoHistory is a per-event History that has stored nothing.
-type NoHistory struct{}
+// History is a per-event History answering every Previous call with At,
+// Rate, Found and Err, counting the calls. The zero value has stored
+// nothing.
+type History struct {
+	mu    sync.Mutex
+	At    time.Time
+	Rate  int
+	Found bool
+	Err   error
+	calls int
+}
 
-// Previous finds nothing.
-func (NoHistory) Previous(context.Context, messages.Heartbeat, messages.Source) (time.Time, int, bool, error) {
-	return time.Time{}, 0, false, nil
+// Previous answers At, Rate, Found and Err.
+func (h *History) Previous(context.Context, messages.Heartbeat, messages.Source) (time.Time, int, bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	return h.At, h.Rate, h.Found, h.Err
+}
+
+// Calls is how many times Previous was asked.
+func (h *History) Calls() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.calls
 }
