@@ -41,12 +41,7 @@ import (
 	"github.com/heartbeat/heartbeat/grafana"
 )
 
-const (
-	dashboardFile   = "grafana/dashboards/heartbeat.json"
-	datasourcesFile = "grafana/provisioning/datasources/heartbeat.yml"
-	rulesFile       = "prometheus/heartbeat.rules.yml"
-	dashboardUID    = "heartbeat-overview"
-)
+const rulesFile = "prometheus/heartbeat.rules.yml"
 
 // --- prerequisites --------------------------------------------------------
 
@@ -75,200 +70,10 @@ func lookTool(t testing.TB, name, hint string) string {
 	return path
 }
 
-// --- dashboard model --------------------------------------------------------
-
-type dsRef struct {
-	Type string `json:"type"`
-	UID  string `json:"uid"`
-}
-
-type target struct {
-	RefID      string `json:"refId"`
-	Datasource *dsRef `json:"datasource"`
-	RawSQL     string `json:"rawSql"`
-	Format     string `json:"format"`
-	Expr       string `json:"expr"`
-	Instant    bool   `json:"instant"`
-	Range      bool   `json:"range"`
-}
-
-type override struct {
-	Matcher struct {
-		ID      string `json:"id"`
-		Options any    `json:"options"`
-	} `json:"matcher"`
-}
-
-type panel struct {
-	ID          int                      `json:"id"`
-	Type        string                   `json:"type"`
-	Title       string                   `json:"title"`
-	Datasource  *dsRef                   `json:"datasource"`
-	Targets     []target                 `json:"targets"`
-	Panels      []panel                  `json:"panels"`
-	GridPos     struct{ X, Y, W, H int } `json:"gridPos"`
-	FieldConfig struct {
-		Overrides []override `json:"overrides"`
-	} `json:"fieldConfig"`
-	Options struct {
-		XField string `json:"xField"`
-	} `json:"options"`
-}
-
-type dashboard struct {
-	UID    string  `json:"uid"`
-	Title  string  `json:"title"`
-	Panels []panel `json:"panels"`
-	Time   struct {
-		From string `json:"from"`
-		To   string `json:"to"`
-	} `json:"time"`
-	Templating struct {
-		List []json.RawMessage `json:"list"`
-	} `json:"templating"`
-}
-
-func loadDashboard(t testing.TB) (dashboard, []panel) {
-	t.Helper()
-	raw, err := os.ReadFile(dashboardFile)
-	require.NoError(t, err)
-	var d dashboard
-	require.NoError(t, json.Unmarshal(raw, &d))
-	var flat []panel
-	var walk func([]panel)
-	walk = func(ps []panel) {
-		for _, p := range ps {
-			if p.Type == "row" {
-				walk(p.Panels)
-				continue
-			}
-			flat = append(flat, p)
-		}
-	}
-	walk(d.Panels)
-
-	// Every query anywhere in the file (a collapsed row, a variable) must be
-	// one of the panel targets checked here: count them the hard way.
-	var generic any
-	require.NoError(t, json.Unmarshal(raw, &generic))
-	var found int
-	var count func(any)
-	count = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			if _, ok := v["rawSql"]; ok {
-				found++
-			} else if _, ok := v["expr"]; ok {
-				found++
-			}
-			for _, x := range v {
-				count(x)
-			}
-		case []any:
-			for _, x := range v {
-				count(x)
-			}
-		}
-	}
-	count(generic)
-	var targets int
-	for _, p := range flat {
-		targets += len(p.Targets)
-	}
-	require.Equal(t, found, targets, "every query in %s belongs to a panel target", dashboardFile)
-	return d, flat
-}
-
-type provisionedDatasource struct {
-	Name     string         `yaml:"name"`
-	UID      string         `yaml:"uid"`
-	Type     string         `yaml:"type"`
-	URL      string         `yaml:"url"`
-	JSONData map[string]any `yaml:"jsonData"`
-}
-
-func loadDatasources(t testing.TB) map[string]provisionedDatasource {
-	t.Helper()
-	var f struct {
-		APIVersion  int                     `yaml:"apiVersion"`
-		Datasources []provisionedDatasource `yaml:"datasources"`
-	}
-	readYAML(t, datasourcesFile, &f)
-	require.Equal(t, 1, f.APIVersion)
-	out := map[string]provisionedDatasource{}
-	for _, ds := range f.Datasources {
-		require.NotEmpty(t, ds.UID, "datasource %s has a fixed uid", ds.Name)
-		out[ds.UID] = ds
-	}
-	return out
-}
-
 // --- static checks ------------------------------------------------------------
-
-func TestDashboardDatasourcesAreProvisioned(t *testing.T) {
-	t.Parallel()
-	d, panels := loadDashboard(t)
-	dss := loadDatasources(t)
-	require.Equal(t, dashboardUID, d.UID, "a stable uid keeps links and the home dashboard working")
-	require.Empty(t, d.Templating.List, "no template variables: the tests substitute only Grafana's built-in ones")
-
-	types := map[string]int{}
-	ids := map[int]bool{}
-	for _, p := range panels {
-		require.NotNil(t, p.Datasource, "panel %q has a datasource", p.Title)
-		ds, ok := dss[p.Datasource.UID]
-		require.True(t, ok, "panel %q uses datasource uid %q, which provisioning does not create", p.Title, p.Datasource.UID)
-		require.Equal(t, ds.Type, p.Datasource.Type, "panel %q", p.Title)
-		require.NotEmpty(t, p.Targets, "panel %q has a query", p.Title)
-		for _, tg := range p.Targets {
-			if tg.Datasource != nil {
-				require.Equal(t, *p.Datasource, *tg.Datasource, "panel %q target %s", p.Title, tg.RefID)
-			}
-			switch ds.Type {
-			case "grafana-postgresql-datasource":
-				require.NotEmpty(t, tg.RawSQL, "panel %q", p.Title)
-				require.Contains(t, []string{"time_series", "table"}, tg.Format, "panel %q", p.Title)
-			case "prometheus":
-				require.NotEmpty(t, tg.Expr, "panel %q", p.Title)
-			}
-		}
-		require.False(t, ids[p.ID], "panel id %d is unique", p.ID)
-		ids[p.ID] = true
-		require.LessOrEqual(t, p.GridPos.X+p.GridPos.W, 24, "panel %q fits the 24-column grid", p.Title)
-		types[p.Type]++
-	}
-	for _, typ := range []string{"timeseries", "stat", "barchart", "table"} {
-		require.NotZero(t, types[typ], "the dashboard has a %s panel", typ)
-	}
-
-	// The seven panels of the original dashboard, plus pipeline health.
-	var titles []string
-	for _, p := range panels {
-		titles = append(titles, p.Title)
-	}
-	for _, want := range []string{"Heartbeats ingested per minute", "Anomalies per minute", "Anomaly breakdown by type",
-		"Average heart rate (5 min)", "p95 heart rate (5 min)", "Active customers (5 min)", "Recent anomalies",
-		"Messages/s per handler", "Handler latency p99", "Invalid and DLQ rate", "Consumer lag per group",
-		"Anomaly rate by type and severity", "Stalled partitions", "Oldest unforwarded anomaly", "Memory", "Goroutines", "GC"} {
-		require.Contains(t, titles, want)
-	}
-}
-
-// TestPrometheusIntervalsAgree: Grafana's $__rate_interval is only right if
-// the datasource's timeInterval is Prometheus' scrape interval.
-func TestPrometheusIntervalsAgree(t *testing.T) {
-	t.Parallel()
-	var prom provisionedDatasource
-	for _, ds := range loadDatasources(t) {
-		if ds.Type == "prometheus" {
-			prom = ds
-		}
-	}
-	require.Equal(t, "http://prometheus:9090", prom.URL, "the compose service name and port")
-	var cfg promConfig
-	readYAML(t, "prometheus/prometheus.yml", &cfg)
-	require.Equal(t, cfg.Global.ScrapeInterval, prom.JSONData["timeInterval"])
-}
+//
+// The dashboard's own checks (panels, datasources, the macro engine) are in
+// package grafana; these are the Prometheus rules'.
 
 func TestPromtool(t *testing.T) {
 	t.Parallel()
@@ -365,59 +170,6 @@ func githubAnchor(heading string) string {
 	return b.String()
 }
 
-// The macro engine lives in package grafana; the tests use it by these names.
-type timeRange = grafana.TimeRange
-
-var (
-	parseGrafanaTime     = grafana.ParseTime
-	parseGrafanaInterval = grafana.ParseInterval
-	grafanaInterval      = grafana.Interval
-	formatInterval       = grafana.FormatInterval
-	grafanaSQL           = grafana.ExpandSQL
-	grafanaPromQL        = grafana.ExpandPromQL
-)
-
-// TestGrafanaMacroEngine pins the expansion to Grafana's own output format
-// (grafana-postgresql-datasource/macros_test.go uses the same range).
-func TestGrafanaMacroEngine(t *testing.T) {
-	t.Parallel()
-	from := time.Date(2018, 4, 12, 18, 0, 0, 0, time.UTC)
-	tr := timeRange{From: from, To: from.Add(5 * time.Minute)}
-	for _, tc := range []struct{ in, want string }{
-		{"select $__time(time_column)", `select time_column AS "time"`},
-		{"select $__timeEpoch(time)", `select extract(epoch from time) as "time"`},
-		{"WHERE $__timeFilter(time_column)", "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'"},
-		{"GROUP BY $__timeGroup(time_column,'5m')", "GROUP BY floor(extract(epoch from time_column)/300)*300"},
-		{"GROUP BY $__timeGroup(time_column, 5m)", "GROUP BY floor(extract(epoch from time_column)/300)*300"},
-		{"select $__timeGroup(time_column,'5m'), 1", `select floor(extract(epoch from time_column)/300)*300 AS "time", 1`},
-		{"select $__timeGroupAlias(time_column,'5m')", `select floor(extract(epoch from time_column)/300)*300 AS "time"`},
-		{"select $__timeGroupAlias(event_time, 1m, 0)", `select floor(extract(epoch from event_time)/60)*60 AS "time"`},
-		{"select $__timeFrom()", "select '2018-04-12T18:00:00Z'"},
-		{"select $__timeTo()", "select '2018-04-12T18:05:00Z'"},
-		{"select $__unixEpochFilter(time)", "select time >= 1523556000 AND time <= 1523556300"},
-		{"select $__unixEpochGroupAlias(time_column,'5m')", `select floor((time_column)/300)*300 AS "time"`},
-		{"select $__unixEpochFrom(), $__interval, $__interval_ms", "select 1523556000, 1m, 60000"},
-	} {
-		got, err := grafanaSQL(tc.in, tr, time.Minute)
-		require.NoError(t, err, tc.in)
-		require.Equal(t, tc.want, got, tc.in)
-	}
-	for _, bad := range []string{"$__timeFilter()", "$__timeGroup(c)", "$__timeGroup(c, 1m, maybe)", "$__nope(c)"} {
-		_, err := grafanaSQL(bad, tr, time.Minute)
-		require.Error(t, err, bad)
-	}
-
-	hour := timeRange{From: from, To: from.Add(time.Hour)}
-	got, err := grafanaPromQL("rate(x[$__rate_interval]) + rate(x[${__interval}]) + increase(x[$__range])", hour, 15*time.Second)
-	require.NoError(t, err)
-	require.Equal(t, "rate(x[60s]) + rate(x[15s]) + increase(x[3600s])", got, "max(15s + 15s, 4 × 15s)")
-	got, err = grafanaPromQL("rate(x[$__rate_interval])", hour, time.Second)
-	require.NoError(t, err)
-	require.Equal(t, "rate(x[6s])", got, "1h over 1000 px is 3.6 s, rounded to 5 s, plus one scrape")
-	_, err = grafanaPromQL("rate(x[$window])", hour, time.Second)
-	require.Error(t, err)
-}
-
 // --- the real thing ----------------------------------------------------------
 
 // dashRunEvents is how many readings the dashboard run simulates.
@@ -442,13 +194,15 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 		t.Skip("starts the pipeline, PostgreSQL queries and Prometheus: not in -short")
 	}
 	run := startPipelineRun(t)
-	d, panels := loadDashboard(t)
+	d, err := grafana.Load()
+	require.NoError(t, err)
+	panels := d.Flat()
 	now := time.Now()
-	from, err := parseGrafanaTime(d.Time.From, now)
+	from, err := grafana.ParseTime(d.Time.From, now)
 	require.NoError(t, err)
-	to, err := parseGrafanaTime(d.Time.To, now)
+	to, err := grafana.ParseTime(d.Time.To, now)
 	require.NoError(t, err)
-	tr := timeRange{From: from, To: to}
+	tr := grafana.TimeRange{From: from, To: to}
 
 	t.Run("sql", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -480,13 +234,13 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 				}
 				n++
 				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) {
-					expr, err := grafanaPromQL(tg.Expr, tr, run.scrape)
+					expr, err := grafana.ExpandPromQL(tg.Expr, tr, run.scrape)
 					require.NoError(t, err)
 					var res promResult
 					if tg.Instant {
 						res = run.query(t, expr, tr.To)
 					} else {
-						step := grafanaInterval(tr, run.scrape)
+						step := grafana.Interval(tr, run.scrape)
 						res = run.queryRange(t, expr, tr.From, tr.To, step)
 					}
 					require.NotEmpty(t, res.Result, "%s returned no series after a pipeline run", expr)
@@ -576,8 +330,8 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 }
 
 // checkSQLTarget runs one panel query as Grafana would and checks its shape.
-func checkSQLTarget(t *testing.T, ctx context.Context, conn *pgx.Conn, p panel, tg target, tr timeRange) {
-	sql, err := grafanaSQL(tg.RawSQL, tr, grafanaInterval(tr, time.Minute))
+func checkSQLTarget(t *testing.T, ctx context.Context, conn *pgx.Conn, p grafana.Panel, tg grafana.Target, tr grafana.TimeRange) {
+	sql, err := grafana.ExpandSQL(tg.RawSQL, tr, grafana.Interval(tr, time.Minute))
 	require.NoError(t, err)
 	require.NotContains(t, sql, "$", "an unexpanded variable is left in\n%s", sql)
 	t.Logf("expanded:\n%s", sql)
