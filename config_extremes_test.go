@@ -21,36 +21,8 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/app/config"
 )
-
-// configVariable is one variable of config.Config, found by its env tag.
-type configVariable struct {
-	name, def string
-	typ       reflect.Type
-}
-
-// configVariables lists every variable config.Config reads, by reflection
-// over its env tags: a variable added to it is in the extremes test
-// without anyone listing it.
-func configVariables() []configVariable {
-	var out []configVariable
-	var walk func(reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if env, opts, _ := strings.Cut(f.Tag.Get("env"), ","); env != "" {
-				_, def, _ := strings.Cut(opts, "default=")
-				out = append(out, configVariable{env, def, f.Type})
-			} else if f.Type.Kind() == reflect.Struct {
-				walk(f.Type)
-			}
-		}
-	}
-	walk(reflect.TypeOf(config.Config{}))
-	return out
-}
 
 // extremes are the values a variable of type t is tried with: empty, 0,
 // negative, the smallest positive, huge (the largest the type holds, and
@@ -269,40 +241,31 @@ func TestStartupAtExtremes(t *testing.T) {
 func startAndStop(t *testing.T, c extremeCase, cfg config.Config) {
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	failed := func(err error) {
 		t.Helper()
 		require.Contains(t, err.Error(), c.name, "%s: start-up fails naming the variable", c)
 		require.NotContains(t, logs.String(), "panic")
 		t.Logf("refused at start-up: %v", err)
 	}
-	a, err := app.New(ctx, cfg, log)
+	rp, err := runPipeline(cfg, log)
 	if err != nil {
 		failed(err)
 		return
 	}
-	defer a.Close()
-	p, err := newPipeline(ctx, a)
-	if err != nil {
-		failed(err)
-		return
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, p) }()
+	defer rp.cancel()
 
 	brokers := cfg.Kafka.BootstrapServers
 	if len(brokers) == 0 {
-		brokers = a.Kafka.Brokers
+		brokers = rp.app.Kafka.Brokers
 	}
-	produce(t, brokers[0], cfg.Kafka.TopicRaw, []*record{reading2("cust_extreme", 70, time.Now())})
+	produce(t, brokers[0], cfg.Kafka.TopicRaw, []*record{validRecord("cust_extreme", 70, time.Now())})
 	consumed := func(handler string) float64 {
-		return testutil.ToFloat64(a.Metrics.Consumed.WithLabelValues(handler))
+		return testutil.ToFloat64(rp.app.Metrics.Consumed.WithLabelValues(handler))
 	}
 	deadline := time.After(60 * time.Second)
 	for consumed(config.HandlerPersist) < 1 || consumed(config.HandlerDetect) < 1 {
 		select {
-		case err := <-done:
+		case err := <-rp.done:
 			failed(fmt.Errorf("stopped before consuming: %w", err))
 			return
 		case <-deadline:
@@ -310,13 +273,7 @@ func startAndStop(t *testing.T, c extremeCase, cfg config.Config) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "%s: stops cleanly", c)
-	case <-time.After(min(cfg.ShutdownTimeout, time.Minute) + 30*time.Second):
-		t.Fatalf("%s: did not stop", c)
-	}
+	rp.stopWithin(t, min(cfg.ShutdownTimeout, time.Minute)+30*time.Second)
 	require.NotContains(t, logs.String(), "panic", "%s", c)
 }
 

@@ -1,11 +1,12 @@
-package main_test
+package main
 
 // dashboards_test.go proves the Grafana dashboard and the Prometheus rules
 // work without running Grafana: every SQL query is taken from the dashboard
-// JSON, its macros expanded as Grafana's PostgreSQL datasource expands them,
-// and executed as Grafana's read-only role against PostgreSQL after a real
-// pipeline run; every PromQL expression of the dashboard and of the rules is
-// evaluated by a real Prometheus scraping that run.
+// (package grafana), its macros expanded as Grafana's PostgreSQL datasource
+// expands them, and executed as Grafana's read-only role against PostgreSQL
+// after a real pipeline run; every PromQL expression of the dashboard and of
+// the rules is evaluated by a real Prometheus scraping that run. The
+// dashboard's checks that need no run are package grafana's own.
 //
 // Needs PostgreSQL (HEARTBEAT_TEST_DATABASE_URL, default the local trust URL), psql,
 // prometheus and promtool (Debian: apt-get install -y prometheus
@@ -24,12 +25,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unicode"
@@ -39,36 +38,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/grafana"
+	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
 
 const rulesFile = "prometheus/heartbeat.rules.yml"
-
-// --- prerequisites --------------------------------------------------------
-
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v != "" && v != "false" && v != "0"
-}
-
-// needs stops the test when a prerequisite is missing: a failure when CI is
-// set (the check must run there), a skip otherwise.
-func needs(t testing.TB, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	if inCI() {
-		t.Fatalf("%s is required (CI=true): %v", what, err)
-	}
-	t.Skipf("skipping: %s is not available: %v (with CI=true this fails)", what, err)
-}
-
-func lookTool(t testing.TB, name, hint string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	needs(t, name+" ("+hint+")", err)
-	return path
-}
 
 // --- static checks ------------------------------------------------------------
 //
@@ -183,10 +156,8 @@ type pipelineRun struct {
 	readerURL string // Grafana's read-only role on the run's database
 	promURL   string
 	scrape    time.Duration
-	pipeline  *exec.Cmd
-	exited    chan error
-	pipeLog   string
-	promLog   string
+	pipeline  *process
+	prom      *process
 }
 
 func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
@@ -311,8 +282,7 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 		}
 
 		// Prometheus itself evaluated every rule without error.
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		run.waitFor(t, "Prometheus to evaluate every rule cleanly", 20*time.Second, func() (bool, error) {
 			health := run.ruleHealth(t)
 			bad := ""
 			for _, n := range names {
@@ -320,12 +290,8 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 					bad += fmt.Sprintf(" %s=%q", n, h)
 				}
 			}
-			if bad == "" {
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "rules not evaluated cleanly by Prometheus:%s", bad)
-			time.Sleep(200 * time.Millisecond) // polling interval
-		}
+			return bad == "", fmt.Errorf("rules not evaluated cleanly:%s", bad)
+		})
 	})
 }
 
@@ -550,103 +516,66 @@ func promTime(t time.Time) string {
 
 // --- starting everything ------------------------------------------------------
 
-// waitFor polls cond until it holds or the deadline passes; it fails fast
-// when the pipeline has exited.
+// waitFor is the harness's waitFor, failing fast when the pipeline has
+// exited and showing the logs when the deadline passes.
 func (r *pipelineRun) waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
+	err := poll(timeout, 100*time.Millisecond, func() (bool, error) {
+		if r.pipeline != nil && r.pipeline.exited() {
+			t.Fatalf("pipeline exited while waiting for %s: %v\n%s", what, r.pipeline.exitErr, r.pipeline.tail(60))
 		}
-		last = err
-		select {
-		case err := <-r.exited:
-			t.Fatalf("pipeline exited while waiting for %s: %v\n%s", what, err, tail(r.pipeLog))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)\npipeline log:\n%s\nprometheus log:\n%s",
-				timeout, what, last, tail(r.pipeLog), tail(r.promLog))
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-func tail(path string) string {
-	b, err := os.ReadFile(path)
+		return cond()
+	})
 	if err != nil {
-		return err.Error()
+		var pipeLog string
+		if r.pipeline != nil {
+			pipeLog = r.pipeline.tail(60)
+		}
+		t.Fatalf("waiting for %s: %v\npipeline log:\n%s\nprometheus log:\n%s", what, err, pipeLog, r.prom.tail(60))
 	}
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	return string(b)
 }
 
 func startPipelineRun(t *testing.T) *pipelineRun {
 	t.Helper()
 	promBin := lookTool(t, "prometheus", "Debian package prometheus")
 	psql := lookTool(t, "psql", "Debian package postgresql-client")
-
-	adminURL := os.Getenv("HEARTBEAT_TEST_DATABASE_URL")
-	if adminURL == "" {
-		adminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	ctx := t.Context()
-	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(connectCtx, adminURL)
-	needs(t, "PostgreSQL at HEARTBEAT_TEST_DATABASE_URL ("+adminURL+")", err)
-	t.Cleanup(func() { admin.Close(context.Background()) })
-
+	bin := heartbeatBinary(t)
 	dir := t.TempDir()
-	run := &pipelineRun{scrape: time.Second, exited: make(chan error, 1),
-		pipeLog: filepath.Join(dir, "pipeline.log"), promLog: filepath.Join(dir, "prometheus.log")}
-
-	// The binary, built with this test binary's own settings (-race, cgo,
-	// tags) so that it reuses the packages `go test` has just compiled.
-	bin := filepath.Join(dir, "heartbeat")
-	args, env := buildLikeThisTest()
-	build := exec.Command("go", append(append([]string{"build"}, args...), "-o", bin, ".")...)
-	build.Env = append(os.Environ(), env...)
-	started := time.Now()
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build %v (main package):\n%s", build.Args, out)
-	t.Logf("%v took %s", build.Args, time.Since(started).Round(time.Millisecond))
+	run := &pipelineRun{scrape: time.Second}
 
 	// A fresh database and Grafana's read-only role, made by the same script
-	// the postgres container runs.
-	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + strconv.Itoa(os.Getpid()%1000)
-	db := "heartbeat_dash_" + suffix
-	reader := "heartbeat_dash_reader_" + suffix
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize())
+	// the postgres container runs; the role is dropped after the database.
+	server, err := pgx.ParseConfig(pgtest.ServerURL())
 	require.NoError(t, err)
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + strconv.Itoa(os.Getpid()%1000)
+	reader := "heartbeat_dash_reader_" + suffix
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
+		admin, err := pgx.ConnectConfig(ctx, server)
 		require.NoError(t, err)
+		defer admin.Close(ctx)
 		_, err = admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{reader}.Sanitize())
 		require.NoError(t, err)
 	})
-	cfg, err := pgx.ParseConfig(adminURL)
+	dbURL, _ := pgtest.Database(t, "heartbeat_dash_")
+	db, err := pgx.ParseConfig(dbURL)
 	require.NoError(t, err)
 	script := exec.Command("sh", "grafana/postgres-init/grafana-reader.sh")
 	script.Env = append(os.Environ(), "PATH="+filepath.Dir(psql)+":"+os.Getenv("PATH"),
-		"PGHOST="+cfg.Host, "PGPORT="+strconv.Itoa(int(cfg.Port)), "PGPASSWORD="+cfg.Password,
-		"POSTGRES_USER="+cfg.User, "POSTGRES_DB="+db,
+		"PGHOST="+server.Host, "PGPORT="+strconv.Itoa(int(server.Port)), "PGPASSWORD="+server.Password,
+		"POSTGRES_USER="+server.User, "POSTGRES_DB="+db.Database,
 		"GRAFANA_DB_USER="+reader, "GRAFANA_DB_PASSWORD=reader-"+suffix)
-	out, err = script.CombinedOutput()
+	out, err := script.CombinedOutput()
 	require.NoError(t, err, "grafana/postgres-init/grafana-reader.sh:\n%s", out)
-	dbURL := replaceDB(t, adminURL, db, "", "")
-	run.readerURL = replaceDB(t, adminURL, db, reader, "reader-"+suffix)
+	readerURL, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	readerURL.User = url.UserPassword(reader, "reader-"+suffix)
+	run.readerURL = readerURL.String()
 
 	// Prometheus, scraping the pipeline every second and evaluating the rules.
-	metricsAddr := freePort(t)
-	promAddr := freePort(t)
+	metricsAddr := freeAddr(t)
+	promAddr := freeAddr(t)
 	absRules, err := filepath.Abs(rulesFile)
 	require.NoError(t, err)
 	promCfg := fmt.Sprintf(`global:
@@ -661,16 +590,10 @@ scrape_configs:
         labels: {service: all-in-one}
 `, absRules, metricsAddr)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(promCfg), 0o600))
-	promLog, err := os.Create(run.promLog)
-	require.NoError(t, err)
-	t.Cleanup(func() { promLog.Close() })
-	prom := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr, "--log.level=warn")
-	prom.Stdout, prom.Stderr = promLog, promLog
-	require.NoError(t, prom.Start())
-	promDone := make(chan struct{})
-	go func() { _ = prom.Wait(); close(promDone) }()
-	t.Cleanup(func() { stop(prom, promDone) })
+	run.prom = startProcess(t, "prometheus", filepath.Join(dir, "prometheus.log"), exec.Command(promBin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		"--web.listen-address="+promAddr, "--log.level=warn"))
+	t.Cleanup(func() { run.prom.terminate(10 * time.Second) })
 	run.promURL = "http://" + promAddr
 
 	run.waitFor(t, "Prometheus ready", 20*time.Second, func() (bool, error) {
@@ -710,13 +633,10 @@ scrape_configs:
 	})
 
 	// The pipeline: simulator, persist and detect in one process.
-	pipeLog, err := os.Create(run.pipeLog)
-	require.NoError(t, err)
-	t.Cleanup(func() { pipeLog.Close() })
 	p := exec.Command(bin)
-	p.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "TMPDIR=" + dir,
-		"DATABASE_URL=" + dbURL, "METRICS_ADDR=" + metricsAddr, "BROKER_ADDR=" + freePort(t),
-		"SIM_EVENTS_PER_SECOND=1000", "SIM_TOTAL_EVENTS=" + strconv.Itoa(dashRunEvents), "SIM_BURST_MULTIPLIER=1", "SIM_SEED=7", "LOG_LEVEL=info",
+	p.Env = processEnv(map[string]string{"HOME": dir, "TMPDIR": dir,
+		"DATABASE_URL": dbURL, "METRICS_ADDR": metricsAddr, "BROKER_ADDR": freeAddr(t),
+		"SIM_EVENTS_PER_SECOND": "1000", "SIM_TOTAL_EVENTS": strconv.Itoa(dashRunEvents), "SIM_BURST_MULTIPLIER": "1", "SIM_SEED": "7", "LOG_LEVEL": "info",
 		// The default detector (episode mode), its durations shrunk to fit
 		// four seconds of readings (200 customers, 20 readings each): held
 		// lows and highs open SUSTAINED_* (high) at once, held jumps SPIKE
@@ -724,27 +644,19 @@ scrape_configs:
 		// episodes close a second after the rate is back — so every severity,
 		// open and closed episodes with their end, peak and trough fill the
 		// anomaly panels.
-		"SIM_CUSTOMER_COUNT=200", "SIM_ANOMALY_RATIO=0.05",
-		"ANOMALY_SUSTAINED_FOR=1ms", "ANOMALY_SUSTAINED_LOW_THRESHOLD=50", "ANOMALY_SUSTAINED_HIGH_THRESHOLD=140",
-		"ANOMALY_CLEAR_FOR=1s", "ANOMALY_SIGNAL_LOSS_AFTER=1s"}
-	p.Stdout, p.Stderr = pipeLog, pipeLog
-	run.start = time.Now()
-	require.NoError(t, p.Start())
-	run.pipeline = p
-	pipeDone := make(chan struct{})
-	go func() { err := p.Wait(); run.exited <- err; close(pipeDone) }()
+		"SIM_CUSTOMER_COUNT": "200", "SIM_ANOMALY_RATIO": "0.05",
+		"ANOMALY_SUSTAINED_FOR": "1ms", "ANOMALY_SUSTAINED_LOW_THRESHOLD": "50", "ANOMALY_SUSTAINED_HIGH_THRESHOLD": "140",
+		"ANOMALY_CLEAR_FOR": "1s", "ANOMALY_SIGNAL_LOSS_AFTER": "1s"})
+	run.pipeline = startProcess(t, "pipeline", filepath.Join(dir, "pipeline.log"), p)
+	run.start = run.pipeline.started
 	t.Cleanup(func() {
-		_ = p.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-pipeDone:
-		case <-time.After(15 * time.Second):
-			_ = p.Process.Kill()
-			<-pipeDone
-			t.Errorf("pipeline did not stop within 15s of SIGTERM\n%s", tail(run.pipeLog))
+		if _, inTime := run.pipeline.terminate(15 * time.Second); !inTime {
+			t.Errorf("pipeline did not stop within 15s of SIGTERM\n%s", run.pipeline.tail(60))
 		}
 	})
 
 	// Rows in all three tables: most of the simulated events stored.
+	ctx := t.Context()
 	owner, err := pgx.Connect(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(func() { owner.Close(context.Background()) })
@@ -774,53 +686,4 @@ scrape_configs:
 		return len(res.Result) > 0, errors.New(res.raw)
 	})
 	return run
-}
-
-// buildLikeThisTest returns go build flags and environment matching the
-// settings this test binary was built with.
-func buildLikeThisTest() (args, env []string) {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return nil, nil
-	}
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "-race", "-msan", "-asan", "-trimpath":
-			if s.Value == "true" {
-				args = append(args, s.Key)
-			}
-		case "-tags":
-			args = append(args, "-tags="+s.Value)
-		case "CGO_ENABLED":
-			env = append(env, "CGO_ENABLED="+s.Value)
-		}
-	}
-	return args, env
-}
-
-func stop(cmd *exec.Cmd, done <-chan struct{}) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-// replaceDB returns u pointing at database db, as user/password when given.
-func replaceDB(t testing.TB, u, db, user, password string) string {
-	t.Helper()
-	parsed, err := url.Parse(u)
-	require.NoError(t, err)
-	parsed.Path = "/" + db
-	if user != "" {
-		parsed.User = url.UserPassword(user, password)
-	}
-	q := parsed.Query()
-	if q.Get("sslmode") == "" {
-		q.Set("sslmode", "disable")
-	}
-	parsed.RawQuery = q.Encode()
-	return parsed.String()
 }
