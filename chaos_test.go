@@ -58,6 +58,7 @@ import (
 
 	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/heartbeat/heartbeat/app/kafka"
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/messages/rules"
 	"github.com/heartbeat/heartbeat/simulate"
@@ -409,7 +410,7 @@ func (c *chaosRun) newScenario(t *testing.T, name string, window time.Duration, 
 	}
 	t.Cleanup(s.pool.Close)
 
-	s.broker = freeAddr(t)
+	s.broker = telemetrytest.FreeAddr(t)
 	rate := c.rateFor(window)
 	s.env = map[string]string{
 		"KAFKA_BOOTSTRAP_SERVERS": s.broker,
@@ -483,7 +484,7 @@ func (s *chaosScenario) startWith(role string, extra map[string]string) *chaosPr
 		args = []string{"broker"}
 		vars["BROKER_ADDR"], vars["BROKER_DATA_DIR"] = s.broker, filepath.Join(s.dir, "broker-data")
 	} else {
-		p.metrics = freeAddr(s.t)
+		p.metrics = telemetrytest.FreeAddr(s.t)
 		vars["ROUTER_HANDLERS"], vars["METRICS_ADDR"], vars["KAFKA_CLIENT_ID"] = role, p.metrics, strings.ReplaceAll(name, "#", "-")
 	}
 	maps.Copy(vars, extra)
@@ -630,14 +631,7 @@ func (s *chaosScenario) watchSimulator(p *chaosProc) {
 	}
 }
 
-func (s *chaosScenario) simDone() bool {
-	select {
-	case <-s.simFinished:
-		return true
-	default:
-		return false
-	}
-}
+func (s *chaosScenario) simDone() bool { return closed(s.simFinished) }
 
 func (s *chaosScenario) waitHealthy(p *chaosProc) error {
 	client := http.Client{Timeout: time.Second}

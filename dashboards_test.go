@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 	"github.com/heartbeat/heartbeat/grafana"
 	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
@@ -181,45 +182,25 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 		conn, err := pgx.Connect(ctx, run.readerURL)
 		require.NoError(t, err)
 		defer conn.Close(context.Background())
-		var n int
-		for _, p := range panels {
-			for _, tg := range p.Targets {
-				if tg.RawSQL == "" {
-					continue
-				}
-				n++
-				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) {
-					checkSQLTarget(t, ctx, conn, p, tg, tr)
-				})
-			}
-		}
-		require.NotZero(t, n)
+		eachTarget(t, panels, func(tg grafana.Target) bool { return tg.RawSQL != "" }, func(t *testing.T, p grafana.Panel, tg grafana.Target) {
+			checkSQLTarget(t, ctx, conn, p, tg, tr)
+		})
 	})
 
 	t.Run("promql", func(t *testing.T) {
-		var n int
-		for _, p := range panels {
-			for _, tg := range p.Targets {
-				if tg.Expr == "" {
-					continue
-				}
-				n++
-				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) {
-					expr, err := grafana.ExpandPromQL(tg.Expr, tr, run.scrape)
-					require.NoError(t, err)
-					var res promResult
-					if tg.Instant {
-						res = run.query(t, expr, tr.To)
-					} else {
-						step := grafana.Interval(tr, run.scrape)
-						res = run.queryRange(t, expr, tr.From, tr.To, step)
-					}
-					require.NotEmpty(t, res.Result, "%s returned no series after a pipeline run", expr)
-					require.True(t, res.hasFiniteValue(), "%s has no finite value after a pipeline run: %s", expr, res.raw)
-				})
+		eachTarget(t, panels, func(tg grafana.Target) bool { return tg.Expr != "" }, func(t *testing.T, _ grafana.Panel, tg grafana.Target) {
+			expr, err := grafana.ExpandPromQL(tg.Expr, tr, run.scrape)
+			require.NoError(t, err)
+			var res promResult
+			if tg.Instant {
+				res = run.query(t, expr, tr.To)
+			} else {
+				step := grafana.Interval(tr, run.scrape)
+				res = run.queryRange(t, expr, tr.From, tr.To, step)
 			}
-		}
-		require.NotZero(t, n)
+			require.NotEmpty(t, res.Result, "%s returned no series after a pipeline run", expr)
+			require.True(t, res.hasFiniteValue(), "%s has no finite value after a pipeline run: %s", expr, res.raw)
+		})
 	})
 
 	// "Messages/s per handler" plots heartbeat_messages_consumed_total: it
@@ -293,6 +274,22 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 			return bad == "", fmt.Errorf("rules not evaluated cleanly:%s", bad)
 		})
 	})
+}
+
+// eachTarget runs check as a subtest of t for each target of panels that
+// has, and fails t when none has.
+func eachTarget(t *testing.T, panels []grafana.Panel, has func(grafana.Target) bool, check func(*testing.T, grafana.Panel, grafana.Target)) {
+	t.Helper()
+	var n int
+	for _, p := range panels {
+		for _, tg := range p.Targets {
+			if has(tg) {
+				n++
+				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) { check(t, p, tg) })
+			}
+		}
+	}
+	require.NotZero(t, n, "the dashboard has such queries")
 }
 
 // checkSQLTarget runs one panel query as Grafana would and checks its shape.
@@ -453,11 +450,7 @@ func (r *pipelineRun) api(t testing.TB, path string, params url.Values) json.Raw
 
 func (r *pipelineRun) query(t testing.TB, expr string, at time.Time) promResult {
 	t.Helper()
-	data := r.api(t, "/api/v1/query", url.Values{"query": {expr}, "time": {promTime(at)}})
-	var res promResult
-	require.NoError(t, json.Unmarshal(data, &res))
-	res.raw = string(data)
-	return res
+	return r.result(t, "/api/v1/query", url.Values{"query": {expr}, "time": {promTime(at)}})
 }
 
 func (r *pipelineRun) queryRange(t testing.TB, expr string, from, to time.Time, step time.Duration) promResult {
@@ -466,9 +459,15 @@ func (r *pipelineRun) queryRange(t testing.TB, expr string, from, to time.Time, 
 	s := step.Seconds()
 	start := math.Floor(float64(from.Unix())/s) * s
 	end := math.Ceil(float64(to.Unix())/s) * s
-	data := r.api(t, "/api/v1/query_range", url.Values{"query": {expr},
+	return r.result(t, "/api/v1/query_range", url.Values{"query": {expr},
 		"start": {strconv.FormatFloat(start, 'f', -1, 64)}, "end": {strconv.FormatFloat(end, 'f', -1, 64)},
 		"step": {strconv.FormatFloat(s, 'f', -1, 64)}})
+}
+
+// result is the answer of the query API at path to params.
+func (r *pipelineRun) result(t testing.TB, path string, params url.Values) promResult {
+	t.Helper()
+	data := r.api(t, path, params)
 	var res promResult
 	require.NoError(t, json.Unmarshal(data, &res))
 	res.raw = string(data)
@@ -574,8 +573,8 @@ func startPipelineRun(t *testing.T) *pipelineRun {
 	run.readerURL = readerURL.String()
 
 	// Prometheus, scraping the pipeline every second and evaluating the rules.
-	metricsAddr := freeAddr(t)
-	promAddr := freeAddr(t)
+	metricsAddr := telemetrytest.FreeAddr(t)
+	promAddr := telemetrytest.FreeAddr(t)
 	absRules, err := filepath.Abs(rulesFile)
 	require.NoError(t, err)
 	promCfg := fmt.Sprintf(`global:
@@ -635,7 +634,7 @@ scrape_configs:
 	// The pipeline: simulator, persist and detect in one process.
 	p := exec.Command(bin)
 	p.Env = processEnv(map[string]string{"HOME": dir, "TMPDIR": dir,
-		"DATABASE_URL": dbURL, "METRICS_ADDR": metricsAddr, "BROKER_ADDR": freeAddr(t),
+		"DATABASE_URL": dbURL, "METRICS_ADDR": metricsAddr, "BROKER_ADDR": telemetrytest.FreeAddr(t),
 		"SIM_EVENTS_PER_SECOND": "1000", "SIM_TOTAL_EVENTS": strconv.Itoa(dashRunEvents), "SIM_BURST_MULTIPLIER": "1", "SIM_SEED": "7", "LOG_LEVEL": "info",
 		// The default detector (episode mode), its durations shrunk to fit
 		// four seconds of readings (200 customers, 20 readings each): held

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
@@ -119,12 +120,12 @@ func startupFailures(t *testing.T, bin string) {
 		},
 		{
 			name: "broker unreachable",
-			env:  map[string]string{"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": freeAddr(t), "STARTUP_TIMEOUT": "2s"},
+			env:  map[string]string{"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": telemetrytest.FreeAddr(t), "STARTUP_TIMEOUT": "2s"},
 			want: "KAFKA_BOOTSTRAP_SERVERS: cannot reach Kafka at 127.0.0.1:",
 		},
 		{
 			name: "database unreachable",
-			env:  map[string]string{"ROUTER_HANDLERS": "persist", "DATABASE_URL": "postgres://postgres@" + freeAddr(t) + "/heartbeat", "STARTUP_TIMEOUT": "2s"},
+			env:  map[string]string{"ROUTER_HANDLERS": "persist", "DATABASE_URL": "postgres://postgres@" + telemetrytest.FreeAddr(t) + "/heartbeat", "STARTUP_TIMEOUT": "2s"},
 			want: "DATABASE_URL: cannot reach PostgreSQL at 127.0.0.1:",
 		},
 		{
@@ -191,9 +192,9 @@ func signalDuringStartup(t *testing.T, bin string) {
 		env           map[string]string
 	}{
 		{"waiting for Kafka", "cannot create topic yet, retrying",
-			map[string]string{"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": freeAddr(t)}},
+			map[string]string{"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": telemetrytest.FreeAddr(t)}},
 		{"waiting for PostgreSQL", "database not reachable yet, retrying",
-			map[string]string{"ROUTER_HANDLERS": "persist", "DATABASE_URL": "postgres://postgres@" + freeAddr(t) + "/heartbeat"}},
+			map[string]string{"ROUTER_HANDLERS": "persist", "DATABASE_URL": "postgres://postgres@" + telemetrytest.FreeAddr(t) + "/heartbeat"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			env := map[string]string{"LOG_LEVEL": "warn", "METRICS_ADDR": "127.0.0.1:0", "STARTUP_TIMEOUT": "1m",

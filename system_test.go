@@ -32,7 +32,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -641,9 +640,12 @@ func startProcess(t testing.TB, name, logPath string, cmd *exec.Cmd) *process {
 	return p
 }
 
-func (p *process) exited() bool {
+func (p *process) exited() bool { return closed(p.done) }
+
+// closed reports whether ch is closed, without waiting.
+func closed(ch <-chan struct{}) bool {
 	select {
-	case <-p.done:
+	case <-ch:
 		return true
 	default:
 		return false
@@ -708,16 +710,6 @@ func tailFile(path string, n int) string {
 		}
 	}
 	return strings.Join(lines, "\n")
-}
-
-// freeAddr returns a loopback address whose port was free when asked:
-// nothing listens on it until the test starts something there.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // scrapeMetric sums the samples of the metric family name on the /metrics

@@ -1,11 +1,9 @@
 package middleware_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,28 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 	"github.com/heartbeat/heartbeat/middleware"
 )
 
-// syncBuffer is a log destination safe for concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newBackpressure(log *syncBuffer) *middleware.Backpressure {
+func newBackpressure(log *telemetrytest.LogBuffer) *middleware.Backpressure {
 	return &middleware.Backpressure{InitialInterval: time.Millisecond, MaxInterval: 2 * time.Millisecond,
 		Logger:   slog.New(slog.NewTextHandler(log, nil)),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "failures"}, []string{"handler"}),
@@ -50,7 +31,7 @@ var refused = middleware.MarkTransient(errors.New("dial tcp 127.0.0.1:5432: conn
 // until it succeeds; every failure is counted, the pause is logged once and
 // its length added up.
 func TestBackpressureWaitsOutAnOutage(t *testing.T) {
-	var log syncBuffer
+	var log telemetrytest.LogBuffer
 	bp := newBackpressure(&log)
 	const outage = 5
 	calls := 0
@@ -65,14 +46,14 @@ func TestBackpressureWaitsOutAnOutage(t *testing.T) {
 	require.Equal(t, outage+1, calls)
 	require.Equal(t, float64(outage), testutil.ToFloat64(bp.Failures.WithLabelValues("")))
 	require.Positive(t, testutil.ToFloat64(bp.Paused.WithLabelValues("")))
-	require.Equal(t, 1, strings.Count(log.String(), "pausing consumption until it recovers"), log.String())
-	require.Equal(t, 1, strings.Count(log.String(), "infrastructure recovered, consumption resumed"), log.String())
+	require.Len(t, log.Lines("pausing consumption until it recovers"), 1, log.Lines())
+	require.Len(t, log.Lines("infrastructure recovered, consumption resumed"), 1, log.Lines())
 }
 
 // A failure of the message's own is not the infrastructure's: returned at
 // once, for Retry and the poison queue, without a pause.
 func TestBackpressurePassesOtherFailuresOn(t *testing.T) {
-	var log syncBuffer
+	var log telemetrytest.LogBuffer
 	bp := newBackpressure(&log)
 	bad := errors.New("value too long")
 	calls := 0
@@ -80,13 +61,13 @@ func TestBackpressurePassesOtherFailuresOn(t *testing.T) {
 	require.Same(t, bad, err)
 	require.Equal(t, 1, calls)
 	require.Zero(t, testutil.ToFloat64(bp.Failures.WithLabelValues("")))
-	require.Empty(t, log.String())
+	require.Empty(t, log.Lines())
 }
 
 // At shutdown (the message's context ends) it stops waiting and returns
 // the error: the message is redelivered later, neither acked nor poisoned.
 func TestBackpressureStopsWaitingAtShutdown(t *testing.T) {
-	var log syncBuffer
+	var log telemetrytest.LogBuffer
 	bp := newBackpressure(&log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -102,14 +83,14 @@ func TestBackpressureStopsWaitingAtShutdown(t *testing.T) {
 	})(msg)
 	require.ErrorIs(t, err, refused)
 	require.Equal(t, 3, calls)
-	require.Contains(t, log.String(), "stopped waiting for infrastructure")
+	require.Len(t, log.Lines("stopped waiting for infrastructure"), 1, log.Lines())
 	require.Positive(t, testutil.ToFloat64(bp.Paused.WithLabelValues("")))
 }
 
 // Many messages waiting out one outage make one pause: logged once when the
 // first starts waiting, once when the last stops.
 func TestBackpressureOneOutageOnePause(t *testing.T) {
-	var log syncBuffer
+	var log telemetrytest.LogBuffer
 	bp := newBackpressure(&log)
 	var mu sync.Mutex
 	calls := map[string]int{}
@@ -137,6 +118,6 @@ func TestBackpressureOneOutageOnePause(t *testing.T) {
 	wg.Wait()
 	require.NoError(t, errs[0])
 	require.NoError(t, errs[1])
-	require.Equal(t, 1, strings.Count(log.String(), "pausing consumption"), log.String())
-	require.Equal(t, 1, strings.Count(log.String(), "consumption resumed"), log.String())
+	require.Len(t, log.Lines("pausing consumption"), 1, log.Lines())
+	require.Len(t, log.Lines("consumption resumed"), 1, log.Lines())
 }

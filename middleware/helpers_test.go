@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -12,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/handlers/handlerstest"
 	"github.com/heartbeat/heartbeat/messages"
 )
 
@@ -90,32 +90,5 @@ func route(t *testing.T, ps *gochannel.GoChannel, name string, h message.Handler
 		_, err := h(msg)
 		return err
 	}).AddMiddleware(mw...)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	<-r.Running()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-}
-
-// read returns the first n messages of topic on ps, failing after a
-// deadline.
-func read(t *testing.T, ps *gochannel.GoChannel, topic string, n int) []*message.Message {
-	t.Helper()
-	ch, err := ps.Subscribe(t.Context(), topic)
-	require.NoError(t, err)
-	var out []*message.Message
-	deadline := time.After(10 * time.Second)
-	for len(out) < n {
-		select {
-		case m := <-ch:
-			m.Ack()
-			out = append(out, m)
-		case <-deadline:
-			t.Fatalf("got %d of %d messages on %s", len(out), n, topic)
-		}
-	}
-	return out
+	handlerstest.Run(t, r)
 }

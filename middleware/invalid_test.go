@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/handlers/handlerstest"
 	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/middleware"
 )
@@ -205,7 +206,7 @@ func TestInvalidEventsCountsByHandler(t *testing.T) {
 	}
 	require.Equal(t, []routed{{"persist", messages.ClassSchema}, {"persist", messages.ClassDomain}}, got)
 	byPayload := map[string]string{} // payload -> correlation id
-	for _, env := range read(t, ps, "events.invalid.v1", 2) {
+	for _, env := range handlerstest.Read(t, ps, "events.invalid.v1", 2) {
 		var e messages.InvalidEvent
 		require.NoError(t, json.Unmarshal(env.Payload, &e))
 		require.Equal(t, int64(-1), e.SourceOffset, "from no Kafka partition")

@@ -50,23 +50,36 @@ func (e *Events) Snapshot() (calls int, rows []messages.Ingest) {
 	return e.calls, append([]messages.Ingest(nil), e.rows...)
 }
 
-// Anomalies is an AnomalyStore: an anomaly id is recorded once. Fail makes
-// that many Write calls fail with ErrDown.
+// Failures makes the next Fail calls of a store fail with ErrDown.
+type Failures struct {
+	// Fail is how many calls are left to fail.
+	Fail int
+}
+
+// take is ErrDown while calls are left to fail, counting one down.
+func (f *Failures) take() error {
+	if f.Fail == 0 {
+		return nil
+	}
+	f.Fail--
+	return ErrDown
+}
+
+// Anomalies is an AnomalyStore: an anomaly id is recorded once.
 type Anomalies struct {
+	Failures
 	mu     sync.Mutex
 	seen   map[string]messages.Anomaly
 	msgs   []*message.Message
 	topics []string
-	Fail   int
 }
 
 // Write records a and its message unless a was recorded already.
 func (s *Anomalies) Write(_ context.Context, a messages.Anomaly, topic string, msg *message.Message) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.Fail > 0 {
-		s.Fail--
-		return false, ErrDown
+	if err := s.take(); err != nil {
+		return false, err
 	}
 	if s.seen == nil {
 		s.seen = map[string]messages.Anomaly{}
@@ -101,19 +114,19 @@ func (s *Anomalies) Recorded() (map[string]messages.Anomaly, []*message.Message)
 // Episodes is an EpisodeStore with the anomalies table's semantics: an
 // opening inserts once, a reclassification (an open update with
 // ReclassifiedFrom) changes an open row's type once, a closing updates a
-// row not closed yet once. Fail makes that many WriteEpisodes calls fail.
+// row not closed yet once.
 type Episodes struct {
+	Failures
 	mu     sync.Mutex
 	rows   map[string]string // anomaly id → status
 	types  map[string]string // anomaly id → type
 	writes []messages.EpisodeUpdate
 	topics []string
-	Fail   int
 	// Recent is what RecentEpisodes answers.
 	Recent []messages.Episode
 }
 
-// ErrDown is the error of a failing write.
+// ErrDown is the error of a failing write (see Failures).
 var ErrDown = errorString("database down")
 
 type errorString string
@@ -124,9 +137,8 @@ func (e errorString) Error() string { return string(e) }
 func (s *Episodes) WriteEpisodes(_ context.Context, topic string, ups []messages.EpisodeUpdate) ([]bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.Fail > 0 {
-		s.Fail--
-		return nil, ErrDown
+	if err := s.take(); err != nil {
+		return nil, err
 	}
 	if s.rows == nil {
 		s.rows, s.types = map[string]string{}, map[string]string{}
