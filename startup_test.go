@@ -49,7 +49,7 @@ func helpBeforeConfiguration(t *testing.T, bin string) {
 		{[]string{"--bogus"}, 1, `heartbeat: unknown command "--bogus"`},
 	} {
 		cmd := exec.Command(bin, c.args...)
-		cmd.Env = startupEnv(map[string]string{"SIM_EVENTS_PER_SECOND": "abc"})
+		cmd.Env = processEnv(map[string]string{"SIM_EVENTS_PER_SECOND": "abc"})
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()

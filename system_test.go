@@ -20,6 +20,7 @@ package main
 //	startup_test.go            start-up failures of the built binary
 //	dashboards_test.go         panel queries and alert rules against a running pipeline
 //	compose_test.go            docker-compose.yml, .env.example, the Dockerfile
+//	docs_test.go               every relative link of the Markdown files
 //	chaos_test.go              (-tags chaos) the chaos run and its end-state check
 //	chaos_*_test.go            (-tags chaos) one file per scenario
 //
