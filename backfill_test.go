@@ -163,7 +163,7 @@ func TestBackfillOldRecordingPerEvent(t *testing.T) {
 	require.NotEmpty(t, want)
 	waitForRows(t, pool, "SELECT count(*) FROM anomalies", len(want))
 	waitForGroup(t, broker, "cg.anomaly.v1", 2*3651)
-	require.Equal(t, want, storedAnomalies(t, pool))
+	require.Equal(t, want, anomalyRows(t, pool))
 	requireDaysPartitioned(t, pool, start, "20230405", "20150405")
 }
 

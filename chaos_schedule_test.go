@@ -1,6 +1,6 @@
 //go:build chaos
 
-package main_test
+package main
 
 import (
 	"context"
@@ -154,7 +154,7 @@ func (s *chaosScenario) killSchedule() {
 			live[sl.proc.clientID()] = true
 		}
 		var last string
-		err := chaosPoll(time.Until(lastStart.Add(bound)), 25*time.Millisecond, func() (bool, error) {
+		err := poll(time.Until(lastStart.Add(bound)), 25*time.Millisecond, func() (bool, error) {
 			ok, why := s.groupWhole(group, live)
 			last = why
 			return ok, nil
@@ -172,10 +172,10 @@ func (s *chaosScenario) killSchedule() {
 	// Within the same bound, both groups have consumed and committed
 	// everything (verify then checks what they stored).
 	var lags string
-	if err := chaosPoll(time.Until(lastStart.Add(bound)), 100*time.Millisecond, func() (bool, error) {
+	if err := poll(time.Until(lastStart.Add(bound)), 100*time.Millisecond, func() (bool, error) {
 		lags = ""
 		for _, g := range s.groups() {
-			lag, err := s.lag(g)
+			lag, err := s.k.lag(g, s.cfg.Kafka.TopicRaw)
 			if err != nil {
 				return false, err
 			}
@@ -223,10 +223,10 @@ func chaosPlan(rng *rand.Rand) []string {
 // rebalance to complete. It reports whether it saw that, and after how long
 // since p started.
 func (s *chaosScenario) waitParked(group string, p *chaosProc) (bool, time.Duration) {
-	err := chaosPoll(chaosParkedWait, 5*time.Millisecond, func() (bool, error) {
+	err := poll(chaosParkedWait, 5*time.Millisecond, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		dg, err := s.adm.DescribeGroups(ctx, group)
+		dg, err := s.k.adm.DescribeGroups(ctx, group)
 		if err != nil {
 			return false, err
 		}
@@ -250,7 +250,7 @@ func (s *chaosScenario) waitParked(group string, p *chaosProc) (bool, time.Durat
 func (s *chaosScenario) groupWhole(group string, live map[string]bool) (bool, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	dg, err := s.adm.DescribeGroups(ctx, group)
+	dg, err := s.k.adm.DescribeGroups(ctx, group)
 	if err != nil {
 		return false, err.Error()
 	}
@@ -305,7 +305,7 @@ func (s *chaosScenario) groupReport(group string) string {
 	var b strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	dg, err := s.adm.DescribeGroups(ctx, group)
+	dg, err := s.k.adm.DescribeGroups(ctx, group)
 	if err != nil {
 		fmt.Fprintf(&b, "  DescribeGroups: %v\n", err)
 	} else {
@@ -326,8 +326,8 @@ func (s *chaosScenario) groupReport(group string) string {
 			fmt.Fprintf(&b, "  member %s client %s host %s instance %s partitions %v\n", m.MemberID, m.ClientID, m.ClientHost, instance, parts)
 		}
 	}
-	ends, err := s.offsets(s.cfg.Kafka.TopicRaw, true)
-	com, cerr := s.committed(group)
+	ends, err := s.k.offsets(s.cfg.Kafka.TopicRaw, true)
+	com, cerr := s.k.committed(group, s.cfg.Kafka.TopicRaw)
 	if err != nil || cerr != nil {
 		fmt.Fprintf(&b, "  offsets: %v %v\n", err, cerr)
 		return b.String()

@@ -1,4 +1,4 @@
-package main_test
+package main
 
 // compose_test.go checks docker-compose.yml, .env.example and the Dockerfile
 // without a Docker engine: the compose file is loaded by compose-go, the
@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"go/build"
 	"maps"
-	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,11 +20,12 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"github.com/heartbeat/heartbeat/app/config"
 )
 
 // pipelineServices are the compose services built from the Dockerfile, with
@@ -297,7 +296,10 @@ func TestComposeRequiresPasswords(t *testing.T) {
 // the pipeline containers, with compose's fallback equal to the default.
 func TestEnvExampleMatchesConfig(t *testing.T) {
 	t.Parallel()
-	vars := configVars(reflect.TypeOf(config.Config{}))
+	vars := map[string]string{} // name -> default
+	for _, v := range configVariables() {
+		vars[v.name] = v.def
+	}
 	require.NotEmpty(t, vars)
 	example := envExample(t)
 	documented := envExampleAll(t)
@@ -531,30 +533,6 @@ func envExampleAll(t testing.TB) map[string]bool {
 	return out
 }
 
-// configVars maps every environment variable of config.Config to its default.
-func configVars(t reflect.Type) map[string]string {
-	out := map[string]string{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("env")
-		if tag == "" {
-			if f.Type.Kind() == reflect.Struct {
-				for k, v := range configVars(f.Type) {
-					out[k] = v
-				}
-			}
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		def := ""
-		if _, d, ok := strings.Cut(opts, "default="); ok {
-			def = d
-		}
-		out[strings.TrimSpace(name)] = def
-	}
-	return out
-}
-
 // dockerfileLines returns the instructions, continuation lines joined and
 // comments dropped.
 func dockerfileLines(src string) []string {
@@ -591,13 +569,4 @@ func dockerfileEntrypoint(t testing.TB) string {
 	}
 	require.NotEmpty(t, ep, "the Dockerfile has an ENTRYPOINT")
 	return ep
-}
-
-// freePort returns a loopback address with a port free at the time of the call.
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
 }

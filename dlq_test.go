@@ -20,8 +20,7 @@ func TestPoisonedMessageIsReplayedOnceFixed(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
 	ctx := context.Background()
-	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist",
-		"RETRY_MAX_RETRIES": "2", "RETRY_INITIAL_INTERVAL": "10ms"}
+	env := pipelineEnv(broker, dbURL, map[string]string{"ROUTER_HANDLERS": "persist", "RETRY_MAX_RETRIES": "2", "RETRY_INITIAL_INTERVAL": "10ms"})
 	p := startPipeline(t, env) // migrates the database
 	p.stop(t)
 	_, err := pool.Exec(ctx, `CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -31,8 +30,8 @@ func TestPoisonedMessageIsReplayedOnceFixed(t *testing.T) {
 	p = startPipeline(t, env)
 
 	now := time.Now()
-	poison := reading2("cust_poison", 70, now)
-	recs := []*record{reading2("cust_a", 70, now), poison, reading2("cust_b", 71, now)}
+	poison := validRecord("cust_poison", 70, now)
+	recs := []*record{validRecord("cust_a", 70, now), poison, validRecord("cust_b", 71, now)}
 	produce(t, broker, "events.raw.v1", recs)
 	waitForRows(t, pool, "SELECT count(*) FROM heartbeat_events", 2)
 

@@ -75,7 +75,7 @@ func startTestRouter(t *testing.T, handlers string, env map[string]string, fail 
 		if cfg.Detection.Mode == rules.ModePerEvent {
 			engine := rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
 			w.detect, err = hb.NewDetect(hb.DetectConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: tr.anomalies,
-				History: handlerstest.NoHistory{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
+				History: &handlerstest.History{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
 		} else {
 			engine, eerr := rules.NewEpisodeEngine(cfg.Detection.EpisodeParams(cfg.Anomaly))
 			require.NoError(t, eerr)
@@ -86,18 +86,13 @@ func startTestRouter(t *testing.T, handlers string, env map[string]string, fail 
 	}
 	router, routerClosers, err := w.router()
 	require.NoError(t, err)
-	closers = append(routerClosers, closers...)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- router.Run(ctx) }()
-	<-router.Running()
+	// Closed once the router has stopped: cleanups run last first.
 	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		for _, c := range closers {
+		for _, c := range append(routerClosers, closers...) {
 			c(context.Background())
 		}
 	})
+	handlerstest.Run(t, router)
 	return tr
 }
 
@@ -107,25 +102,6 @@ func (tr *testRouter) publish(t *testing.T, payload string) *message.Message {
 	msg.Metadata.Set(wmmw.CorrelationIDMetadataKey, "corr-"+msg.UUID)
 	require.NoError(t, tr.pubsub.Publish(tr.cfg.Kafka.TopicRaw, msg))
 	return msg
-}
-
-// read returns the first n messages of topic, failing after a deadline.
-func (tr *testRouter) read(t *testing.T, topic string, n int) []*message.Message {
-	t.Helper()
-	ch, err := tr.pubsub.Subscribe(context.Background(), topic)
-	require.NoError(t, err)
-	var out []*message.Message
-	deadline := time.After(10 * time.Second)
-	for len(out) < n {
-		select {
-		case m := <-ch:
-			m.Ack()
-			out = append(out, m)
-		case <-deadline:
-			t.Fatalf("got %d of %d messages on %s", len(out), n, topic)
-		}
-	}
-	return out
 }
 
 func reading(rate int, at time.Time) (string, messages.Heartbeat) {
@@ -165,7 +141,7 @@ func TestPersistRoutesInvalidEventsWithReason(t *testing.T) {
 		m := tr.publish(t, c.payload)
 		sent[c.payload] = m
 	}
-	got := tr.read(t, tr.cfg.Kafka.TopicInvalid, len(cases))
+	got := handlerstest.Read(t, tr.pubsub, tr.cfg.Kafka.TopicInvalid, len(cases))
 	byPayload := map[string]messages.InvalidEvent{}
 	corr := map[string]string{}
 	for _, m := range got {
@@ -195,7 +171,7 @@ func TestPersistRetriesThenPoisons(t *testing.T) {
 	payload, _ := reading(72, time.Now())
 	sent := tr.publish(t, payload)
 
-	dlq := tr.read(t, tr.cfg.Kafka.TopicDLQ, 1)[0]
+	dlq := handlerstest.Read(t, tr.pubsub, tr.cfg.Kafka.TopicDLQ, 1)[0]
 	require.Equal(t, sent.UUID, dlq.UUID)
 	require.Equal(t, payload, string(dlq.Payload))
 	require.Contains(t, dlq.Metadata.Get(wmmw.ReasonForPoisonedKey), "value too long")
@@ -230,7 +206,7 @@ func TestPersistPoisonsPanics(t *testing.T) {
 	tr := startTestRouter(t, "persist", nil, func(int) error { panic("nil map") })
 	payload, _ := reading(72, time.Now())
 	tr.publish(t, payload)
-	dlq := tr.read(t, tr.cfg.Kafka.TopicDLQ, 1)[0]
+	dlq := handlerstest.Read(t, tr.pubsub, tr.cfg.Kafka.TopicDLQ, 1)[0]
 	require.Contains(t, dlq.Metadata.Get(wmmw.ReasonForPoisonedKey), "nil map")
 }
 

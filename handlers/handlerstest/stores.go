@@ -36,6 +36,13 @@ func (e *Events) Write(_ context.Context, rows []messages.Ingest) (int64, error)
 	return int64(len(rows)), nil
 }
 
+// SubmitAll writes items as one batch: Events is also the IngestSink a
+// Persist stores into without a Batcher.
+func (e *Events) SubmitAll(ctx context.Context, items []messages.Ingest) error {
+	_, err := e.Write(ctx, items)
+	return err
+}
+
 // Snapshot returns how many writes were tried and the rows written.
 func (e *Events) Snapshot() (calls int, rows []messages.Ingest) {
 	e.mu.Lock()
@@ -43,17 +50,37 @@ func (e *Events) Snapshot() (calls int, rows []messages.Ingest) {
 	return e.calls, append([]messages.Ingest(nil), e.rows...)
 }
 
+// Failures makes the next Fail calls of a store fail with ErrDown.
+type Failures struct {
+	// Fail is how many calls are left to fail.
+	Fail int
+}
+
+// take is ErrDown while calls are left to fail, counting one down.
+func (f *Failures) take() error {
+	if f.Fail == 0 {
+		return nil
+	}
+	f.Fail--
+	return ErrDown
+}
+
 // Anomalies is an AnomalyStore: an anomaly id is recorded once.
 type Anomalies struct {
-	mu   sync.Mutex
-	seen map[string]messages.Anomaly
-	msgs []*message.Message
+	Failures
+	mu     sync.Mutex
+	seen   map[string]messages.Anomaly
+	msgs   []*message.Message
+	topics []string
 }
 
 // Write records a and its message unless a was recorded already.
-func (s *Anomalies) Write(_ context.Context, a messages.Anomaly, _ string, msg *message.Message) (bool, error) {
+func (s *Anomalies) Write(_ context.Context, a messages.Anomaly, topic string, msg *message.Message) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.take(); err != nil {
+		return false, err
+	}
 	if s.seen == nil {
 		s.seen = map[string]messages.Anomaly{}
 	}
@@ -62,7 +89,15 @@ func (s *Anomalies) Write(_ context.Context, a messages.Anomaly, _ string, msg *
 	}
 	s.seen[a.AnomalyID] = a
 	s.msgs = append(s.msgs, msg)
+	s.topics = append(s.topics, topic)
 	return true, nil
+}
+
+// Topics returns the topic each recorded message was queued for, in order.
+func (s *Anomalies) Topics() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.topics...)
 }
 
 // Recorded returns the anomalies by id and their messages.
@@ -79,19 +114,19 @@ func (s *Anomalies) Recorded() (map[string]messages.Anomaly, []*message.Message)
 // Episodes is an EpisodeStore with the anomalies table's semantics: an
 // opening inserts once, a reclassification (an open update with
 // ReclassifiedFrom) changes an open row's type once, a closing updates a
-// row not closed yet once. Fail makes that many WriteEpisodes calls fail.
+// row not closed yet once.
 type Episodes struct {
+	Failures
 	mu     sync.Mutex
 	rows   map[string]string // anomaly id → status
 	types  map[string]string // anomaly id → type
 	writes []messages.EpisodeUpdate
 	topics []string
-	Fail   int
 	// Recent is what RecentEpisodes answers.
 	Recent []messages.Episode
 }
 
-// ErrDown is the error of a failing write.
+// ErrDown is the error of a failing write (see Failures).
 var ErrDown = errorString("database down")
 
 type errorString string
@@ -102,9 +137,8 @@ func (e errorString) Error() string { return string(e) }
 func (s *Episodes) WriteEpisodes(_ context.Context, topic string, ups []messages.EpisodeUpdate) ([]bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.Fail > 0 {
-		s.Fail--
-		return nil, ErrDown
+	if err := s.take(); err != nil {
+		return nil, err
 	}
 	if s.rows == nil {
 		s.rows, s.types = map[string]string{}, map[string]string{}
@@ -183,10 +217,29 @@ func (h *EpisodeHistory) Calls() int {
 	return h.calls
 }
 
-// NoHistory is a per-event History that has stored nothing.
-type NoHistory struct{}
+// History is a per-event History answering every Previous call with At,
+// Rate, Found and Err, counting the calls. The zero value has stored
+// nothing.
+type History struct {
+	mu    sync.Mutex
+	At    time.Time
+	Rate  int
+	Found bool
+	Err   error
+	calls int
+}
 
-// Previous finds nothing.
-func (NoHistory) Previous(context.Context, messages.Heartbeat, messages.Source) (time.Time, int, bool, error) {
-	return time.Time{}, 0, false, nil
+// Previous answers At, Rate, Found and Err.
+func (h *History) Previous(context.Context, messages.Heartbeat, messages.Source) (time.Time, int, bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	return h.At, h.Rate, h.Found, h.Err
+}
+
+// Calls is how many times Previous was asked.
+func (h *History) Calls() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.calls
 }
