@@ -29,6 +29,7 @@ tidy:
 	$(GO) mod tidy
 
 CHAOS_EVENTS ?= 200000
+CHAOS_SEEDS ?= 5
 .PHONY: chaos
-chaos: ## crash, rebalance, outage, broker-restart and shutdown scenarios against the built binary; CI runs CHAOS_EVENTS=20000
-	CHAOS_EVENTS=$(CHAOS_EVENTS) $(GO) test -tags chaos -run '^TestChaos$$' -count=1 -v -timeout 90m .
+chaos: ## crash, rebalance, outage, broker-restart, shutdown and CHAOS_SEEDS random kill schedules against the built binary; CI runs CHAOS_EVENTS=20000 CHAOS_SEEDS=2
+	CHAOS_EVENTS=$(CHAOS_EVENTS) CHAOS_SEEDS=$(CHAOS_SEEDS) $(GO) test -tags chaos -run '^TestChaos$$' -count=1 -v -timeout 90m .

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app/cli"
 	"github.com/heartbeat/heartbeat/app/replay"
 )
 
@@ -69,7 +70,7 @@ func runReplayAsRecorded(t *testing.T, broker, maxAge, file string) {
 	t.Setenv("LOG_LEVEL", "warn")
 	t.Setenv("MAX_EVENT_AGE", maxAge)
 	var out, errOut bytes.Buffer
-	require.NoError(t, replay.Main(context.Background(), []string{file}, &out, &errOut), errOut.String())
+	require.Zero(t, cli.Main(context.Background(), []string{"replay", file}, &out, &errOut, newPipeline), errOut.String())
 	require.Empty(t, errOut.String(), "no warning: MAX_EVENT_AGE covers the recording")
 	require.NotContains(t, out.String(), "shifted")
 	t.Log(strings.TrimSpace(out.String()))
@@ -162,7 +163,7 @@ func TestBackfillOldRecordingPerEvent(t *testing.T) {
 	require.NotEmpty(t, want)
 	waitForRows(t, pool, "SELECT count(*) FROM anomalies", len(want))
 	waitForGroup(t, broker, "cg.anomaly.v1", 2*3651)
-	require.Equal(t, want, storedAnomalies(t, pool))
+	require.Equal(t, want, anomalyRows(t, pool))
 	requireDaysPartitioned(t, pool, start, "20230405", "20150405")
 }
 

@@ -1,4 +1,4 @@
-package main_test
+package main
 
 // compose_test.go checks docker-compose.yml, .env.example and the Dockerfile
 // without a Docker engine: the compose file is loaded by compose-go, the
@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"go/build"
 	"maps"
-	"net"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -27,7 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
 )
 
 // pipelineServices are the compose services built from the Dockerfile, with
@@ -148,8 +146,13 @@ func TestComposeLoadsWithEnvExample(t *testing.T) {
 			require.Equal(t, "kafka:9092", env["KAFKA_BOOTSTRAP_SERVERS"], name)
 			require.Equal(t, "postgres", env["POSTGRES_HOST"], name)
 			require.Equal(t, "5432", env["POSTGRES_PORT"], name)
+			if want.handlers == "simulate" {
+				require.Empty(t, env["KAFKA_GROUP_INSTANCE_ID"], "the simulator joins no consumer group")
+			} else {
+				require.Equal(t, name+"-1", env["KAFKA_GROUP_INSTANCE_ID"], "%s is a static member of its group: a restarted container takes its partitions back at once", name)
+			}
 			require.Equal(t, envExample(t)["POSTGRES_PASSWORD"], env["POSTGRES_PASSWORD"], name)
-			_, err := app.LoadConfig(context.Background(), mapLookuper(env))
+			_, err := config.LoadConfig(context.Background(), mapLookuper(env))
 			require.NoError(t, err, "the environment compose gives %s must be a valid configuration", name)
 
 			// The health check runs the binary itself (no shell or curl in
@@ -170,7 +173,7 @@ func TestComposeLoadsWithEnvExample(t *testing.T) {
 			s := p.Services[name]
 			require.Contains(t, []string{types.RestartPolicyAlways, types.RestartPolicyUnlessStopped, types.RestartPolicyOnFailure},
 				s.Restart, "%s restarts after a non-zero exit", name)
-			cfg, err := app.LoadConfig(context.Background(), mapLookuper(envOf(s)))
+			cfg, err := config.LoadConfig(context.Background(), mapLookuper(envOf(s)))
 			require.NoError(t, err)
 			require.Positive(t, cfg.Health.UnhealthyExitAfter, "%s exits when unhealthy (UNHEALTHY_EXIT_AFTER)", name)
 			// The health check sees the stall before the exit does.
@@ -288,12 +291,15 @@ func TestComposeRequiresPasswords(t *testing.T) {
 	}
 }
 
-// TestEnvExampleMatchesConfig: every variable of app.Config is documented in
+// TestEnvExampleMatchesConfig: every variable of config.Config is documented in
 // .env.example with its default, and every one a user may set there reaches
 // the pipeline containers, with compose's fallback equal to the default.
 func TestEnvExampleMatchesConfig(t *testing.T) {
 	t.Parallel()
-	vars := configVars(reflect.TypeOf(app.Config{}))
+	vars := map[string]string{} // name -> default
+	for _, v := range configVariables() {
+		vars[v.name] = v.def
+	}
 	require.NotEmpty(t, vars)
 	example := envExample(t)
 	documented := envExampleAll(t)
@@ -302,7 +308,7 @@ func TestEnvExampleMatchesConfig(t *testing.T) {
 	// outside the stack (compose's Kafka is PLAINTEXT inside its network):
 	// documented in .env.example, commented out.
 	notPassed := []string{"ROUTER_HANDLERS", "METRICS_ADDR", "KAFKA_BOOTSTRAP_SERVERS", "POSTGRES_HOST",
-		"POSTGRES_PORT", "DATABASE_URL", "BROKER_ADDR", "BROKER_DATA_DIR"}
+		"POSTGRES_PORT", "DATABASE_URL", "BROKER_ADDR", "BROKER_DATA_DIR", "KAFKA_GROUP_INSTANCE_ID"}
 	outside := regexp.MustCompile(`^KAFKA_(SECURITY_PROTOCOL|SASL_|TLS_)`)
 
 	raw, err := os.ReadFile("docker-compose.yml")
@@ -527,30 +533,6 @@ func envExampleAll(t testing.TB) map[string]bool {
 	return out
 }
 
-// configVars maps every environment variable of app.Config to its default.
-func configVars(t reflect.Type) map[string]string {
-	out := map[string]string{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("env")
-		if tag == "" {
-			if f.Type.Kind() == reflect.Struct {
-				for k, v := range configVars(f.Type) {
-					out[k] = v
-				}
-			}
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		def := ""
-		if _, d, ok := strings.Cut(opts, "default="); ok {
-			def = d
-		}
-		out[strings.TrimSpace(name)] = def
-	}
-	return out
-}
-
 // dockerfileLines returns the instructions, continuation lines joined and
 // comments dropped.
 func dockerfileLines(src string) []string {
@@ -587,13 +569,4 @@ func dockerfileEntrypoint(t testing.TB) string {
 	}
 	require.NotEmpty(t, ep, "the Dockerfile has an ENTRYPOINT")
 	return ep
-}
-
-// freePort returns a loopback address with a port free at the time of the call.
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,35 +19,9 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 )
-
-// configVariable is one variable of app.Config, found by its env tag.
-type configVariable struct {
-	name, def string
-	typ       reflect.Type
-}
-
-// configVariables lists every variable app.Config reads, by reflection
-// over its env tags: a variable added to it is in the extremes test
-// without anyone listing it.
-func configVariables() []configVariable {
-	var out []configVariable
-	var walk func(reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if env, opts, _ := strings.Cut(f.Tag.Get("env"), ","); env != "" {
-				_, def, _ := strings.Cut(opts, "default=")
-				out = append(out, configVariable{env, def, f.Type})
-			} else if f.Type.Kind() == reflect.Struct {
-				walk(f.Type)
-			}
-		}
-	}
-	walk(reflect.TypeOf(app.Config{}))
-	return out
-}
 
 // extremes are the values a variable of type t is tried with: empty, 0,
 // negative, the smallest positive, huge (the largest the type holds, and
@@ -84,7 +56,7 @@ func extremes(t reflect.Type) []string {
 func bounds(t *testing.T, v configVariable) []string {
 	t.Helper()
 	accepts := func(value string) bool {
-		_, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
+		_, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
 		return err == nil
 	}
 	if v.def == "" || !accepts(v.def) {
@@ -118,26 +90,34 @@ func bounds(t *testing.T, v configVariable) []string {
 	}
 	require.NotNil(t, def, "%s: default %q", v.name, v.def)
 	// The largest accepted in [def, hi], the smallest in [lo, def].
-	largest, smallest := new(big.Int).Set(def), new(big.Int).Set(def)
-	for a, b := new(big.Int).Set(def), new(big.Int).Set(hi); a.Cmp(b) <= 0; {
-		mid := new(big.Int).Rsh(new(big.Int).Add(a, b), 1)
-		if accepts(format(mid)) {
-			largest.Set(mid)
-			a.Add(mid, big.NewInt(1))
-		} else {
-			b.Sub(mid, big.NewInt(1))
-		}
-	}
-	for a, b := new(big.Int).Set(lo), new(big.Int).Set(def); a.Cmp(b) <= 0; {
-		mid := new(big.Int).Rsh(new(big.Int).Add(a, b), 1)
-		if accepts(format(mid)) {
-			smallest.Set(mid)
-			b.Sub(mid, big.NewInt(1))
-		} else {
-			a.Add(mid, big.NewInt(1))
-		}
-	}
+	ok := func(x *big.Int) bool { return accepts(format(x)) }
+	largest, smallest := acceptedEnd(def, hi, true, ok), acceptedEnd(lo, def, false, ok)
 	return []string{format(smallest), format(largest)}
+}
+
+// acceptedEnd bisects [a, b] for the largest value accepted (up: a is
+// accepted) or the smallest (down: b is), the values between it and a (or
+// b) taken to be accepted too.
+func acceptedEnd(a, b *big.Int, up bool, accepts func(*big.Int) bool) *big.Int {
+	a, b = new(big.Int).Set(a), new(big.Int).Set(b)
+	end := new(big.Int).Set(b)
+	if up {
+		end.Set(a)
+	}
+	one := big.NewInt(1)
+	for a.Cmp(b) <= 0 {
+		mid := new(big.Int).Rsh(new(big.Int).Add(a, b), 1)
+		ok := accepts(mid)
+		if ok {
+			end.Set(mid)
+		}
+		if ok == up { // the end lies above mid
+			a.Add(mid, one)
+		} else {
+			b.Sub(mid, one)
+		}
+	}
+	return end
 }
 
 // extremeCase is a variable set to one extreme value, alone.
@@ -156,7 +136,7 @@ func (c extremeCase) String() string {
 	return fmt.Sprintf("%s=%q", c.name, v)
 }
 
-// TestConfigExtremes sets each variable of app.Config, alone, to each of
+// TestConfigExtremes sets each variable of config.Config, alone, to each of
 // its extremes: the configuration either takes it or refuses it naming the
 // variable. It returns (through acceptedExtremes) the values taken, which
 // TestStartupAtExtremes starts the pipeline with.
@@ -173,13 +153,13 @@ func TestConfigExtremes(t *testing.T) {
 func acceptedExtremes(t *testing.T) []extremeCase {
 	t.Helper()
 	vars := configVariables()
-	require.Greater(t, len(vars), 60, "every variable of app.Config")
+	require.Greater(t, len(vars), 60, "every variable of config.Config")
 	var accepted []extremeCase
 	for _, v := range vars {
 		for _, value := range append(extremes(v.typ), bounds(t, v)...) {
 			k := v.typ.Kind()
 			c := extremeCase{v.name, value, k == reflect.String || k == reflect.Slice || k == reflect.Bool}
-			_, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
+			_, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{v.name: value}))
 			if err != nil {
 				require.Contains(t, err.Error(), v.name, "%s: the error names the variable", c)
 				require.NotContains(t, err.Error(), "Config", "%s: the error names the variable, not the Go field", c)
@@ -243,7 +223,7 @@ func TestStartupAtExtremes(t *testing.T) {
 		if c.name == "METRICS_ADDR" && c.value == "" {
 			continue // the role's fixed port: taken on a shared machine; the same as base otherwise
 		}
-		cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(env))
+		cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(env))
 		if err != nil {
 			require.Contains(t, err.Error(), c.name, "%s: the error names the variable", c)
 			continue
@@ -265,74 +245,41 @@ func TestStartupAtExtremes(t *testing.T) {
 
 // startAndStop runs the pipeline with cfg until persist and detect have
 // each consumed a reading published for the purpose, then stops it.
-func startAndStop(t *testing.T, c extremeCase, cfg app.Config) {
-	var logs syncBuffer
+func startAndStop(t *testing.T, c extremeCase, cfg config.Config) {
+	var logs telemetrytest.LogBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	failed := func(err error) {
 		t.Helper()
 		require.Contains(t, err.Error(), c.name, "%s: start-up fails naming the variable", c)
-		require.NotContains(t, logs.String(), "panic")
+		require.Empty(t, logs.Lines("panic"))
 		t.Logf("refused at start-up: %v", err)
 	}
-	a, err := app.New(ctx, cfg, log)
+	rp, err := runPipeline(cfg, log)
 	if err != nil {
 		failed(err)
 		return
 	}
-	defer a.Close()
-	p, err := newPipeline(ctx, a)
-	if err != nil {
-		failed(err)
-		return
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx, p.Runners, p.Cleanup) }()
+	defer rp.cancel()
 
 	brokers := cfg.Kafka.BootstrapServers
 	if len(brokers) == 0 {
-		brokers = a.Brokers
+		brokers = rp.app.Kafka.Brokers
 	}
-	produce(t, brokers[0], cfg.Kafka.TopicRaw, []*record{reading2("cust_extreme", 70, time.Now())})
+	produce(t, brokers[0], cfg.Kafka.TopicRaw, []*record{validRecord("cust_extreme", 70, time.Now())})
 	consumed := func(handler string) float64 {
-		return testutil.ToFloat64(a.Metrics.Consumed.WithLabelValues(handler))
+		return testutil.ToFloat64(rp.app.Metrics.Consumed.WithLabelValues(handler))
 	}
 	deadline := time.After(60 * time.Second)
-	for consumed(app.HandlerPersist) < 1 || consumed(app.HandlerDetect) < 1 {
+	for consumed(config.HandlerPersist) < 1 || consumed(config.HandlerDetect) < 1 {
 		select {
-		case err := <-done:
+		case err := <-rp.done:
 			failed(fmt.Errorf("stopped before consuming: %w", err))
 			return
 		case <-deadline:
-			t.Fatalf("%s: persist consumed %v, detect %v within 60 s; log:\n%s", c, consumed(app.HandlerPersist), consumed(app.HandlerDetect), logs.String())
+			t.Fatalf("%s: persist consumed %v, detect %v within 60 s; log:\n%s", c, consumed(config.HandlerPersist), consumed(config.HandlerDetect), strings.Join(logs.Lines(), "\n"))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "%s: stops cleanly", c)
-	case <-time.After(min(cfg.ShutdownTimeout, time.Minute) + 30*time.Second):
-		t.Fatalf("%s: did not stop", c)
-	}
-	require.NotContains(t, logs.String(), "panic", "%s", c)
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	rp.stopWithin(t, min(cfg.ShutdownTimeout, time.Minute)+30*time.Second)
+	require.Empty(t, logs.Lines("panic"), "%s", c)
 }

@@ -1,11 +1,12 @@
-package main_test
+package main
 
 // dashboards_test.go proves the Grafana dashboard and the Prometheus rules
 // work without running Grafana: every SQL query is taken from the dashboard
-// JSON, its macros expanded as Grafana's PostgreSQL datasource expands them,
-// and executed as Grafana's read-only role against PostgreSQL after a real
-// pipeline run; every PromQL expression of the dashboard and of the rules is
-// evaluated by a real Prometheus scraping that run.
+// (package grafana), its macros expanded as Grafana's PostgreSQL datasource
+// expands them, and executed as Grafana's read-only role against PostgreSQL
+// after a real pipeline run; every PromQL expression of the dashboard and of
+// the rules is evaluated by a real Prometheus scraping that run. The
+// dashboard's checks that need no run are package grafana's own.
 //
 // Needs PostgreSQL (HEARTBEAT_TEST_DATABASE_URL, default the local trust URL), psql,
 // prometheus and promtool (Debian: apt-get install -y prometheus
@@ -24,12 +25,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 	"unicode"
@@ -38,237 +37,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 	"github.com/heartbeat/heartbeat/grafana"
+	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
 
-const (
-	dashboardFile   = "grafana/dashboards/heartbeat.json"
-	datasourcesFile = "grafana/provisioning/datasources/heartbeat.yml"
-	rulesFile       = "prometheus/heartbeat.rules.yml"
-	dashboardUID    = "heartbeat-overview"
-)
-
-// --- prerequisites --------------------------------------------------------
-
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v != "" && v != "false" && v != "0"
-}
-
-// needs stops the test when a prerequisite is missing: a failure when CI is
-// set (the check must run there), a skip otherwise.
-func needs(t testing.TB, what string, err error) {
-	t.Helper()
-	if err == nil {
-		return
-	}
-	if inCI() {
-		t.Fatalf("%s is required (CI=true): %v", what, err)
-	}
-	t.Skipf("skipping: %s is not available: %v (with CI=true this fails)", what, err)
-}
-
-func lookTool(t testing.TB, name, hint string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	needs(t, name+" ("+hint+")", err)
-	return path
-}
-
-// --- dashboard model --------------------------------------------------------
-
-type dsRef struct {
-	Type string `json:"type"`
-	UID  string `json:"uid"`
-}
-
-type target struct {
-	RefID      string `json:"refId"`
-	Datasource *dsRef `json:"datasource"`
-	RawSQL     string `json:"rawSql"`
-	Format     string `json:"format"`
-	Expr       string `json:"expr"`
-	Instant    bool   `json:"instant"`
-	Range      bool   `json:"range"`
-}
-
-type override struct {
-	Matcher struct {
-		ID      string `json:"id"`
-		Options any    `json:"options"`
-	} `json:"matcher"`
-}
-
-type panel struct {
-	ID          int                      `json:"id"`
-	Type        string                   `json:"type"`
-	Title       string                   `json:"title"`
-	Datasource  *dsRef                   `json:"datasource"`
-	Targets     []target                 `json:"targets"`
-	Panels      []panel                  `json:"panels"`
-	GridPos     struct{ X, Y, W, H int } `json:"gridPos"`
-	FieldConfig struct {
-		Overrides []override `json:"overrides"`
-	} `json:"fieldConfig"`
-	Options struct {
-		XField string `json:"xField"`
-	} `json:"options"`
-}
-
-type dashboard struct {
-	UID    string  `json:"uid"`
-	Title  string  `json:"title"`
-	Panels []panel `json:"panels"`
-	Time   struct {
-		From string `json:"from"`
-		To   string `json:"to"`
-	} `json:"time"`
-	Templating struct {
-		List []json.RawMessage `json:"list"`
-	} `json:"templating"`
-}
-
-func loadDashboard(t testing.TB) (dashboard, []panel) {
-	t.Helper()
-	raw, err := os.ReadFile(dashboardFile)
-	require.NoError(t, err)
-	var d dashboard
-	require.NoError(t, json.Unmarshal(raw, &d))
-	var flat []panel
-	var walk func([]panel)
-	walk = func(ps []panel) {
-		for _, p := range ps {
-			if p.Type == "row" {
-				walk(p.Panels)
-				continue
-			}
-			flat = append(flat, p)
-		}
-	}
-	walk(d.Panels)
-
-	// Every query anywhere in the file (a collapsed row, a variable) must be
-	// one of the panel targets checked here: count them the hard way.
-	var generic any
-	require.NoError(t, json.Unmarshal(raw, &generic))
-	var found int
-	var count func(any)
-	count = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			if _, ok := v["rawSql"]; ok {
-				found++
-			} else if _, ok := v["expr"]; ok {
-				found++
-			}
-			for _, x := range v {
-				count(x)
-			}
-		case []any:
-			for _, x := range v {
-				count(x)
-			}
-		}
-	}
-	count(generic)
-	var targets int
-	for _, p := range flat {
-		targets += len(p.Targets)
-	}
-	require.Equal(t, found, targets, "every query in %s belongs to a panel target", dashboardFile)
-	return d, flat
-}
-
-type provisionedDatasource struct {
-	Name     string         `yaml:"name"`
-	UID      string         `yaml:"uid"`
-	Type     string         `yaml:"type"`
-	URL      string         `yaml:"url"`
-	JSONData map[string]any `yaml:"jsonData"`
-}
-
-func loadDatasources(t testing.TB) map[string]provisionedDatasource {
-	t.Helper()
-	var f struct {
-		APIVersion  int                     `yaml:"apiVersion"`
-		Datasources []provisionedDatasource `yaml:"datasources"`
-	}
-	readYAML(t, datasourcesFile, &f)
-	require.Equal(t, 1, f.APIVersion)
-	out := map[string]provisionedDatasource{}
-	for _, ds := range f.Datasources {
-		require.NotEmpty(t, ds.UID, "datasource %s has a fixed uid", ds.Name)
-		out[ds.UID] = ds
-	}
-	return out
-}
+const rulesFile = "prometheus/heartbeat.rules.yml"
 
 // --- static checks ------------------------------------------------------------
-
-func TestDashboardDatasourcesAreProvisioned(t *testing.T) {
-	t.Parallel()
-	d, panels := loadDashboard(t)
-	dss := loadDatasources(t)
-	require.Equal(t, dashboardUID, d.UID, "a stable uid keeps links and the home dashboard working")
-	require.Empty(t, d.Templating.List, "no template variables: the tests substitute only Grafana's built-in ones")
-
-	types := map[string]int{}
-	ids := map[int]bool{}
-	for _, p := range panels {
-		require.NotNil(t, p.Datasource, "panel %q has a datasource", p.Title)
-		ds, ok := dss[p.Datasource.UID]
-		require.True(t, ok, "panel %q uses datasource uid %q, which provisioning does not create", p.Title, p.Datasource.UID)
-		require.Equal(t, ds.Type, p.Datasource.Type, "panel %q", p.Title)
-		require.NotEmpty(t, p.Targets, "panel %q has a query", p.Title)
-		for _, tg := range p.Targets {
-			if tg.Datasource != nil {
-				require.Equal(t, *p.Datasource, *tg.Datasource, "panel %q target %s", p.Title, tg.RefID)
-			}
-			switch ds.Type {
-			case "grafana-postgresql-datasource":
-				require.NotEmpty(t, tg.RawSQL, "panel %q", p.Title)
-				require.Contains(t, []string{"time_series", "table"}, tg.Format, "panel %q", p.Title)
-			case "prometheus":
-				require.NotEmpty(t, tg.Expr, "panel %q", p.Title)
-			}
-		}
-		require.False(t, ids[p.ID], "panel id %d is unique", p.ID)
-		ids[p.ID] = true
-		require.LessOrEqual(t, p.GridPos.X+p.GridPos.W, 24, "panel %q fits the 24-column grid", p.Title)
-		types[p.Type]++
-	}
-	for _, typ := range []string{"timeseries", "stat", "barchart", "table"} {
-		require.NotZero(t, types[typ], "the dashboard has a %s panel", typ)
-	}
-
-	// The seven panels of the original dashboard, plus pipeline health.
-	var titles []string
-	for _, p := range panels {
-		titles = append(titles, p.Title)
-	}
-	for _, want := range []string{"Heartbeats ingested per minute", "Anomalies per minute", "Anomaly breakdown by type",
-		"Average heart rate (5 min)", "p95 heart rate (5 min)", "Active customers (5 min)", "Recent anomalies",
-		"Messages/s per handler", "Handler latency p99", "Invalid and DLQ rate", "Consumer lag per group",
-		"Anomaly rate by type and severity", "Stalled partitions", "Oldest unforwarded anomaly", "Memory", "Goroutines", "GC"} {
-		require.Contains(t, titles, want)
-	}
-}
-
-// TestPrometheusIntervalsAgree: Grafana's $__rate_interval is only right if
-// the datasource's timeInterval is Prometheus' scrape interval.
-func TestPrometheusIntervalsAgree(t *testing.T) {
-	t.Parallel()
-	var prom provisionedDatasource
-	for _, ds := range loadDatasources(t) {
-		if ds.Type == "prometheus" {
-			prom = ds
-		}
-	}
-	require.Equal(t, "http://prometheus:9090", prom.URL, "the compose service name and port")
-	var cfg promConfig
-	readYAML(t, "prometheus/prometheus.yml", &cfg)
-	require.Equal(t, cfg.Global.ScrapeInterval, prom.JSONData["timeInterval"])
-}
+//
+// The dashboard's own checks (panels, datasources, the macro engine) are in
+// package grafana; these are the Prometheus rules'.
 
 func TestPromtool(t *testing.T) {
 	t.Parallel()
@@ -365,59 +144,6 @@ func githubAnchor(heading string) string {
 	return b.String()
 }
 
-// The macro engine lives in package grafana; the tests use it by these names.
-type timeRange = grafana.TimeRange
-
-var (
-	parseGrafanaTime     = grafana.ParseTime
-	parseGrafanaInterval = grafana.ParseInterval
-	grafanaInterval      = grafana.Interval
-	formatInterval       = grafana.FormatInterval
-	grafanaSQL           = grafana.ExpandSQL
-	grafanaPromQL        = grafana.ExpandPromQL
-)
-
-// TestGrafanaMacroEngine pins the expansion to Grafana's own output format
-// (grafana-postgresql-datasource/macros_test.go uses the same range).
-func TestGrafanaMacroEngine(t *testing.T) {
-	t.Parallel()
-	from := time.Date(2018, 4, 12, 18, 0, 0, 0, time.UTC)
-	tr := timeRange{From: from, To: from.Add(5 * time.Minute)}
-	for _, tc := range []struct{ in, want string }{
-		{"select $__time(time_column)", `select time_column AS "time"`},
-		{"select $__timeEpoch(time)", `select extract(epoch from time) as "time"`},
-		{"WHERE $__timeFilter(time_column)", "WHERE time_column BETWEEN '2018-04-12T18:00:00Z' AND '2018-04-12T18:05:00Z'"},
-		{"GROUP BY $__timeGroup(time_column,'5m')", "GROUP BY floor(extract(epoch from time_column)/300)*300"},
-		{"GROUP BY $__timeGroup(time_column, 5m)", "GROUP BY floor(extract(epoch from time_column)/300)*300"},
-		{"select $__timeGroup(time_column,'5m'), 1", `select floor(extract(epoch from time_column)/300)*300 AS "time", 1`},
-		{"select $__timeGroupAlias(time_column,'5m')", `select floor(extract(epoch from time_column)/300)*300 AS "time"`},
-		{"select $__timeGroupAlias(event_time, 1m, 0)", `select floor(extract(epoch from event_time)/60)*60 AS "time"`},
-		{"select $__timeFrom()", "select '2018-04-12T18:00:00Z'"},
-		{"select $__timeTo()", "select '2018-04-12T18:05:00Z'"},
-		{"select $__unixEpochFilter(time)", "select time >= 1523556000 AND time <= 1523556300"},
-		{"select $__unixEpochGroupAlias(time_column,'5m')", `select floor((time_column)/300)*300 AS "time"`},
-		{"select $__unixEpochFrom(), $__interval, $__interval_ms", "select 1523556000, 1m, 60000"},
-	} {
-		got, err := grafanaSQL(tc.in, tr, time.Minute)
-		require.NoError(t, err, tc.in)
-		require.Equal(t, tc.want, got, tc.in)
-	}
-	for _, bad := range []string{"$__timeFilter()", "$__timeGroup(c)", "$__timeGroup(c, 1m, maybe)", "$__nope(c)"} {
-		_, err := grafanaSQL(bad, tr, time.Minute)
-		require.Error(t, err, bad)
-	}
-
-	hour := timeRange{From: from, To: from.Add(time.Hour)}
-	got, err := grafanaPromQL("rate(x[$__rate_interval]) + rate(x[${__interval}]) + increase(x[$__range])", hour, 15*time.Second)
-	require.NoError(t, err)
-	require.Equal(t, "rate(x[60s]) + rate(x[15s]) + increase(x[3600s])", got, "max(15s + 15s, 4 × 15s)")
-	got, err = grafanaPromQL("rate(x[$__rate_interval])", hour, time.Second)
-	require.NoError(t, err)
-	require.Equal(t, "rate(x[6s])", got, "1h over 1000 px is 3.6 s, rounded to 5 s, plus one scrape")
-	_, err = grafanaPromQL("rate(x[$window])", hour, time.Second)
-	require.Error(t, err)
-}
-
 // --- the real thing ----------------------------------------------------------
 
 // dashRunEvents is how many readings the dashboard run simulates.
@@ -431,10 +157,8 @@ type pipelineRun struct {
 	readerURL string // Grafana's read-only role on the run's database
 	promURL   string
 	scrape    time.Duration
-	pipeline  *exec.Cmd
-	exited    chan error
-	pipeLog   string
-	promLog   string
+	pipeline  *process
+	prom      *process
 }
 
 func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
@@ -442,13 +166,15 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 		t.Skip("starts the pipeline, PostgreSQL queries and Prometheus: not in -short")
 	}
 	run := startPipelineRun(t)
-	d, panels := loadDashboard(t)
+	d, err := grafana.Load()
+	require.NoError(t, err)
+	panels := d.Flat()
 	now := time.Now()
-	from, err := parseGrafanaTime(d.Time.From, now)
+	from, err := grafana.ParseTime(d.Time.From, now)
 	require.NoError(t, err)
-	to, err := parseGrafanaTime(d.Time.To, now)
+	to, err := grafana.ParseTime(d.Time.To, now)
 	require.NoError(t, err)
-	tr := timeRange{From: from, To: to}
+	tr := grafana.TimeRange{From: from, To: to}
 
 	t.Run("sql", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -456,45 +182,25 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 		conn, err := pgx.Connect(ctx, run.readerURL)
 		require.NoError(t, err)
 		defer conn.Close(context.Background())
-		var n int
-		for _, p := range panels {
-			for _, tg := range p.Targets {
-				if tg.RawSQL == "" {
-					continue
-				}
-				n++
-				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) {
-					checkSQLTarget(t, ctx, conn, p, tg, tr)
-				})
-			}
-		}
-		require.NotZero(t, n)
+		eachTarget(t, panels, func(tg grafana.Target) bool { return tg.RawSQL != "" }, func(t *testing.T, p grafana.Panel, tg grafana.Target) {
+			checkSQLTarget(t, ctx, conn, p, tg, tr)
+		})
 	})
 
 	t.Run("promql", func(t *testing.T) {
-		var n int
-		for _, p := range panels {
-			for _, tg := range p.Targets {
-				if tg.Expr == "" {
-					continue
-				}
-				n++
-				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) {
-					expr, err := grafanaPromQL(tg.Expr, tr, run.scrape)
-					require.NoError(t, err)
-					var res promResult
-					if tg.Instant {
-						res = run.query(t, expr, tr.To)
-					} else {
-						step := grafanaInterval(tr, run.scrape)
-						res = run.queryRange(t, expr, tr.From, tr.To, step)
-					}
-					require.NotEmpty(t, res.Result, "%s returned no series after a pipeline run", expr)
-					require.True(t, res.hasFiniteValue(), "%s has no finite value after a pipeline run: %s", expr, res.raw)
-				})
+		eachTarget(t, panels, func(tg grafana.Target) bool { return tg.Expr != "" }, func(t *testing.T, _ grafana.Panel, tg grafana.Target) {
+			expr, err := grafana.ExpandPromQL(tg.Expr, tr, run.scrape)
+			require.NoError(t, err)
+			var res promResult
+			if tg.Instant {
+				res = run.query(t, expr, tr.To)
+			} else {
+				step := grafana.Interval(tr, run.scrape)
+				res = run.queryRange(t, expr, tr.From, tr.To, step)
 			}
-		}
-		require.NotZero(t, n)
+			require.NotEmpty(t, res.Result, "%s returned no series after a pipeline run", expr)
+			require.True(t, res.hasFiniteValue(), "%s has no finite value after a pipeline run: %s", expr, res.raw)
+		})
 	})
 
 	// "Messages/s per handler" plots heartbeat_messages_consumed_total: it
@@ -557,8 +263,7 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 		}
 
 		// Prometheus itself evaluated every rule without error.
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		run.waitFor(t, "Prometheus to evaluate every rule cleanly", 20*time.Second, func() (bool, error) {
 			health := run.ruleHealth(t)
 			bad := ""
 			for _, n := range names {
@@ -566,18 +271,30 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 					bad += fmt.Sprintf(" %s=%q", n, h)
 				}
 			}
-			if bad == "" {
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "rules not evaluated cleanly by Prometheus:%s", bad)
-			time.Sleep(200 * time.Millisecond) // polling interval
-		}
+			return bad == "", fmt.Errorf("rules not evaluated cleanly:%s", bad)
+		})
 	})
 }
 
+// eachTarget runs check as a subtest of t for each target of panels that
+// has, and fails t when none has.
+func eachTarget(t *testing.T, panels []grafana.Panel, has func(grafana.Target) bool, check func(*testing.T, grafana.Panel, grafana.Target)) {
+	t.Helper()
+	var n int
+	for _, p := range panels {
+		for _, tg := range p.Targets {
+			if has(tg) {
+				n++
+				t.Run(p.Title+"/"+tg.RefID, func(t *testing.T) { check(t, p, tg) })
+			}
+		}
+	}
+	require.NotZero(t, n, "the dashboard has such queries")
+}
+
 // checkSQLTarget runs one panel query as Grafana would and checks its shape.
-func checkSQLTarget(t *testing.T, ctx context.Context, conn *pgx.Conn, p panel, tg target, tr timeRange) {
-	sql, err := grafanaSQL(tg.RawSQL, tr, grafanaInterval(tr, time.Minute))
+func checkSQLTarget(t *testing.T, ctx context.Context, conn *pgx.Conn, p grafana.Panel, tg grafana.Target, tr grafana.TimeRange) {
+	sql, err := grafana.ExpandSQL(tg.RawSQL, tr, grafana.Interval(tr, time.Minute))
 	require.NoError(t, err)
 	require.NotContains(t, sql, "$", "an unexpanded variable is left in\n%s", sql)
 	t.Logf("expanded:\n%s", sql)
@@ -733,11 +450,7 @@ func (r *pipelineRun) api(t testing.TB, path string, params url.Values) json.Raw
 
 func (r *pipelineRun) query(t testing.TB, expr string, at time.Time) promResult {
 	t.Helper()
-	data := r.api(t, "/api/v1/query", url.Values{"query": {expr}, "time": {promTime(at)}})
-	var res promResult
-	require.NoError(t, json.Unmarshal(data, &res))
-	res.raw = string(data)
-	return res
+	return r.result(t, "/api/v1/query", url.Values{"query": {expr}, "time": {promTime(at)}})
 }
 
 func (r *pipelineRun) queryRange(t testing.TB, expr string, from, to time.Time, step time.Duration) promResult {
@@ -746,9 +459,15 @@ func (r *pipelineRun) queryRange(t testing.TB, expr string, from, to time.Time, 
 	s := step.Seconds()
 	start := math.Floor(float64(from.Unix())/s) * s
 	end := math.Ceil(float64(to.Unix())/s) * s
-	data := r.api(t, "/api/v1/query_range", url.Values{"query": {expr},
+	return r.result(t, "/api/v1/query_range", url.Values{"query": {expr},
 		"start": {strconv.FormatFloat(start, 'f', -1, 64)}, "end": {strconv.FormatFloat(end, 'f', -1, 64)},
 		"step": {strconv.FormatFloat(s, 'f', -1, 64)}})
+}
+
+// result is the answer of the query API at path to params.
+func (r *pipelineRun) result(t testing.TB, path string, params url.Values) promResult {
+	t.Helper()
+	data := r.api(t, path, params)
 	var res promResult
 	require.NoError(t, json.Unmarshal(data, &res))
 	res.raw = string(data)
@@ -796,103 +515,66 @@ func promTime(t time.Time) string {
 
 // --- starting everything ------------------------------------------------------
 
-// waitFor polls cond until it holds or the deadline passes; it fails fast
-// when the pipeline has exited.
+// waitFor is the harness's waitFor, failing fast when the pipeline has
+// exited and showing the logs when the deadline passes.
 func (r *pipelineRun) waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return
+	err := poll(timeout, 100*time.Millisecond, func() (bool, error) {
+		if r.pipeline != nil && r.pipeline.exited() {
+			t.Fatalf("pipeline exited while waiting for %s: %v\n%s", what, r.pipeline.exitErr, r.pipeline.tail(60))
 		}
-		last = err
-		select {
-		case err := <-r.exited:
-			t.Fatalf("pipeline exited while waiting for %s: %v\n%s", what, err, tail(r.pipeLog))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s (last error: %v)\npipeline log:\n%s\nprometheus log:\n%s",
-				timeout, what, last, tail(r.pipeLog), tail(r.promLog))
-		}
-		time.Sleep(100 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-func tail(path string) string {
-	b, err := os.ReadFile(path)
+		return cond()
+	})
 	if err != nil {
-		return err.Error()
+		var pipeLog string
+		if r.pipeline != nil {
+			pipeLog = r.pipeline.tail(60)
+		}
+		t.Fatalf("waiting for %s: %v\npipeline log:\n%s\nprometheus log:\n%s", what, err, pipeLog, r.prom.tail(60))
 	}
-	if len(b) > 6000 {
-		b = b[len(b)-6000:]
-	}
-	return string(b)
 }
 
 func startPipelineRun(t *testing.T) *pipelineRun {
 	t.Helper()
 	promBin := lookTool(t, "prometheus", "Debian package prometheus")
 	psql := lookTool(t, "psql", "Debian package postgresql-client")
-
-	adminURL := os.Getenv("HEARTBEAT_TEST_DATABASE_URL")
-	if adminURL == "" {
-		adminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
-	ctx := t.Context()
-	connectCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(connectCtx, adminURL)
-	needs(t, "PostgreSQL at HEARTBEAT_TEST_DATABASE_URL ("+adminURL+")", err)
-	t.Cleanup(func() { admin.Close(context.Background()) })
-
+	bin := heartbeatBinary(t)
 	dir := t.TempDir()
-	run := &pipelineRun{scrape: time.Second, exited: make(chan error, 1),
-		pipeLog: filepath.Join(dir, "pipeline.log"), promLog: filepath.Join(dir, "prometheus.log")}
-
-	// The binary, built with this test binary's own settings (-race, cgo,
-	// tags) so that it reuses the packages `go test` has just compiled.
-	bin := filepath.Join(dir, "heartbeat")
-	args, env := buildLikeThisTest()
-	build := exec.Command("go", append(append([]string{"build"}, args...), "-o", bin, ".")...)
-	build.Env = append(os.Environ(), env...)
-	started := time.Now()
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build %v (main package):\n%s", build.Args, out)
-	t.Logf("%v took %s", build.Args, time.Since(started).Round(time.Millisecond))
+	run := &pipelineRun{scrape: time.Second}
 
 	// A fresh database and Grafana's read-only role, made by the same script
-	// the postgres container runs.
-	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + strconv.Itoa(os.Getpid()%1000)
-	db := "heartbeat_dash_" + suffix
-	reader := "heartbeat_dash_reader_" + suffix
-	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize())
+	// the postgres container runs; the role is dropped after the database.
+	server, err := pgx.ParseConfig(pgtest.ServerURL())
 	require.NoError(t, err)
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36) + strconv.Itoa(os.Getpid()%1000)
+	reader := "heartbeat_dash_reader_" + suffix
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
+		admin, err := pgx.ConnectConfig(ctx, server)
 		require.NoError(t, err)
+		defer admin.Close(ctx)
 		_, err = admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{reader}.Sanitize())
 		require.NoError(t, err)
 	})
-	cfg, err := pgx.ParseConfig(adminURL)
+	dbURL, _ := pgtest.Database(t, "heartbeat_dash_")
+	db, err := pgx.ParseConfig(dbURL)
 	require.NoError(t, err)
 	script := exec.Command("sh", "grafana/postgres-init/grafana-reader.sh")
 	script.Env = append(os.Environ(), "PATH="+filepath.Dir(psql)+":"+os.Getenv("PATH"),
-		"PGHOST="+cfg.Host, "PGPORT="+strconv.Itoa(int(cfg.Port)), "PGPASSWORD="+cfg.Password,
-		"POSTGRES_USER="+cfg.User, "POSTGRES_DB="+db,
+		"PGHOST="+server.Host, "PGPORT="+strconv.Itoa(int(server.Port)), "PGPASSWORD="+server.Password,
+		"POSTGRES_USER="+server.User, "POSTGRES_DB="+db.Database,
 		"GRAFANA_DB_USER="+reader, "GRAFANA_DB_PASSWORD=reader-"+suffix)
-	out, err = script.CombinedOutput()
+	out, err := script.CombinedOutput()
 	require.NoError(t, err, "grafana/postgres-init/grafana-reader.sh:\n%s", out)
-	dbURL := replaceDB(t, adminURL, db, "", "")
-	run.readerURL = replaceDB(t, adminURL, db, reader, "reader-"+suffix)
+	readerURL, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	readerURL.User = url.UserPassword(reader, "reader-"+suffix)
+	run.readerURL = readerURL.String()
 
 	// Prometheus, scraping the pipeline every second and evaluating the rules.
-	metricsAddr := freePort(t)
-	promAddr := freePort(t)
+	metricsAddr := telemetrytest.FreeAddr(t)
+	promAddr := telemetrytest.FreeAddr(t)
 	absRules, err := filepath.Abs(rulesFile)
 	require.NoError(t, err)
 	promCfg := fmt.Sprintf(`global:
@@ -907,16 +589,10 @@ scrape_configs:
         labels: {service: all-in-one}
 `, absRules, metricsAddr)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(promCfg), 0o600))
-	promLog, err := os.Create(run.promLog)
-	require.NoError(t, err)
-	t.Cleanup(func() { promLog.Close() })
-	prom := exec.Command(promBin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"), "--web.listen-address="+promAddr, "--log.level=warn")
-	prom.Stdout, prom.Stderr = promLog, promLog
-	require.NoError(t, prom.Start())
-	promDone := make(chan struct{})
-	go func() { _ = prom.Wait(); close(promDone) }()
-	t.Cleanup(func() { stop(prom, promDone) })
+	run.prom = startProcess(t, "prometheus", filepath.Join(dir, "prometheus.log"), exec.Command(promBin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		"--web.listen-address="+promAddr, "--log.level=warn"))
+	t.Cleanup(func() { run.prom.terminate(10 * time.Second) })
 	run.promURL = "http://" + promAddr
 
 	run.waitFor(t, "Prometheus ready", 20*time.Second, func() (bool, error) {
@@ -956,13 +632,10 @@ scrape_configs:
 	})
 
 	// The pipeline: simulator, persist and detect in one process.
-	pipeLog, err := os.Create(run.pipeLog)
-	require.NoError(t, err)
-	t.Cleanup(func() { pipeLog.Close() })
 	p := exec.Command(bin)
-	p.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "TMPDIR=" + dir,
-		"DATABASE_URL=" + dbURL, "METRICS_ADDR=" + metricsAddr, "BROKER_ADDR=" + freePort(t),
-		"SIM_EVENTS_PER_SECOND=1000", "SIM_TOTAL_EVENTS=" + strconv.Itoa(dashRunEvents), "SIM_BURST_MULTIPLIER=1", "SIM_SEED=7", "LOG_LEVEL=info",
+	p.Env = processEnv(map[string]string{"HOME": dir, "TMPDIR": dir,
+		"DATABASE_URL": dbURL, "METRICS_ADDR": metricsAddr, "BROKER_ADDR": telemetrytest.FreeAddr(t),
+		"SIM_EVENTS_PER_SECOND": "1000", "SIM_TOTAL_EVENTS": strconv.Itoa(dashRunEvents), "SIM_BURST_MULTIPLIER": "1", "SIM_SEED": "7", "LOG_LEVEL": "info",
 		// The default detector (episode mode), its durations shrunk to fit
 		// four seconds of readings (200 customers, 20 readings each): held
 		// lows and highs open SUSTAINED_* (high) at once, held jumps SPIKE
@@ -970,27 +643,19 @@ scrape_configs:
 		// episodes close a second after the rate is back — so every severity,
 		// open and closed episodes with their end, peak and trough fill the
 		// anomaly panels.
-		"SIM_CUSTOMER_COUNT=200", "SIM_ANOMALY_RATIO=0.05",
-		"ANOMALY_SUSTAINED_FOR=1ms", "ANOMALY_SUSTAINED_LOW_THRESHOLD=50", "ANOMALY_SUSTAINED_HIGH_THRESHOLD=140",
-		"ANOMALY_CLEAR_FOR=1s", "ANOMALY_SIGNAL_LOSS_AFTER=1s"}
-	p.Stdout, p.Stderr = pipeLog, pipeLog
-	run.start = time.Now()
-	require.NoError(t, p.Start())
-	run.pipeline = p
-	pipeDone := make(chan struct{})
-	go func() { err := p.Wait(); run.exited <- err; close(pipeDone) }()
+		"SIM_CUSTOMER_COUNT": "200", "SIM_ANOMALY_RATIO": "0.05",
+		"ANOMALY_SUSTAINED_FOR": "1ms", "ANOMALY_SUSTAINED_LOW_THRESHOLD": "50", "ANOMALY_SUSTAINED_HIGH_THRESHOLD": "140",
+		"ANOMALY_CLEAR_FOR": "1s", "ANOMALY_SIGNAL_LOSS_AFTER": "1s"})
+	run.pipeline = startProcess(t, "pipeline", filepath.Join(dir, "pipeline.log"), p)
+	run.start = run.pipeline.started
 	t.Cleanup(func() {
-		_ = p.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-pipeDone:
-		case <-time.After(15 * time.Second):
-			_ = p.Process.Kill()
-			<-pipeDone
-			t.Errorf("pipeline did not stop within 15s of SIGTERM\n%s", tail(run.pipeLog))
+		if _, inTime := run.pipeline.terminate(15 * time.Second); !inTime {
+			t.Errorf("pipeline did not stop within 15s of SIGTERM\n%s", run.pipeline.tail(60))
 		}
 	})
 
 	// Rows in all three tables: most of the simulated events stored.
+	ctx := t.Context()
 	owner, err := pgx.Connect(ctx, dbURL)
 	require.NoError(t, err)
 	t.Cleanup(func() { owner.Close(context.Background()) })
@@ -1020,53 +685,4 @@ scrape_configs:
 		return len(res.Result) > 0, errors.New(res.raw)
 	})
 	return run
-}
-
-// buildLikeThisTest returns go build flags and environment matching the
-// settings this test binary was built with.
-func buildLikeThisTest() (args, env []string) {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return nil, nil
-	}
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "-race", "-msan", "-asan", "-trimpath":
-			if s.Value == "true" {
-				args = append(args, s.Key)
-			}
-		case "-tags":
-			args = append(args, "-tags="+s.Value)
-		case "CGO_ENABLED":
-			env = append(env, "CGO_ENABLED="+s.Value)
-		}
-	}
-	return args, env
-}
-
-func stop(cmd *exec.Cmd, done <-chan struct{}) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
-}
-
-// replaceDB returns u pointing at database db, as user/password when given.
-func replaceDB(t testing.TB, u, db, user, password string) string {
-	t.Helper()
-	parsed, err := url.Parse(u)
-	require.NoError(t, err)
-	parsed.Path = "/" + db
-	if user != "" {
-		parsed.User = url.UserPassword(user, password)
-	}
-	q := parsed.Query()
-	if q.Get("sslmode") == "" {
-		q.Set("sslmode", "disable")
-	}
-	parsed.RawQuery = q.Encode()
-	return parsed.String()
 }

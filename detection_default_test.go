@@ -22,7 +22,7 @@ import (
 func TestDefaultDetectionAlertsOncePerEpisode(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
-	startPipeline(t, map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect"})
+	startPipeline(t, pipelineEnv(broker, dbURL, nil))
 
 	// Twenty minutes ago: no customer is live, so none falls silent when
 	// the stream ends.
@@ -59,8 +59,8 @@ func TestDefaultDetectionAlertsOncePerEpisode(t *testing.T) {
 		case s > 7*60:
 			boundary = 64
 		}
-		recs = append(recs, reading2("cust_jump", jump, at), reading2("cust_tachy", tachy, at), reading2("cust_artefact", artefact, at),
-			reading2("cust_jump_tachy", jumpTachy, at), reading2("cust_boundary", boundary, at))
+		recs = append(recs, validRecord("cust_jump", jump, at), validRecord("cust_tachy", tachy, at), validRecord("cust_artefact", artefact, at),
+			validRecord("cust_jump_tachy", jumpTachy, at), validRecord("cust_boundary", boundary, at))
 	}
 	produce(t, broker, "events.raw.v1", recs)
 
@@ -69,7 +69,7 @@ func TestDefaultDetectionAlertsOncePerEpisode(t *testing.T) {
 	want := map[string]string{"cust_jump|SPIKE|": "closed", "cust_tachy|SUSTAINED_HIGH|": "closed",
 		"cust_jump_tachy|SUSTAINED_HIGH|SPIKE": "closed"}
 	got := map[string]string{}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	_ = poll(30*time.Second, 50*time.Millisecond, func() (bool, error) {
 		rows, err := pool.Query(context.Background(), `SELECT customer_id || '|' || anomaly_type || '|' || coalesce(details->>'reclassified_from', ''),
 			status FROM anomalies`)
 		require.NoError(t, err)
@@ -77,10 +77,8 @@ func TestDefaultDetectionAlertsOncePerEpisode(t *testing.T) {
 		var key, status string
 		_, err = pgx.ForEachRow(rows, []any{&key, &status}, func() error { got[key] = status; return nil })
 		require.NoError(t, err)
-		if reflect.DeepEqual(got, want) {
-			break
-		}
-	}
+		return reflect.DeepEqual(got, want), nil
+	})
 	require.Equal(t, want, got, "one row per episode, none for the artefacts")
 	var rows int
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM anomalies").Scan(&rows))

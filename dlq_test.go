@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/app/dlq"
+	"github.com/heartbeat/heartbeat/app/cli"
 )
 
 // TestPoisonedMessageIsReplayedOnceFixed: a reading the database refuses on
@@ -20,8 +20,7 @@ func TestPoisonedMessageIsReplayedOnceFixed(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
 	ctx := context.Background()
-	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist",
-		"RETRY_MAX_RETRIES": "2", "RETRY_INITIAL_INTERVAL": "10ms"}
+	env := pipelineEnv(broker, dbURL, map[string]string{"ROUTER_HANDLERS": "persist", "RETRY_MAX_RETRIES": "2", "RETRY_INITIAL_INTERVAL": "10ms"})
 	p := startPipeline(t, env) // migrates the database
 	p.stop(t)
 	_, err := pool.Exec(ctx, `CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -31,15 +30,20 @@ func TestPoisonedMessageIsReplayedOnceFixed(t *testing.T) {
 	p = startPipeline(t, env)
 
 	now := time.Now()
-	poison := reading2("cust_poison", 70, now)
-	recs := []*record{reading2("cust_a", 70, now), poison, reading2("cust_b", 71, now)}
+	poison := validRecord("cust_poison", 70, now)
+	recs := []*record{validRecord("cust_a", 70, now), poison, validRecord("cust_b", 71, now)}
 	produce(t, broker, "events.raw.v1", recs)
 	waitForRows(t, pool, "SELECT count(*) FROM heartbeat_events", 2)
 
-	var out bytes.Buffer
-	require.Eventually(t, func() bool {
+	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", broker)
+	var out, errOut bytes.Buffer
+	dlqCmd := func(args ...string) int {
 		out.Reset()
-		return dlq.Main(ctx, []string{broker}, "events.dlq.v1", nil, []string{"list"}, &out) == nil &&
+		errOut.Reset()
+		return cli.Main(ctx, append([]string{"dlq"}, args...), &out, &errOut, newPipeline)
+	}
+	require.Eventually(t, func() bool {
+		return dlqCmd("list") == 0 &&
 			bytes.Contains(out.Bytes(), []byte("cust_poison is refused by a bug"))
 	}, 20*time.Second, 50*time.Millisecond, "dlq list shows the poisoned message: %s", out.String())
 	require.Contains(t, out.String(), "persist")
@@ -48,16 +52,14 @@ func TestPoisonedMessageIsReplayedOnceFixed(t *testing.T) {
 
 	_, err = pool.Exec(ctx, `DROP TRIGGER refuse_poison ON heartbeat_events`)
 	require.NoError(t, err)
-	out.Reset()
-	require.NoError(t, dlq.Main(ctx, []string{broker}, "events.dlq.v1", nil, []string{"replay", "--handler", "persist"}, &out))
+	require.Zero(t, dlqCmd("replay", "--handler", "persist"), errOut.String())
 	require.Contains(t, out.String(), "replayed 1")
 	waitForRows(t, pool, "SELECT count(*) FROM heartbeat_events", 3)
 	var n int
 	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM heartbeat_events WHERE event_id = $1", poison.eventID).Scan(&n))
 	require.Equal(t, 1, n)
 
-	out.Reset()
-	require.NoError(t, dlq.Main(ctx, []string{broker}, "events.dlq.v1", nil, []string{"replay"}, &out))
+	require.Zero(t, dlqCmd("replay"), errOut.String())
 	require.Contains(t, out.String(), "replayed 0", "a second replay replays nothing")
 	p.stop(t)
 }

@@ -83,7 +83,7 @@ func hostile(now time.Time) []*record {
 	}
 	out := make([]*record, len(cases))
 	for i, c := range cases {
-		out[i] = invalid(c.payload, c.class, c.field)
+		out[i] = invalidRecord(c.payload, c.class, c.field)
 	}
 	return out
 }
@@ -95,13 +95,13 @@ func hostile(now time.Time) []*record {
 func TestHostileInputLandsOnTheInvalidTopic(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
-	p := startPipeline(t, map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect"})
+	p := startPipeline(t, pipelineEnv(broker, dbURL, nil))
 
 	now := time.Now()
 	bad := hostile(now)
 	var recs []*record
 	for i, b := range bad {
-		r := reading2(fmt.Sprintf("cust_h%d", i%7), 60+i%20, now.Add(-time.Duration(len(bad)-i)*time.Second))
+		r := validRecord(fmt.Sprintf("cust_h%d", i%7), 60+i%20, now.Add(-time.Duration(len(bad)-i)*time.Second))
 		if i%5 == 0 { // unknown fields are ignored
 			r.payload = strings.TrimSuffix(r.payload, "}") + `,"battery":0.93,"firmware":{"v":"1.2"}}`
 		}

@@ -5,158 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/sethvargo/go-envconfig"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/messages"
 	hbsql "github.com/heartbeat/heartbeat/sql"
-	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
-
-// testDatabase creates a fresh database for t and returns its URL and a pool.
-func testDatabase(t *testing.T) (string, *pgxpool.Pool) {
-	t.Helper()
-	return pgtest.Database(t, "hb_test_")
-}
-
-// testBroker starts an in-process Kafka-protocol broker for t, with the
-// pipeline's topics.
-func testBroker(t *testing.T) string {
-	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(nil))
-	require.NoError(t, err)
-	require.NoError(t, app.EnsureTopics(context.Background(), c.ListenAddrs(), nil, -1, cfg.Kafka.Topics(), app.NewLogger("warn")))
-	return c.ListenAddrs()[0]
-}
-
-type runningPipeline struct {
-	cancel context.CancelFunc
-	done   chan error
-	app    *app.App
-}
-
-// startPipeline runs the pipeline as `go run .` does, with env as its
-// environment.
-func startPipeline(t *testing.T, env map[string]string) *runningPipeline {
-	t.Helper()
-	full := map[string]string{"METRICS_ADDR": "127.0.0.1:0", "LOG_LEVEL": "warn", "OUTBOX_POLL_INTERVAL": "5ms"}
-	for k, v := range env {
-		full[k] = v
-	}
-	cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(full))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := app.New(ctx, cfg, app.NewLogger(cfg.LogLevel))
-	require.NoError(t, err)
-	p, err := newPipeline(ctx, a)
-	require.NoError(t, err)
-	rp := &runningPipeline{cancel: cancel, done: make(chan error, 1), app: a}
-	go func() {
-		err := a.Run(ctx, p.Runners, p.Cleanup)
-		a.Close()
-		rp.done <- err
-	}()
-	t.Cleanup(func() { rp.stop(t) })
-	return rp
-}
-
-func (rp *runningPipeline) stop(t *testing.T) {
-	t.Helper()
-	if rp.cancel == nil {
-		return
-	}
-	rp.cancel()
-	rp.cancel = nil
-	select {
-	case err := <-rp.done:
-		require.NoError(t, err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("pipeline did not stop within 15 s")
-	}
-}
-
-// record is one produced Kafka record and what the pipeline must make of it.
-type record struct {
-	key, payload string
-	valid        bool
-	class        messages.Class
-	field        string
-	eventID      string
-	partition    int32
-	offset       int64
-}
-
-func produce(t *testing.T, broker, topic string, recs []*record) {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.DefaultProduceTopic(topic))
-	require.NoError(t, err)
-	defer cl.Close()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for _, r := range recs {
-		wg.Add(1)
-		kr := &kgo.Record{Key: []byte(r.key), Value: []byte(r.payload),
-			Headers: []kgo.RecordHeader{{Key: "correlation_id", Value: []byte("corr-" + uuid.NewString())}}}
-		cl.Produce(context.Background(), kr, func(kr *kgo.Record, err error) {
-			defer wg.Done()
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			r.partition, r.offset = kr.Partition, kr.Offset
-		})
-	}
-	wg.Wait()
-	require.NoError(t, firstErr)
-}
-
-// consume reads topic from the start until n records arrived.
-func consume(t *testing.T, broker, topic string, n int) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	require.NoError(t, err)
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) < n {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("got %d of %d records on %s", len(out), n, topic)
-		}
-		out = append(out, fs.Records()...)
-	}
-	// Nothing more should follow: a duplicate would arrive with the rest.
-	short, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel2()
-	out = append(out, cl.PollFetches(short).Records()...)
-	return out
-}
-
-func reading2(customer string, rate int, at time.Time) *record {
-	h := messages.Heartbeat{EventID: uuid.NewString(), CustomerID: customer, Timestamp: at.UTC().Truncate(time.Millisecond), HeartRate: rate}
-	b, _ := h.Marshal()
-	return &record{key: customer, payload: string(b), valid: true, eventID: h.EventID}
-}
-
-func invalid(payload string, class messages.Class, field string) *record {
-	return &record{key: "cust_bad", payload: payload, class: class, field: field}
-}
 
 // fixture is a known stream: normal readings, the rules at their
 // boundaries, every invalid class, and duplicates of valid records.
@@ -165,7 +24,7 @@ func fixture(now time.Time) (recs []*record, anomalies map[string]string) {
 	t0 := now.Add(-10 * time.Minute)
 	for c := range 5 {
 		for i := range 20 {
-			recs = append(recs, reading2(fmt.Sprintf("cust_n%d", c), 70+(i%3), t0.Add(time.Duration(i)*time.Second)))
+			recs = append(recs, validRecord(fmt.Sprintf("cust_n%d", c), 70+(i%3), t0.Add(time.Duration(i)*time.Second)))
 		}
 	}
 	steps := []struct {
@@ -173,35 +32,35 @@ func fixture(now time.Time) (recs []*record, anomalies map[string]string) {
 		rule string
 	}{{70, ""}, {50, "LOW_HEART_RATE"}, {51, ""}, {81, "SPIKE"}, {140, "HIGH_HEART_RATE"}, {139, ""}, {110, ""}, {80, "SPIKE"}, {30, "LOW_HEART_RATE"}, {220, "HIGH_HEART_RATE"}}
 	for i, s := range steps {
-		r := reading2("cust_rules", s.rate, t0.Add(time.Duration(i)*time.Second))
+		r := validRecord("cust_rules", s.rate, t0.Add(time.Duration(i)*time.Second))
 		recs = append(recs, r)
 		if s.rule != "" {
 			anomalies[messages.AnomalyID(r.eventID, s.rule)] = s.rule
 		}
 	}
 	// A late reading: LOW still fires, but it neither spikes nor moves state.
-	late := reading2("cust_rules", 45, t0.Add(-time.Second))
+	late := validRecord("cust_rules", 45, t0.Add(-time.Second))
 	recs = append(recs, late)
 	anomalies[messages.AnomalyID(late.eventID, "LOW_HEART_RATE")] = "LOW_HEART_RATE"
 
 	ts := now.UTC().Format(time.RFC3339)
 	id := uuid.NewString()
 	recs = append(recs,
-		invalid(`not json`, messages.ClassSchema, "payload"),
-		invalid(``, messages.ClassSchema, "payload"),
-		invalid(`[1,2]`, messages.ClassSchema, "payload"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q}`, id, ts), messages.ClassSchema, "heart_rate"),
-		invalid(fmt.Sprintf(`{"event_id":"nope","customer_id":"c","timestamp":%q,"heart_rate":70}`, ts), messages.ClassSchema, "event_id"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"  ","timestamp":%q,"heart_rate":70}`, id, ts), messages.ClassSchema, "customer_id"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":%q,"timestamp":%q,"heart_rate":70}`, id, strings.Repeat("x", 65), ts), messages.ClassSchema, "customer_id"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":"2026-11-25 10:00:00","heart_rate":70}`, id), messages.ClassSchema, "timestamp"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":70.5}`, id, ts), messages.ClassSchema, "heart_rate"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":"70"}`, id, ts), messages.ClassSchema, "heart_rate"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":70,"heart_rate":71}`, id, ts), messages.ClassSchema, "heart_rate"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":29}`, id, ts), messages.ClassDomain, "heart_rate"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":221}`, id, ts), messages.ClassDomain, "heart_rate"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":70}`, id, now.Add(time.Hour).UTC().Format(time.RFC3339)), messages.ClassDomain, "timestamp"),
-		invalid(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":"0001-01-01T00:00:00Z","heart_rate":70}`, id), messages.ClassDomain, "timestamp"),
+		invalidRecord(`not json`, messages.ClassSchema, "payload"),
+		invalidRecord(``, messages.ClassSchema, "payload"),
+		invalidRecord(`[1,2]`, messages.ClassSchema, "payload"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q}`, id, ts), messages.ClassSchema, "heart_rate"),
+		invalidRecord(fmt.Sprintf(`{"event_id":"nope","customer_id":"c","timestamp":%q,"heart_rate":70}`, ts), messages.ClassSchema, "event_id"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"  ","timestamp":%q,"heart_rate":70}`, id, ts), messages.ClassSchema, "customer_id"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":%q,"timestamp":%q,"heart_rate":70}`, id, strings.Repeat("x", 65), ts), messages.ClassSchema, "customer_id"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":"2026-11-25 10:00:00","heart_rate":70}`, id), messages.ClassSchema, "timestamp"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":70.5}`, id, ts), messages.ClassSchema, "heart_rate"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":"70"}`, id, ts), messages.ClassSchema, "heart_rate"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":70,"heart_rate":71}`, id, ts), messages.ClassSchema, "heart_rate"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":29}`, id, ts), messages.ClassDomain, "heart_rate"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":221}`, id, ts), messages.ClassDomain, "heart_rate"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":%q,"heart_rate":70}`, id, now.Add(time.Hour).UTC().Format(time.RFC3339)), messages.ClassDomain, "timestamp"),
+		invalidRecord(fmt.Sprintf(`{"event_id":%q,"customer_id":"c","timestamp":"0001-01-01T00:00:00Z","heart_rate":70}`, id), messages.ClassDomain, "timestamp"),
 	)
 	return recs, anomalies
 }
@@ -239,20 +98,6 @@ func expect(recs []*record, anomalies map[string]string) expectation {
 	return e
 }
 
-func waitForRows(t *testing.T, pool *pgxpool.Pool, query string, want int) {
-	t.Helper()
-	var got int
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		_ = pool.QueryRow(context.Background(), query).Scan(&got)
-		if got >= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: got %d, want %d after 60 s", query, got, want)
-		}
-	}
-}
-
 // verify asserts the exact end state in PostgreSQL and on the topics.
 func verify(t *testing.T, broker string, pool *pgxpool.Pool, e expectation) {
 	t.Helper()
@@ -280,13 +125,7 @@ func verify(t *testing.T, broker string, pool *pgxpool.Pool, e expectation) {
 		return fmt.Sprint(cp) == fmt.Sprint(e.checkpoints)
 	}, 10*time.Second, 20*time.Millisecond, "checkpoints must equal the last offset per partition: %v", e.checkpoints)
 
-	rows, err = pool.Query(ctx, "SELECT anomaly_id::text, anomaly_type FROM anomalies")
-	require.NoError(t, err)
-	gotAnomalies := map[string]string{}
-	var aid, typ string
-	_, err = pgx.ForEachRow(rows, []any{&aid, &typ}, func() error { gotAnomalies[aid] = typ; return nil })
-	require.NoError(t, err)
-	require.Equal(t, e.anomalies, gotAnomalies, "anomaly rows")
+	require.Equal(t, e.anomalies, anomalyRows(t, pool), "anomaly rows")
 
 	msgs := consume(t, broker, "events.anomaly.v1", len(e.anomalies))
 	seen := map[string]bool{}
@@ -360,20 +199,11 @@ func verify(t *testing.T, broker string, pool *pgxpool.Pool, e expectation) {
 	require.Equal(t, int64(len(e.anomalies)), pruned)
 }
 
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
 func TestPipelineStoresExactlyTheValidEvents(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
 	// The fixture's anomalies are the per-event rules'.
-	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect", "DETECTION_MODE": "per_event"}
+	env := pipelineEnv(broker, dbURL, map[string]string{"DETECTION_MODE": "per_event"})
 	p := startPipeline(t, env)
 
 	recs, anomalies := fixture(time.Now())
@@ -387,12 +217,12 @@ func TestPipelineStoresExactlyTheValidEvents(t *testing.T) {
 func TestPipelineRestartMidStreamLosesAndDuplicatesNothing(t *testing.T) {
 	dbURL, pool := testDatabase(t)
 	broker := testBroker(t)
-	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect", "DETECTION_MODE": "per_event"}
+	env := pipelineEnv(broker, dbURL, map[string]string{"DETECTION_MODE": "per_event"})
 	recs, anomalies := fixture(time.Now())
 	// Enough readings that the restart lands mid-stream.
 	base := time.Now().Add(-20 * time.Minute)
 	for i := range 6000 {
-		recs = append(recs, reading2(fmt.Sprintf("cust_m%03d", i%500), 65+(i%7), base.Add(time.Duration(i)*time.Millisecond*50)))
+		recs = append(recs, validRecord(fmt.Sprintf("cust_m%03d", i%500), 65+(i%7), base.Add(time.Duration(i)*time.Millisecond*50)))
 	}
 	produce(t, broker, "events.raw.v1", recs)
 

@@ -15,11 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heartbeat/heartbeat/app/cli"
 	"github.com/heartbeat/heartbeat/app/replay"
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 )
 
@@ -96,7 +94,7 @@ func runReplay(t *testing.T, broker, file string) string {
 	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", broker)
 	t.Setenv("LOG_LEVEL", "warn")
 	var out, errOut bytes.Buffer
-	require.NoError(t, replay.Main(context.Background(), []string{"--shift-to-now", file}, &out, &errOut), errOut.String())
+	require.Zero(t, cli.Main(context.Background(), []string{"replay", "--shift-to-now", file}, &out, &errOut, newPipeline), errOut.String())
 	require.Empty(t, errOut.String(), "no warning once shifted")
 	t.Log(strings.TrimSpace(out.String()))
 	return out.String()
@@ -358,7 +356,7 @@ func storedEpisodes(t *testing.T, pool *pgxpool.Pool, customer string) []episode
 		if e.From != "" {
 			identity = e.From
 		}
-		require.Equal(t, rules.EpisodeID(cust, identity, e.StartEvent), id, "anomaly id derives from customer, the rule it opened as and start event")
+		require.Equal(t, messages.EpisodeID(cust, identity, e.StartEvent), id, "anomaly id derives from customer, the rule it opened as and start event")
 		e.Start, e.End = e.Start.UTC(), e.End.UTC()
 		out = append(out, e)
 		return nil
@@ -380,23 +378,13 @@ func sortEpisodes(es []episode) []episode {
 	return es
 }
 
-func pipelineEnv(broker, dbURL string, extra map[string]string) map[string]string {
-	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": broker, "DATABASE_URL": dbURL, "ROUTER_HANDLERS": "persist,detect"}
-	for k, v := range extra {
-		env[k] = v
-	}
-	return env
-}
-
 func waitForEpisodes(t *testing.T, pool *pgxpool.Pool, customer string, want []episode) []episode {
 	t.Helper()
 	var got []episode
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	_ = poll(30*time.Second, 50*time.Millisecond, func() (bool, error) {
 		got = storedEpisodes(t, pool, customer)
-		if reflect.DeepEqual(got, want) {
-			break
-		}
-	}
+		return reflect.DeepEqual(got, want), nil
+	})
 	return got
 }
 
@@ -467,29 +455,6 @@ func TestReplayEmpaticaEpisodes(t *testing.T) {
 	require.Equal(t, before, storedEpisodes(t, pool, "gap_01"))
 }
 
-// waitForGroup waits until group has committed offsets past n records of
-// the raw topic.
-func waitForGroup(t *testing.T, broker, group string, n int64) {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker))
-	require.NoError(t, err)
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	require.Eventually(t, func() bool {
-		offsets, err := adm.FetchOffsets(context.Background(), group)
-		if err != nil {
-			return false
-		}
-		var sum int64
-		offsets.Each(func(o kadm.OffsetResponse) {
-			if o.Topic == "events.raw.v1" {
-				sum += o.At
-			}
-		})
-		return sum >= n
-	}, 30*time.Second, 50*time.Millisecond, "%s did not get through %d records", group, n)
-}
-
 // TestReplayEmpaticaEpisodesAcrossARestart stops the pipeline mid-stream:
 // the restarted detector rebuilds each customer's episodes from the
 // anomalies table and its readings from heartbeat_events, and the
@@ -533,7 +498,7 @@ func TestReplayEmpaticaPerEvent(t *testing.T) {
 	want := expectedPerEvent(rs, 62, 110, 5)
 	require.NotEmpty(t, want)
 	waitForRows(t, pool, "SELECT count(*) FROM anomalies", len(want))
-	require.Equal(t, want, storedAnomalies(t, pool))
+	require.Equal(t, want, anomalyRows(t, pool))
 }
 
 // expectedPerEvent computes README's per-event rules over one customer's
@@ -555,16 +520,4 @@ func expectedPerEvent(rs []storedReading, low, high, delta int) map[string]strin
 		}
 	}
 	return want
-}
-
-// storedAnomalies returns the anomalies table: anomaly id -> rule.
-func storedAnomalies(t *testing.T, pool *pgxpool.Pool) map[string]string {
-	t.Helper()
-	rows, err := pool.Query(context.Background(), "SELECT anomaly_id::text, anomaly_type FROM anomalies")
-	require.NoError(t, err)
-	got := map[string]string{}
-	var id, typ string
-	_, err = pgx.ForEachRow(rows, []any{&id, &typ}, func() error { got[id] = typ; return nil })
-	require.NoError(t, err)
-	return got
 }

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
+	"maps"
 	"testing"
 	"time"
 
@@ -18,98 +18,81 @@ import (
 	"github.com/sethvargo/go-envconfig"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/telemetry"
+	hb "github.com/heartbeat/heartbeat/handlers"
+	"github.com/heartbeat/heartbeat/handlers/handlerstest"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	hbmw "github.com/heartbeat/heartbeat/middleware"
-	hbsql "github.com/heartbeat/heartbeat/sql"
 )
-
-// fakeEvents records the batches persist writes; fail decides per call.
-type fakeEvents struct {
-	mu    sync.Mutex
-	calls int
-	rows  []hbsql.EventRow
-	fail  func(call int) error
-}
-
-func (f *fakeEvents) Write(_ context.Context, rows []hbsql.EventRow) (int64, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.fail != nil {
-		if err := f.fail(f.calls); err != nil {
-			return 0, err
-		}
-	}
-	f.rows = append(f.rows, rows...)
-	return int64(len(rows)), nil
-}
-
-func (f *fakeEvents) snapshot() (int, []hbsql.EventRow) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.calls, append([]hbsql.EventRow(nil), f.rows...)
-}
-
-type fakeAnomalies struct {
-	mu   sync.Mutex
-	seen map[string]messages.Anomaly
-	msgs []*message.Message
-}
-
-func (f *fakeAnomalies) Write(_ context.Context, a messages.Anomaly, _ string, msg *message.Message) (bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, dup := f.seen[a.AnomalyID]; dup {
-		return false, nil
-	}
-	f.seen[a.AnomalyID] = a
-	f.msgs = append(f.msgs, msg)
-	return true, nil
-}
 
 type testRouter struct {
 	pubsub    *gochannel.GoChannel
-	events    *fakeEvents
-	anomalies *fakeAnomalies
-	metrics   *app.Metrics
-	cfg       app.Config
+	events    *handlerstest.Events
+	anomalies *handlerstest.Anomalies
+	episodes  *handlerstest.Episodes
+	metrics   *telemetry.Metrics
+	cfg       config.Config
 }
 
-func startTestRouter(t *testing.T, handlers string, fail func(int) error) *testRouter {
+// startTestRouter runs the router of router.go on Watermill's GoChannel
+// with in-memory storage: the handlers of ROUTER_HANDLERS=handlers, in the
+// detection mode of env (the default, episode, unless it says otherwise).
+func startTestRouter(t *testing.T, handlers string, env map[string]string, fail func(int) error) *testRouter {
 	t.Helper()
-	cfg, err := app.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{
+	vars := map[string]string{
 		"ROUTER_HANDLERS":        handlers,
-		"DETECTION_MODE":         "per_event", // the wiring below has no episode engine
 		"RETRY_MAX_RETRIES":      "2",
 		"RETRY_INITIAL_INTERVAL": "1ms",
 		"RETRY_MAX_INTERVAL":     "5ms",
 		"PERSIST_BATCH_TIMEOUT":  "1ms",
-	}))
+	}
+	maps.Copy(vars, env)
+	cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(vars))
 	require.NoError(t, err)
 	logger := watermill.NopLogger{}
+	log := telemetry.NewLogger("error")
 	ps := gochannel.NewGoChannel(gochannel.Config{Persistent: true, OutputChannelBuffer: 100, BlockPublishUntilSubscriberAck: true}, logger)
-	tr := &testRouter{pubsub: ps, events: &fakeEvents{fail: fail}, anomalies: &fakeAnomalies{seen: map[string]messages.Anomaly{}},
-		metrics: app.NewMetrics(app.NewRegistry()), cfg: cfg}
+	tr := &testRouter{pubsub: ps, events: &handlerstest.Events{Fail: fail}, anomalies: &handlerstest.Anomalies{},
+		episodes: &handlerstest.Episodes{}, metrics: telemetry.NewMetrics(telemetry.NewRegistry()), cfg: cfg}
 	w := wiring{
-		cfg: cfg, metrics: tr.metrics, registry: app.NewRegistry(), log: app.NewLogger("error"), wlog: logger, pub: ps,
-		subscriber:      func(string) (message.Subscriber, error) { return ps, nil },
-		batchSubscriber: func(string) (message.Subscriber, error) { return ps, nil },
-		events:          tr.events.Write, anomalies: tr.anomalies, engine: newEngine(cfg),
+		cfg: cfg, metrics: tr.metrics, registry: telemetry.NewRegistry(), log: log, wlog: logger, pub: ps,
+		persistSub: func(string) (message.Subscriber, error) { return ps, nil },
+		detectSub:  func(string) (message.Subscriber, error) { return ps, nil },
 	}
-	router, closers, err := w.router()
+	var closers []func(context.Context)
+	if cfg.Runs(config.HandlerPersist) {
+		batcher := hb.NewBatcher(hb.BatcherConfig{Size: cfg.Persist.BatchSize, Timeout: cfg.Persist.BatchTimeout, Writers: 1,
+			Isolate: func(err error) bool { return !hbmw.IsTransient(err) }},
+			hb.EventWrite(tr.events.Write, func(_, inserted int, _ time.Duration) { tr.metrics.DBInserts.Add(float64(inserted)) }))
+		closers = append(closers, batcher.Close)
+		w.persist, err = hb.NewPersist(cfg.Validation.Limits(), batcher, time.Now)
+		require.NoError(t, err)
+	}
+	if cfg.Runs(config.HandlerDetect) {
+		observe := hb.Observer{Anomaly: func(a messages.Anomaly) { tr.metrics.Anomalies.WithLabelValues(a.Type, a.Severity).Inc() }}
+		if cfg.Detection.Mode == rules.ModePerEvent {
+			engine := rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
+			w.detect, err = hb.NewDetect(hb.DetectConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: tr.anomalies,
+				History: &handlerstest.History{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
+		} else {
+			engine, eerr := rules.NewEpisodeEngine(cfg.Detection.EpisodeParams(cfg.Anomaly))
+			require.NoError(t, eerr)
+			w.detect, err = hb.NewDetectEpisodes(hb.DetectEpisodesConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: tr.episodes,
+				History: &handlerstest.EpisodeHistory{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
+		}
+		require.NoError(t, err)
+	}
+	router, routerClosers, err := w.router()
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- router.Run(ctx) }()
-	<-router.Running()
+	// Closed once the router has stopped: cleanups run last first.
 	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		for _, c := range closers {
+		for _, c := range append(routerClosers, closers...) {
 			c(context.Background())
 		}
 	})
+	handlerstest.Run(t, router)
 	return tr
 }
 
@@ -121,25 +104,6 @@ func (tr *testRouter) publish(t *testing.T, payload string) *message.Message {
 	return msg
 }
 
-// read returns the first n messages of topic, failing after a deadline.
-func (tr *testRouter) read(t *testing.T, topic string, n int) []*message.Message {
-	t.Helper()
-	ch, err := tr.pubsub.Subscribe(context.Background(), topic)
-	require.NoError(t, err)
-	var out []*message.Message
-	deadline := time.After(10 * time.Second)
-	for len(out) < n {
-		select {
-		case m := <-ch:
-			m.Ack()
-			out = append(out, m)
-		case <-deadline:
-			t.Fatalf("got %d of %d messages on %s", len(out), n, topic)
-		}
-	}
-	return out
-}
-
 func reading(rate int, at time.Time) (string, messages.Heartbeat) {
 	h := messages.Heartbeat{EventID: uuid.NewString(), CustomerID: "cust_1", Timestamp: at.UTC().Truncate(time.Millisecond), HeartRate: rate}
 	b, _ := h.Marshal()
@@ -147,22 +111,22 @@ func reading(rate int, at time.Time) (string, messages.Heartbeat) {
 }
 
 func TestPersistStoresValidReadings(t *testing.T) {
-	tr := startTestRouter(t, "persist", nil)
+	tr := startTestRouter(t, "persist", nil, nil)
 	payload, want := reading(72, time.Now())
 	tr.publish(t, payload)
 
-	require.Eventually(t, func() bool { _, rows := tr.events.snapshot(); return len(rows) == 1 }, 10*time.Second, 5*time.Millisecond)
-	_, rows := tr.events.snapshot()
-	require.Equal(t, want.EventID, rows[0].Event.EventID)
-	require.Equal(t, 72, rows[0].Event.HeartRate)
-	require.True(t, want.Timestamp.Equal(rows[0].Event.Timestamp))
+	require.Eventually(t, func() bool { _, rows := tr.events.Snapshot(); return len(rows) == 1 }, 10*time.Second, 5*time.Millisecond)
+	_, rows := tr.events.Snapshot()
+	require.Equal(t, want.EventID, rows[0].Reading.EventID)
+	require.Equal(t, 72, rows[0].Reading.HeartRate)
+	require.True(t, want.Timestamp.Equal(rows[0].Reading.Timestamp))
 	require.Equal(t, tr.cfg.Kafka.TopicRaw, rows[0].Source.Topic)
 	require.Eventually(t, func() bool { return testutil.ToFloat64(tr.metrics.DBInserts) == 1 }, 5*time.Second, 5*time.Millisecond)
 	require.Equal(t, 1.0, testutil.ToFloat64(tr.metrics.Consumed.WithLabelValues("persist")))
 }
 
 func TestPersistRoutesInvalidEventsWithReason(t *testing.T) {
-	tr := startTestRouter(t, "persist", nil)
+	tr := startTestRouter(t, "persist", nil, nil)
 	cases := []struct {
 		payload string
 		class   messages.Class
@@ -177,7 +141,7 @@ func TestPersistRoutesInvalidEventsWithReason(t *testing.T) {
 		m := tr.publish(t, c.payload)
 		sent[c.payload] = m
 	}
-	got := tr.read(t, tr.cfg.Kafka.TopicInvalid, len(cases))
+	got := handlerstest.Read(t, tr.pubsub, tr.cfg.Kafka.TopicInvalid, len(cases))
 	byPayload := map[string]messages.InvalidEvent{}
 	corr := map[string]string{}
 	for _, m := range got {
@@ -196,25 +160,25 @@ func TestPersistRoutesInvalidEventsWithReason(t *testing.T) {
 		require.Equal(t, tr.cfg.Kafka.TopicRaw, env.SourceTopic)
 		require.Equal(t, "corr-"+sent[c.payload].UUID, corr[c.payload], "correlation id kept")
 	}
-	calls, _ := tr.events.snapshot()
-	require.Zero(t, calls, "invalid events are never written")
+	calls, _ := tr.events.Snapshot()
+	require.Zero(t, calls, "invalid events are never written (nor checkpointed: they come from no Kafka partition)")
 	require.Equal(t, 2.0, testutil.ToFloat64(tr.metrics.Invalid.WithLabelValues("persist", "schema")))
 	require.Equal(t, 1.0, testutil.ToFloat64(tr.metrics.Invalid.WithLabelValues("persist", "domain")))
 }
 
 func TestPersistRetriesThenPoisons(t *testing.T) {
-	tr := startTestRouter(t, "persist", func(int) error { return errors.New("value too long for type character varying(64)") })
+	tr := startTestRouter(t, "persist", nil, func(int) error { return errors.New("value too long for type character varying(64)") })
 	payload, _ := reading(72, time.Now())
 	sent := tr.publish(t, payload)
 
-	dlq := tr.read(t, tr.cfg.Kafka.TopicDLQ, 1)[0]
+	dlq := handlerstest.Read(t, tr.pubsub, tr.cfg.Kafka.TopicDLQ, 1)[0]
 	require.Equal(t, sent.UUID, dlq.UUID)
 	require.Equal(t, payload, string(dlq.Payload))
 	require.Contains(t, dlq.Metadata.Get(wmmw.ReasonForPoisonedKey), "value too long")
 	require.Equal(t, "persist", dlq.Metadata.Get(wmmw.PoisonedHandlerKey))
 	require.Equal(t, tr.cfg.Kafka.TopicRaw, dlq.Metadata.Get(wmmw.PoisonedTopicKey))
 	require.Equal(t, "corr-"+sent.UUID, wmmw.MessageCorrelationID(dlq))
-	calls, _ := tr.events.snapshot()
+	calls, _ := tr.events.Snapshot()
 	require.Equal(t, tr.cfg.Retry.MaxRetries+1, calls, "one try and MaxRetries retries")
 	require.Equal(t, 1.0, testutil.ToFloat64(tr.metrics.DLQ.WithLabelValues("persist")))
 	require.Equal(t, float64(tr.cfg.Retry.MaxRetries), testutil.ToFloat64(tr.metrics.Retries.WithLabelValues("persist")))
@@ -222,7 +186,7 @@ func TestPersistRetriesThenPoisons(t *testing.T) {
 
 func TestPersistWaitsOutTransientFailuresInsteadOfPoisoning(t *testing.T) {
 	const outage = 8 // failing calls, more than the retry budget
-	tr := startTestRouter(t, "persist", func(call int) error {
+	tr := startTestRouter(t, "persist", nil, func(call int) error {
 		if call <= outage {
 			return hbmw.MarkTransient(errors.New("dial tcp 127.0.0.1:5432: connect: connection refused"))
 		}
@@ -231,23 +195,23 @@ func TestPersistWaitsOutTransientFailuresInsteadOfPoisoning(t *testing.T) {
 	payload, want := reading(72, time.Now())
 	tr.publish(t, payload)
 
-	require.Eventually(t, func() bool { _, rows := tr.events.snapshot(); return len(rows) == 1 }, 10*time.Second, 5*time.Millisecond)
-	_, rows := tr.events.snapshot()
-	require.Equal(t, want.EventID, rows[0].Event.EventID)
+	require.Eventually(t, func() bool { _, rows := tr.events.Snapshot(); return len(rows) == 1 }, 10*time.Second, 5*time.Millisecond)
+	_, rows := tr.events.Snapshot()
+	require.Equal(t, want.EventID, rows[0].Reading.EventID)
 	require.Zero(t, testutil.ToFloat64(tr.metrics.DLQ.WithLabelValues("persist")))
 	require.Equal(t, float64(outage), testutil.ToFloat64(tr.metrics.TransientFails.WithLabelValues("persist")))
 }
 
 func TestPersistPoisonsPanics(t *testing.T) {
-	tr := startTestRouter(t, "persist", func(int) error { panic("nil map") })
+	tr := startTestRouter(t, "persist", nil, func(int) error { panic("nil map") })
 	payload, _ := reading(72, time.Now())
 	tr.publish(t, payload)
-	dlq := tr.read(t, tr.cfg.Kafka.TopicDLQ, 1)[0]
+	dlq := handlerstest.Read(t, tr.pubsub, tr.cfg.Kafka.TopicDLQ, 1)[0]
 	require.Contains(t, dlq.Metadata.Get(wmmw.ReasonForPoisonedKey), "nil map")
 }
 
 func TestDetectRaisesEachRuleOnce(t *testing.T) {
-	tr := startTestRouter(t, "detect", nil)
+	tr := startTestRouter(t, "detect", map[string]string{"DETECTION_MODE": "per_event"}, nil)
 	t0 := time.Now().Add(-time.Minute)
 	type step struct {
 		rate int
@@ -269,20 +233,42 @@ func TestDetectRaisesEachRuleOnce(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return testutil.ToFloat64(tr.metrics.Consumed.WithLabelValues("detect")) == float64(len(steps))
 	}, 10*time.Second, 5*time.Millisecond)
-	require.Eventually(t, func() bool {
-		tr.anomalies.mu.Lock()
-		defer tr.anomalies.mu.Unlock()
-		return len(tr.anomalies.seen) == len(want)
-	}, 10*time.Second, 5*time.Millisecond)
-	tr.anomalies.mu.Lock()
-	defer tr.anomalies.mu.Unlock()
+	require.Eventually(t, func() bool { seen, _ := tr.anomalies.Recorded(); return len(seen) == len(want) }, 10*time.Second, 5*time.Millisecond)
+	seen, msgs := tr.anomalies.Recorded()
 	for id, rule := range want {
-		a, ok := tr.anomalies.seen[id]
-		require.True(t, ok, "missing %s in %v", rule, tr.anomalies.seen)
+		a, ok := seen[id]
+		require.True(t, ok, "missing %s in %v", rule, seen)
 		require.Equal(t, rule, a.Type)
 	}
-	for _, m := range tr.anomalies.msgs {
+	for _, m := range msgs {
 		require.Equal(t, "cust_1", m.Metadata.Get(messages.KeyMetadata))
 		require.NotEmpty(t, wmmw.MessageCorrelationID(m))
 	}
+}
+
+// With nothing about detection set — the episode rules — a held jump
+// through the router is one SPIKE: its opening recorded once, at the
+// reading that confirmed it, with its message for the anomaly topic.
+func TestDetectDefaultModeRecordsAHeldJumpOnce(t *testing.T) {
+	tr := startTestRouter(t, "detect", nil, nil)
+	t0 := time.Now().Add(-time.Minute)
+	rates := []int{70, 71, 70, 72, 110, 111, 112, 110}
+	var sent []*message.Message
+	for i, r := range rates {
+		p, _ := reading(r, t0.Add(time.Duration(i)*time.Second))
+		sent = append(sent, tr.publish(t, p))
+	}
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(tr.metrics.Consumed.WithLabelValues("detect")) == float64(len(rates))
+	}, 10*time.Second, 5*time.Millisecond)
+	ups, topics := tr.episodes.Writes()
+	require.Len(t, ups, 1)
+	ep := ups[0].Episode
+	require.Equal(t, messages.Spike, ep.Type)
+	require.Equal(t, messages.EpisodeOpen, ep.Status)
+	require.Equal(t, 110, ep.HeartRate, "starts at the jump")
+	require.Equal(t, 72, *ep.PreviousHeartRate, "the rate before the jump")
+	require.Equal(t, tr.cfg.Kafka.TopicAnomaly, topics[0])
+	require.Equal(t, "corr-"+sent[6].UUID, wmmw.MessageCorrelationID(ups[0].Message), "opened by the second confirming reading")
+	require.Equal(t, 1.0, testutil.ToFloat64(tr.metrics.Anomalies.WithLabelValues(messages.Spike, messages.SeverityMedium)))
 }

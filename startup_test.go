@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,54 +16,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
-
-// buildHeartbeat builds the binary into a directory of t's, with this
-// test binary's -race setting, so that the build cache serves most of it.
-func buildHeartbeat(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "heartbeat")
-	args := []string{"build", "-o", bin}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				args = append(args, "-race")
-			}
-		}
-	}
-	build := exec.Command("go", append(args, ".")...)
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build:\n%s", out)
-	return bin
-}
-
-// closedPort returns a local address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
-
-// startupEnv is the environment of a heartbeat process under test: env over
-// the test's own, without any variable of the pipeline the test run itself
-// may have set.
-func startupEnv(env map[string]string) []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if _, set := env[name]; !set {
-			out = append(out, kv)
-		}
-	}
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	return out
-}
 
 // TestStartupFailures injects the failures of start-up one at a time into
 // the built binary: each ends the process with status 1 and one line on
@@ -75,9 +27,44 @@ func startupEnv(env map[string]string) []string {
 // errors of their own). Then SIGTERM during start-up (signalDuringStartup),
 // with the same binary.
 func TestStartupFailures(t *testing.T) {
-	bin := buildHeartbeat(t)
+	bin := heartbeatBinary(t)
 	startupFailures(t, bin)
 	t.Run("SIGTERM", func(t *testing.T) { signalDuringStartup(t, bin) })
+	t.Run("help before configuration", func(t *testing.T) { helpBeforeConfiguration(t, bin) })
+}
+
+// helpBeforeConfiguration: the binary prints its usages and exits 0 with a
+// variable that would stop start-up, and refuses an unknown command in one
+// line (app/cli's tests cover every command in process).
+func helpBeforeConfiguration(t *testing.T, bin string) {
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-h"}, 0, "Commands:\n"},
+		{[]string{"help", "dlq", "list"}, 0, "Usage:\n  heartbeat dlq list"},
+		{[]string{"bench", "-dashboards", "-h"}, 0, "Usage:\n  heartbeat bench -dashboards"},
+		{[]string{"evaluate", "--help"}, 0, "Usage:\n  heartbeat evaluate"},
+		{[]string{"--bogus"}, 1, `heartbeat: unknown command "--bogus"`},
+	} {
+		cmd := exec.Command(bin, c.args...)
+		cmd.Env = processEnv(map[string]string{"SIM_EVENTS_PER_SECOND": "abc"})
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		if c.code == 0 {
+			require.NoError(t, err, "%q: %s", c.args, stderr.String())
+			require.Contains(t, stdout.String(), c.want, c.args)
+			require.Empty(t, stderr.String(), c.args)
+			continue
+		}
+		var exit *exec.ExitError
+		require.True(t, errors.As(err, &exit), "%q exits with a status, got %v", c.args, err)
+		require.Equal(t, c.code, exit.ExitCode(), c.args)
+		require.Equal(t, 1, strings.Count(stderr.String(), "\n"), "one line: %s", stderr.String())
+		require.Contains(t, stderr.String(), c.want, c.args)
+	}
 }
 
 func startupFailures(t *testing.T, bin string) {
@@ -133,18 +120,23 @@ func startupFailures(t *testing.T, bin string) {
 		},
 		{
 			name: "broker unreachable",
-			env:  map[string]string{"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": closedPort(t), "STARTUP_TIMEOUT": "2s"},
+			env:  map[string]string{"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": telemetrytest.FreeAddr(t), "STARTUP_TIMEOUT": "2s"},
 			want: "KAFKA_BOOTSTRAP_SERVERS: cannot reach Kafka at 127.0.0.1:",
 		},
 		{
 			name: "database unreachable",
-			env:  map[string]string{"ROUTER_HANDLERS": "persist", "DATABASE_URL": "postgres://postgres@" + closedPort(t) + "/heartbeat", "STARTUP_TIMEOUT": "2s"},
+			env:  map[string]string{"ROUTER_HANDLERS": "persist", "DATABASE_URL": "postgres://postgres@" + telemetrytest.FreeAddr(t) + "/heartbeat", "STARTUP_TIMEOUT": "2s"},
 			want: "DATABASE_URL: cannot reach PostgreSQL at 127.0.0.1:",
 		},
 		{
 			name: "metrics listener port taken",
 			env:  map[string]string{"ROUTER_HANDLERS": "simulate", "METRICS_ADDR": metricsTaken.Addr().String()},
 			want: "METRICS_ADDR: cannot listen on " + metricsTaken.Addr().String(),
+		},
+		{
+			name: "a handler named twice",
+			env:  map[string]string{"ROUTER_HANDLERS": "persist,persist"},
+			want: `ROUTER_HANDLERS: "persist" is named twice in "persist,persist"`,
 		},
 		{
 			name: "a setting out of range",
@@ -164,7 +156,7 @@ func startupFailures(t *testing.T, bin string) {
 				env[k] = v
 			}
 			cmd := exec.Command(bin)
-			cmd.Env = startupEnv(env)
+			cmd.Env = processEnv(env)
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			require.NoError(t, cmd.Start())
@@ -200,9 +192,9 @@ func signalDuringStartup(t *testing.T, bin string) {
 		env           map[string]string
 	}{
 		{"waiting for Kafka", "cannot create topic yet, retrying",
-			map[string]string{"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": closedPort(t)}},
+			map[string]string{"ROUTER_HANDLERS": "simulate", "KAFKA_BOOTSTRAP_SERVERS": telemetrytest.FreeAddr(t)}},
 		{"waiting for PostgreSQL", "database not reachable yet, retrying",
-			map[string]string{"ROUTER_HANDLERS": "persist", "DATABASE_URL": "postgres://postgres@" + closedPort(t) + "/heartbeat"}},
+			map[string]string{"ROUTER_HANDLERS": "persist", "DATABASE_URL": "postgres://postgres@" + telemetrytest.FreeAddr(t) + "/heartbeat"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			env := map[string]string{"LOG_LEVEL": "warn", "METRICS_ADDR": "127.0.0.1:0", "STARTUP_TIMEOUT": "1m",
@@ -211,7 +203,7 @@ func signalDuringStartup(t *testing.T, bin string) {
 				env[k] = v
 			}
 			cmd := exec.Command(bin)
-			cmd.Env = startupEnv(env)
+			cmd.Env = processEnv(env)
 			stderr, err := cmd.StderrPipe()
 			require.NoError(t, err)
 			require.NoError(t, cmd.Start())

@@ -1,8 +1,10 @@
-// Package app holds everything the pipeline needs around its router:
-// configuration from the environment, the Kafka cluster (a real one or the
-// in-process broker), topics, PostgreSQL and its migrations, metrics, logs,
-// the progress summary and the process lifecycle. The router itself is
-// wired in router.go at the repository root.
+// Package app is the process around the router: [New] connects the
+// infrastructure the configuration asks for — Kafka (a cluster, or the
+// in-process broker), PostgreSQL, the metrics listener — and [App.Run] runs
+// the pipeline's parts until a signal, then stops them within
+// SHUTDOWN_TIMEOUT. Its subpackages hold one concern each: config (the
+// environment), kafka (broker, clients, lag), telemetry (metrics, health,
+// progress, logs), cli (the commands), and the tools the commands run.
 package app
 
 import (
@@ -11,43 +13,35 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/kafka"
+	"github.com/heartbeat/heartbeat/app/telemetry"
+	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
 // App is the process's shared infrastructure.
 type App struct {
-	Config   Config
+	Config   config.Config
 	Log      *slog.Logger
 	WLogger  watermill.LoggerAdapter
 	Registry *prometheus.Registry
-	Metrics  *Metrics
+	Metrics  *telemetry.Metrics
 	// Health is what /healthz reports: the stall watchers' problems.
-	Health *Health
-	// Brokers is the Kafka bootstrap list in use: KAFKA_BOOTSTRAP_SERVERS, or
-	// the in-process broker's address.
-	Brokers []string
-	// KafkaOpts are the franz-go options for KAFKA_SECURITY_PROTOCOL & co.
-	KafkaOpts []kgo.Opt
+	Health *telemetry.Health
+	// Kafka opens clients of the cluster in use.
+	Kafka *kafka.Client
 	// Pool is nil when the process runs neither persist nor detect.
 	Pool *pgxpool.Pool
 
-	broker *kfake.Cluster
+	broker *kafka.Broker
 	// metricsLn is METRICS_ADDR's listener, opened by New and served by Run.
 	metricsLn net.Listener
-}
-
-// NewLogger returns the process logger at level (debug, info, warn, error).
-func NewLogger(level string) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
 }
 
 // New connects the infrastructure cfg asks for: the metrics listener,
@@ -55,16 +49,15 @@ func NewLogger(level string) *slog.Logger {
 // empty) with its topics, and, when persist or detect runs, PostgreSQL with
 // its migrations. It waits up to STARTUP_TIMEOUT for Kafka, and as long for
 // PostgreSQL, to be reachable, and stops when ctx ends.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
 	a := &App{
 		Config:   cfg,
 		Log:      log,
-		WLogger:  NewWatermillLogger(log),
-		Registry: NewRegistry(),
-		Health:   NewHealth(),
-		Brokers:  cfg.Kafka.BootstrapServers,
+		WLogger:  telemetry.NewWatermillLogger(log),
+		Registry: telemetry.NewRegistry(),
+		Health:   telemetry.NewHealth(),
 	}
-	a.Metrics = NewMetrics(a.Registry)
+	a.Metrics = telemetry.NewMetrics(a.Registry)
 	ok := false
 	defer func() {
 		if !ok {
@@ -72,38 +65,39 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		}
 	}()
 
-	opts, err := cfg.Kafka.Security.FranzOpts()
-	if err != nil {
-		return nil, err
-	}
-	a.KafkaOpts = opts
+	var err error
 	// A taken port fails start-up at once, before anything connects.
-	if a.metricsLn, err = ListenMetrics(cfg.EffectiveMetricsAddr()); err != nil {
+	if a.metricsLn, err = telemetry.ListenMetrics(cfg.EffectiveMetricsAddr()); err != nil {
 		return nil, err
 	}
-	if len(a.Brokers) == 0 {
-		c, err := StartBroker("127.0.0.1:0", "")
+	brokers := cfg.Kafka.BootstrapServers
+	if len(brokers) == 0 {
+		b, err := kafka.StartBroker("127.0.0.1:0", "", log)
 		if err != nil {
 			return nil, err
 		}
-		a.broker = c
-		a.Brokers = c.ListenAddrs()
-		log.Info("KAFKA_BOOTSTRAP_SERVERS is empty: started an in-process Kafka broker (kfake)", "addr", strings.Join(a.Brokers, ","))
+		a.broker = b
+		brokers = b.ListenAddrs()
+		log.Info("KAFKA_BOOTSTRAP_SERVERS is empty: started an in-process Kafka broker (kfake)", "addr", strings.Join(brokers, ","))
+	}
+	if a.Kafka, err = kafka.NewClient(brokers, cfg, log, a.WLogger); err != nil {
+		return nil, err
 	}
 	tctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
 	defer cancel()
-	if err := EnsureTopics(tctx, a.Brokers, a.KafkaOpts, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
+	if err := kafka.EnsureTopics(tctx, brokers, a.Kafka.Opts(), cfg.Kafka.ReplicationFactor, kafka.Topics(cfg.Kafka), log); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("creating the Kafka topics: %w", context.Cause(ctx))
 		}
-		var refused *RefusedError
+		var refused *kafka.RefusedError
 		if errors.As(err, &refused) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS: cannot reach Kafka at %s within STARTUP_TIMEOUT (%s): %w", strings.Join(a.Brokers, ","), cfg.StartupTimeout, err)
+		return nil, fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS: cannot reach Kafka at %s within STARTUP_TIMEOUT (%s): %w", strings.Join(brokers, ","), cfg.StartupTimeout, err)
 	}
-	if cfg.Runs(HandlerPersist) || cfg.Runs(HandlerDetect) {
-		pool, err := openDatabase(ctx, cfg.Postgres, cfg.StartupTimeout, log)
+	if cfg.Runs(config.HandlerPersist) || cfg.Runs(config.HandlerDetect) {
+		pool, err := hbsql.Open(ctx, hbsql.OpenOptions{ConnString: cfg.Postgres.ConnString(), MaxConns: cfg.Postgres.MaxConns,
+			Timeout: cfg.StartupTimeout, Settings: cfg.Postgres.Variables(), Log: log})
 		if err != nil {
 			return nil, err
 		}

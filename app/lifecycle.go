@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
+	"github.com/heartbeat/heartbeat/app/telemetry"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -24,24 +24,23 @@ type Runner struct {
 // or the process has been unhealthy for UNHEALTHY_EXIT_AFTER, which is an
 // error too; then cleanup runs with a deadline of SHUTDOWN_TIMEOUT, whatever
 // happened.
-func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Context)) (err error) {
+func (a *App) Run(ctx context.Context, p *Pipeline) (err error) {
+	runners := p.Runners
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer func() {
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), a.Config.ShutdownTimeout)
 		defer ccancel()
 		start := time.Now()
-		if cleanup != nil {
-			cleanup(cctx)
-		}
+		p.Cleanup(cctx)
 		a.Log.Info("stopped", "cleanup", time.Since(start).Round(time.Millisecond))
 	}()
 	if a.Health == nil {
-		a.Health = NewHealth()
+		a.Health = telemetry.NewHealth()
 	}
 	ln := a.metricsLn
 	if ln == nil {
-		if ln, err = ListenMetrics(a.Config.EffectiveMetricsAddr()); err != nil {
+		if ln, err = telemetry.ListenMetrics(a.Config.EffectiveMetricsAddr()); err != nil {
 			return err
 		}
 	}
@@ -49,8 +48,8 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 	g, gctx := errgroup.WithContext(ctx)
 	// Served until the group ends: a runner that fails stops the server too,
 	// or Wait would wait for it until a signal came.
-	g.Go(serveMetrics(gctx, ln, a.Registry, a.Health, a.Log))
-	g.Go(func() error { ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
+	g.Go(telemetry.Serve(gctx, ln, a.Registry, a.Health, a.Log))
+	g.Go(func() error { telemetry.ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
 	if d := a.Config.Health.UnhealthyExitAfter; d > 0 {
 		g.Go(func() error { return a.Health.ExitWhenUnhealthyFor(gctx, d, time.Second) })
 	}
@@ -68,30 +67,4 @@ func (a *App) Run(ctx context.Context, runners []Runner, cleanup func(context.Co
 		})
 	}
 	return g.Wait()
-}
-
-// RunBroker runs only the in-process broker, on BROKER_ADDR, keeping its
-// data in BROKER_DATA_DIR when set, until ctx ends.
-func RunBroker(ctx context.Context, cfg Config, log *slog.Logger) error {
-	c, err := StartBroker(cfg.Broker.Addr, cfg.Broker.DataDir)
-	if err != nil {
-		if cfg.Broker.DataDir != "" {
-			return fmt.Errorf("BROKER_ADDR=%s, BROKER_DATA_DIR=%s: %w", cfg.Broker.Addr, cfg.Broker.DataDir, err)
-		}
-		return fmt.Errorf("BROKER_ADDR=%s: %w", cfg.Broker.Addr, err)
-	}
-	defer c.Close()
-	if cfg.Broker.DataDir != "" {
-		log.Info("in-process Kafka broker (kfake) running", "addr", c.ListenAddrs(), "data_dir", cfg.Broker.DataDir)
-	} else {
-		log.Info("in-process Kafka broker (kfake) running; records are kept in memory only (set BROKER_DATA_DIR to keep them)", "addr", c.ListenAddrs())
-	}
-	tctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
-	defer cancel()
-	if err := EnsureTopics(tctx, c.ListenAddrs(), nil, cfg.Kafka.ReplicationFactor, cfg.Kafka.Topics(), log); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	log.Info("broker stopping")
-	return nil
 }

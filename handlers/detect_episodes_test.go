@@ -3,8 +3,8 @@ package handlers_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -14,65 +14,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/handlers"
-	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/handlers/handlerstest"
 	"github.com/heartbeat/heartbeat/messages"
-	hbsql "github.com/heartbeat/heartbeat/sql"
+	"github.com/heartbeat/heartbeat/messages/rules"
 )
-
-// episodeStore is an in-memory EpisodeStore with the anomalies table's
-// semantics: an opening inserts once, a reclassification changes an open
-// row's type once, a closing updates an open row once.
-type episodeStore struct {
-	rows   map[string]string // anomaly id → status
-	types  map[string]string // anomaly id → type
-	writes []hbsql.EpisodeWrite
-	fail   int // fail this many WriteEpisodes calls
-	recent []rules.Episode
-}
-
-func (s *episodeStore) WriteEpisodes(_ context.Context, ws []hbsql.EpisodeWrite) ([]bool, error) {
-	if s.fail > 0 {
-		s.fail--
-		return nil, errors.New("database down")
-	}
-	written := make([]bool, len(ws))
-	for i, w := range ws {
-		id := w.Row.AnomalyID
-		st, ok := s.rows[id]
-		switch {
-		case w.Row.Status == hbsql.EpisodeOpen && !ok,
-			w.Row.ReclassifiedFrom != "" && st == hbsql.EpisodeOpen && s.types[id] == w.Row.ReclassifiedFrom,
-			w.Row.Status == hbsql.EpisodeClosed && st != hbsql.EpisodeClosed:
-			s.rows[id], s.types[id] = w.Row.Status, w.Row.Type
-			s.writes = append(s.writes, w)
-			written[i] = true
-		}
-	}
-	return written, nil
-}
-
-func (s *episodeStore) RecentEpisodes(context.Context, string, time.Time) ([]rules.Episode, error) {
-	return s.recent, nil
-}
-
-type episodeHistory struct {
-	prime    *rules.Reading
-	readings []rules.Reading
-	err      error
-	calls    int
-}
-
-func (h *episodeHistory) Readings(context.Context, messages.Heartbeat, messages.Source, time.Time) (*rules.Reading, []rules.Reading, error) {
-	h.calls++
-	return h.prime, h.readings, h.err
-}
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
 type detectFixture struct {
 	d        *handlers.DetectEpisodes
-	store    *episodeStore
-	history  *episodeHistory
+	store    *handlerstest.Episodes
+	history  *handlerstest.EpisodeHistory
 	opened   []messages.Anomaly
 	outcomes []string
 	offset   int64
@@ -82,13 +34,16 @@ func newDetectFixture(t *testing.T) *detectFixture {
 	t.Helper()
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
-	f := &detectFixture{store: &episodeStore{rows: map[string]string{}, types: map[string]string{}}, history: &episodeHistory{}}
-	f.d = &handlers.DetectEpisodes{
-		Limits: messages.DefaultLimits(), Engine: e, Store: f.store, History: f.history, AnomalyTopic: "events.anomaly.v1",
-		Now:       func() time.Time { return t0.Add(time.Hour) },
-		OnAnomaly: func(a messages.Anomaly) { f.opened = append(f.opened, a) },
-		OnHistory: func(o string) { f.outcomes = append(f.outcomes, o) },
-	}
+	f := &detectFixture{store: &handlerstest.Episodes{}, history: &handlerstest.EpisodeHistory{}}
+	f.d, err = handlers.NewDetectEpisodes(handlers.DetectEpisodesConfig{
+		Limits: messages.DefaultLimits(), Engine: e, Store: f.store, History: f.history, Topic: "events.anomaly.v1",
+		Now: func() time.Time { return t0.Add(time.Hour) }, NewID: uuid.NewString, Log: slog.New(slog.DiscardHandler),
+		Observe: handlers.Observer{
+			Anomaly: func(a messages.Anomaly) { f.opened = append(f.opened, a) },
+			History: func(o string) { f.outcomes = append(f.outcomes, o) },
+		},
+	})
+	require.NoError(t, err)
 	return f
 }
 
@@ -110,7 +65,7 @@ func (f *detectFixture) message(t *testing.T, h messages.Heartbeat) *message.Mes
 
 func (f *detectFixture) handle(t *testing.T, h messages.Heartbeat) error {
 	t.Helper()
-	return f.d.Handle(f.message(t, h))
+	return handlers.Handler(f.d)(f.message(t, h))
 }
 
 // settled is customer's four readings at 70 from t0: what a jump needs
@@ -130,23 +85,23 @@ func TestDetectEpisodesRecordsOpeningAndClosing(t *testing.T) {
 	for i, h := range append(settled("c1"), jump, reading("c1", 5*s, 104), reading("c1", 6*s, 103)) {
 		require.NoError(t, f.handle(t, h), "reading %d", i)
 	}
-	require.Len(t, f.store.writes, 1)
-	w := f.store.writes[0]
-	id := rules.EpisodeID("c1", rules.Spike, jump.EventID)
-	require.Equal(t, hbsql.EpisodeOpen, w.Row.Status)
-	require.Equal(t, id, w.Row.AnomalyID)
-	require.Equal(t, jump.EventID, w.Row.EventID, "the episode's first reading")
-	require.Equal(t, jump.Timestamp, w.Row.StartedAt)
-	require.Equal(t, t0.Add(6*s), w.Row.OpenedAt)
-	require.Equal(t, 3, w.Row.Samples)
-	require.Equal(t, 70, *w.Row.PreviousHeartRate)
-	require.Equal(t, "events.anomaly.v1", w.Topic)
-	require.Equal(t, id, w.Msg.UUID, "the opening's message id is the anomaly id")
-	require.Equal(t, "c1", w.Msg.Metadata.Get(messages.KeyMetadata))
-	require.Equal(t, "open", w.Msg.Metadata.Get("anomaly_status"))
-	require.Equal(t, "corr-"+reading("c1", 6*s, 103).EventID, wmmw.MessageCorrelationID(w.Msg))
+	require.Len(t, writes(f.store), 1)
+	w := writes(f.store)[0]
+	id := messages.EpisodeID("c1", messages.Spike, jump.EventID)
+	require.Equal(t, messages.EpisodeOpen, w.Episode.Status)
+	require.Equal(t, id, w.Episode.AnomalyID)
+	require.Equal(t, jump.EventID, w.Episode.EventID, "the episode's first reading")
+	require.Equal(t, jump.Timestamp, w.Episode.StartedAt)
+	require.Equal(t, t0.Add(6*s), w.Episode.OpenedAt)
+	require.Equal(t, 3, w.Episode.Samples)
+	require.Equal(t, 70, *w.Episode.PreviousHeartRate)
+	require.Equal(t, "events.anomaly.v1", topics(f.store)[0])
+	require.Equal(t, id, w.Message.UUID, "the opening's message id is the anomaly id")
+	require.Equal(t, "c1", w.Message.Metadata.Get(messages.KeyMetadata))
+	require.Equal(t, "open", w.Message.Metadata.Get("anomaly_status"))
+	require.Equal(t, "corr-"+reading("c1", 6*s, 103).EventID, wmmw.MessageCorrelationID(w.Message))
 	var body map[string]any
-	require.NoError(t, json.Unmarshal(w.Msg.Payload, &body))
+	require.NoError(t, json.Unmarshal(w.Message.Payload, &body))
 	require.Equal(t, "open", body["status"])
 	require.Equal(t, "SPIKE", body["anomaly_type"])
 	require.EqualValues(t, 105, body["peak_heart_rate"])
@@ -156,14 +111,14 @@ func TestDetectEpisodesRecordsOpeningAndClosing(t *testing.T) {
 	for i := range 62 {
 		require.NoError(t, f.handle(t, reading("c1", time.Duration(7+i)*s, 71)))
 	}
-	require.Len(t, f.store.writes, 2)
-	c := f.store.writes[1]
-	require.Equal(t, hbsql.EpisodeClosed, c.Row.Status)
-	require.Equal(t, id, c.Row.AnomalyID)
-	require.Equal(t, t0.Add(6*s), *c.Row.EndedAt, "ends at its last holding reading")
-	require.NotEqual(t, id, c.Msg.UUID, "the closing has its own message id")
-	require.Equal(t, "closed", c.Msg.Metadata.Get("anomaly_status"))
-	require.JSONEq(t, `{"close_reason":"cleared"}`, string(c.Row.Details))
+	require.Len(t, writes(f.store), 2)
+	c := writes(f.store)[1]
+	require.Equal(t, messages.EpisodeClosed, c.Episode.Status)
+	require.Equal(t, id, c.Episode.AnomalyID)
+	require.Equal(t, t0.Add(6*s), *c.Episode.EndedAt, "ends at its last holding reading")
+	require.NotEqual(t, id, c.Message.UUID, "the closing has its own message id")
+	require.Equal(t, "closed", c.Message.Metadata.Get("anomaly_status"))
+	require.JSONEq(t, `{"close_reason":"cleared"}`, string(c.Episode.Details))
 	require.Len(t, f.opened, 1, "closings are not counted as anomalies")
 }
 
@@ -174,21 +129,21 @@ func TestDetectEpisodesMovesOnOnlyAfterCommit(t *testing.T) {
 		require.NoError(t, f.handle(t, h))
 	}
 	confirm := f.message(t, reading("c1", 6*s, 103))
-	f.store.fail = 1
-	require.Error(t, f.d.Handle(confirm), "nacked: redelivered")
-	require.Empty(t, f.store.writes)
-	require.NoError(t, f.d.Handle(confirm), "the redelivery raises the same opening")
-	require.Len(t, f.store.writes, 1)
-	require.NoError(t, f.d.Handle(confirm), "a duplicate changes nothing")
-	require.Len(t, f.store.writes, 1)
+	f.store.Fail = 1
+	require.Error(t, handlers.Handler(f.d)(confirm), "nacked: redelivered")
+	require.Empty(t, writes(f.store))
+	require.NoError(t, handlers.Handler(f.d)(confirm), "the redelivery raises the same opening")
+	require.Len(t, writes(f.store), 1)
+	require.NoError(t, handlers.Handler(f.d)(confirm), "a duplicate changes nothing")
+	require.Len(t, writes(f.store), 1)
 }
 
 func TestDetectEpisodesAcksInvalidReadings(t *testing.T) {
 	f := newDetectFixture(t)
 	m := message.NewMessage(uuid.NewString(), []byte(`{"event_id":"nope"}`))
-	require.NoError(t, f.d.Handle(m))
-	require.Empty(t, f.store.writes)
-	require.Zero(t, f.history.calls)
+	require.NoError(t, handlers.Handler(f.d)(m))
+	require.Empty(t, writes(f.store))
+	require.Zero(t, f.history.Calls())
 }
 
 // TestDetectEpisodesRebuildsState: a customer the engine does not know is
@@ -198,16 +153,16 @@ func TestDetectEpisodesRebuildsState(t *testing.T) {
 	s := time.Second
 	prime := rules.ReadingOf(reading("c1", 0, 70))
 	jump := reading("c1", 4*s, 105)
-	f.history.prime = &prime
+	f.history.Prime = &prime
 	for _, h := range append(settled("c1")[1:], jump, reading("c1", 5*s, 104)) {
-		f.history.readings = append(f.history.readings, rules.ReadingOf(h))
+		f.history.Stored = append(f.history.Stored, rules.ReadingOf(h))
 	}
 	require.NoError(t, f.handle(t, reading("c1", 6*s, 103)))
 	require.Equal(t, []string{"found"}, f.outcomes)
-	require.Len(t, f.store.writes, 1, "the jump before the restart is confirmed after it")
-	require.Equal(t, rules.EpisodeID("c1", rules.Spike, jump.EventID), f.store.writes[0].Row.AnomalyID)
+	require.Len(t, writes(f.store), 1, "the jump before the restart is confirmed after it")
+	require.Equal(t, messages.EpisodeID("c1", messages.Spike, jump.EventID), writes(f.store)[0].Episode.AnomalyID)
 	require.NoError(t, f.handle(t, reading("c1", 7*s, 103)))
-	require.Equal(t, 1, f.history.calls, "once per customer")
+	require.Equal(t, 1, f.history.Calls(), "once per customer")
 }
 
 // TestDetectEpisodesWithoutHistory: persist not running — the episodes
@@ -215,19 +170,19 @@ func TestDetectEpisodesRebuildsState(t *testing.T) {
 // one opening.
 func TestDetectEpisodesWithoutHistory(t *testing.T) {
 	f := newDetectFixture(t)
-	f.history.err = fmt.Errorf("wait: %w", hbsql.ErrHistoryIncomplete)
+	f.history.Err = fmt.Errorf("wait: %w", messages.ErrHistoryIncomplete)
 	start := rules.ReadingOf(reading("c1", 0, 125))
-	recorded := rules.Episode{CustomerID: "c1", Rule: rules.SustainedHigh, Severity: rules.SeverityHigh, Threshold: 120,
+	recorded := messages.Episode{CustomerID: "c1", Rule: messages.SustainedHigh, Severity: messages.SeverityHigh, Threshold: 120,
 		Start: start, OpenedAt: start.Time.Add(10 * time.Minute), Last: start, Peak: 130, Trough: 121, Samples: 600}
-	f.store.recent = []rules.Episode{recorded}
-	f.store.rows[recorded.ID()] = hbsql.EpisodeOpen
+	f.store.Recent = []messages.Episode{recorded}
+	f.store.SetStatus(recorded.ID(), messages.EpisodeOpen)
 	for i := range 62 {
 		require.NoError(t, f.handle(t, reading("c1", 11*time.Minute+time.Duration(i)*time.Second, 80)))
 	}
 	require.Equal(t, []string{"incomplete"}, f.outcomes)
-	require.Len(t, f.store.writes, 1)
-	require.Equal(t, recorded.ID(), f.store.writes[0].Row.AnomalyID)
-	require.Equal(t, hbsql.EpisodeClosed, f.store.writes[0].Row.Status)
+	require.Len(t, writes(f.store), 1)
+	require.Equal(t, recorded.ID(), writes(f.store)[0].Episode.AnomalyID)
+	require.Equal(t, messages.EpisodeClosed, writes(f.store)[0].Episode.Status)
 }
 
 // A batch's episode changes are recorded in one write at its end, the same
@@ -245,7 +200,7 @@ func TestDetectEpisodesBatchMatchesOneByOneAndSurvivesAFailedWrite(t *testing.T)
 	for _, h := range hs {
 		require.NoError(t, one.handle(t, h))
 	}
-	require.NotEmpty(t, one.store.writes, "the jump is a SPIKE")
+	require.NotEmpty(t, writes(one.store), "the jump is a SPIKE")
 
 	batch := newDetectFixture(t)
 	b := &messages.Batch{}
@@ -255,22 +210,22 @@ func TestDetectEpisodesBatchMatchesOneByOneAndSurvivesAFailedWrite(t *testing.T)
 		b.Records = append(b.Records, messages.Record{Source: src, Value: m.Payload,
 			Headers: []messages.Header{{Key: messages.CorrelationIDMetadata, Value: []byte("corr-" + h.EventID)}}})
 	}
-	batch.store.fail = 1
-	require.EqualError(t, batch.d.HandleBatch(context.Background(), b, nil), "database down")
+	batch.store.Fail = 1
+	require.EqualError(t, batch.d.HandleBatch(context.Background(), b), handlerstest.ErrDown.Error())
 	require.Zero(t, b.Done)
-	require.Empty(t, batch.store.writes)
-	calls := batch.history.calls
-	require.NoError(t, batch.d.HandleBatch(context.Background(), b, nil))
+	require.Empty(t, writes(batch.store))
+	calls := batch.history.Calls()
+	require.NoError(t, batch.d.HandleBatch(context.Background(), b))
 	require.Equal(t, len(hs), b.Done)
-	require.Greater(t, batch.history.calls, calls, "the forgotten customers are rebuilt from storage")
+	require.Greater(t, batch.history.Calls(), calls, "the forgotten customers are rebuilt from storage")
 
-	require.Equal(t, len(one.store.writes), len(batch.store.writes))
-	for i := range one.store.writes {
-		w1, w2 := one.store.writes[i], batch.store.writes[i]
-		require.Equal(t, w1.Row.AnomalyID, w2.Row.AnomalyID)
-		require.Equal(t, w1.Row.Status, w2.Row.Status)
-		require.Equal(t, w1.Msg.UUID, w2.Msg.UUID)
-		require.Equal(t, w1.Msg.Metadata.Get(wmmw.CorrelationIDMetadataKey), w2.Msg.Metadata.Get(wmmw.CorrelationIDMetadataKey))
+	require.Equal(t, len(writes(one.store)), len(writes(batch.store)))
+	for i := range writes(one.store) {
+		w1, w2 := writes(one.store)[i], writes(batch.store)[i]
+		require.Equal(t, w1.Episode.AnomalyID, w2.Episode.AnomalyID)
+		require.Equal(t, w1.Episode.Status, w2.Episode.Status)
+		require.Equal(t, w1.Message.UUID, w2.Message.UUID)
+		require.Equal(t, w1.Message.Metadata.Get(wmmw.CorrelationIDMetadataKey), w2.Message.Metadata.Get(wmmw.CorrelationIDMetadataKey))
 	}
 	require.Equal(t, len(one.opened), len(batch.opened))
 }
@@ -291,7 +246,7 @@ func plateaus(customer string, steps ...[2]int) []messages.Heartbeat {
 // bothPaths runs hs through the per-reading path (one message each) and
 // the batch path (batches of 500 records, as detect's subscriber delivers
 // them), checks that both record the same writes, and returns them.
-func bothPaths(t *testing.T, hs []messages.Heartbeat) []hbsql.EpisodeWrite {
+func bothPaths(t *testing.T, hs []messages.Heartbeat) []messages.EpisodeUpdate {
 	t.Helper()
 	one := newDetectFixture(t)
 	for _, h := range hs {
@@ -306,17 +261,17 @@ func bothPaths(t *testing.T, hs []messages.Heartbeat) []hbsql.EpisodeWrite {
 			b.Records = append(b.Records, messages.Record{Source: src, Value: m.Payload,
 				Headers: []messages.Header{{Key: messages.CorrelationIDMetadata, Value: []byte("corr-" + h.EventID)}}})
 		}
-		require.NoError(t, batch.d.HandleBatch(context.Background(), b, nil))
+		require.NoError(t, batch.d.HandleBatch(context.Background(), b))
 	}
-	require.Equal(t, len(one.store.writes), len(batch.store.writes))
-	for i, w := range one.store.writes {
-		b := batch.store.writes[i]
-		require.Equal(t, w.Row, b.Row, "write %d", i)
-		require.Equal(t, w.Msg.UUID, b.Msg.UUID)
-		require.Equal(t, string(w.Msg.Payload), string(b.Msg.Payload))
+	require.Equal(t, len(writes(one.store)), len(writes(batch.store)))
+	for i, w := range writes(one.store) {
+		b := writes(batch.store)[i]
+		require.Equal(t, w.Episode, b.Episode, "write %d", i)
+		require.Equal(t, w.Message.UUID, b.Message.UUID)
+		require.Equal(t, string(w.Message.Payload), string(b.Message.Payload))
 	}
 	require.Equal(t, len(one.opened), len(batch.opened))
-	return one.store.writes
+	return writes(one.store)
 }
 
 // write is what a test checks of an episode write.
@@ -325,11 +280,15 @@ type write struct {
 	Start, Opened      time.Duration // from t0
 }
 
-func writesOf(ws []hbsql.EpisodeWrite) []write {
+func writesOf(ws []messages.EpisodeUpdate) []write {
 	var out []write
 	for _, w := range ws {
-		out = append(out, write{Status: w.Row.Status, Type: w.Row.Type, From: w.Row.ReclassifiedFrom,
-			Start: w.Row.StartedAt.Sub(t0), Opened: w.Row.OpenedAt.Sub(t0)})
+		from := w.Episode.ReclassifiedFrom
+		if w.Episode.Status == messages.EpisodeClosed {
+			from = "" // a closing names it too; only an open update is a reclassification
+		}
+		out = append(out, write{Status: w.Episode.Status, Type: w.Episode.Type, From: from,
+			Start: w.Episode.StartedAt.Sub(t0), Opened: w.Episode.OpenedAt.Sub(t0)})
 	}
 	return out
 }
@@ -346,40 +305,40 @@ func TestDetectEpisodesBradycardiaAfterADrop(t *testing.T) {
 		ws := bothPaths(t, plateaus("c1", [2]int{120, 95}, [2]int{20 * 60, 65}, [2]int{12 * 60, 38}, [2]int{120, 60}))
 		jump, low := 2*time.Minute, 22*time.Minute
 		require.Equal(t, []write{
-			{Status: "open", Type: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-			{Status: "closed", Type: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-			{Status: "open", Type: rules.SustainedLow, Start: low, Opened: low + 10*time.Minute},
-			{Status: "closed", Type: rules.SustainedLow, Start: low, Opened: low + 10*time.Minute},
+			{Status: "open", Type: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "closed", Type: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "open", Type: messages.SustainedLow, Start: low, Opened: low + 10*time.Minute},
+			{Status: "closed", Type: messages.SustainedLow, Start: low, Opened: low + 10*time.Minute},
 		}, writesOf(ws))
-		require.JSONEq(t, `{"close_reason":"settled"}`, string(ws[1].Row.Details))
-		require.Equal(t, jump+10*time.Minute, ws[1].Row.EndedAt.Sub(t0))
-		require.Equal(t, rules.EpisodeID("c1", rules.SustainedLow, ws[2].Row.EventID), ws[2].Row.AnomalyID)
-		require.Equal(t, rules.SeverityHigh, ws[2].Row.Severity)
+		require.JSONEq(t, `{"close_reason":"settled"}`, string(ws[1].Episode.Details))
+		require.Equal(t, jump+10*time.Minute, ws[1].Episode.EndedAt.Sub(t0))
+		require.Equal(t, messages.EpisodeID("c1", messages.SustainedLow, ws[2].Episode.EventID), ws[2].Episode.AnomalyID)
+		require.Equal(t, messages.SeverityHigh, ws[2].Episode.Severity)
 	})
 	t.Run("while the drop's SPIKE is open", func(t *testing.T) {
 		ws := bothPaths(t, plateaus("c1", [2]int{60, 95}, [2]int{3 * 60, 62}, [2]int{12 * 60, 38}, [2]int{120, 60}))
 		jump, low := time.Minute, 4*time.Minute
 		require.Equal(t, []write{
-			{Status: "open", Type: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-			{Status: "open", Type: rules.SustainedLow, From: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-			{Status: "closed", Type: rules.SustainedLow, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "open", Type: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "open", Type: messages.SustainedLow, From: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+			{Status: "closed", Type: messages.SustainedLow, Start: jump, Opened: jump + 2*time.Second},
 		}, writesOf(ws))
-		id := ws[0].Row.AnomalyID
-		require.Equal(t, id, ws[1].Row.AnomalyID, "one episode: the SPIKE became the SUSTAINED_LOW")
-		require.Equal(t, id, ws[2].Row.AnomalyID)
-		require.Equal(t, rules.SeverityHigh, ws[1].Row.Severity)
+		id := ws[0].Episode.AnomalyID
+		require.Equal(t, id, ws[1].Episode.AnomalyID, "one episode: the SPIKE became the SUSTAINED_LOW")
+		require.Equal(t, id, ws[2].Episode.AnomalyID)
+		require.Equal(t, messages.SeverityHigh, ws[1].Episode.Severity)
 		var details map[string]any
-		require.NoError(t, json.Unmarshal(ws[1].Row.Details, &details))
+		require.NoError(t, json.Unmarshal(ws[1].Episode.Details, &details))
 		require.Equal(t, t0.Add(low+10*time.Minute).Format(time.RFC3339), details["reclassified_at"], "when the low timer had run 10 minutes")
 		require.Equal(t, "SPIKE", details["reclassified_from"])
 		require.EqualValues(t, 40, details["threshold"])
-		require.Equal(t, messages.AnomalyID(id, "reclassified"), ws[1].Msg.UUID)
+		require.Equal(t, messages.AnomalyID(id, "reclassified"), ws[1].Message.UUID)
 		var body map[string]any
-		require.NoError(t, json.Unmarshal(ws[1].Msg.Payload, &body))
+		require.NoError(t, json.Unmarshal(ws[1].Message.Payload, &body))
 		require.Equal(t, "SUSTAINED_LOW", body["anomaly_type"])
 		require.Equal(t, "SPIKE", body["reclassified_from"])
 		require.Equal(t, "open", body["status"])
-		require.Equal(t, "open", ws[1].Msg.Metadata.Get("anomaly_status"))
+		require.Equal(t, "open", ws[1].Message.Metadata.Get("anomaly_status"))
 	})
 }
 
@@ -391,20 +350,20 @@ func TestDetectEpisodesJumpIntoTachycardia(t *testing.T) {
 	ws := bothPaths(t, plateaus("c1", [2]int{60, 80}, [2]int{12 * 60, 150}, [2]int{120, 80}))
 	jump := time.Minute
 	require.Equal(t, []write{
-		{Status: "open", Type: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-		{Status: "open", Type: rules.SustainedHigh, From: rules.Spike, Start: jump, Opened: jump + 2*time.Second},
-		{Status: "closed", Type: rules.SustainedHigh, Start: jump, Opened: jump + 2*time.Second},
+		{Status: "open", Type: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+		{Status: "open", Type: messages.SustainedHigh, From: messages.Spike, Start: jump, Opened: jump + 2*time.Second},
+		{Status: "closed", Type: messages.SustainedHigh, Start: jump, Opened: jump + 2*time.Second},
 	}, writesOf(ws))
 	ids := map[string]bool{}
 	msgs := map[string]bool{}
 	for _, w := range ws {
-		ids[w.Row.AnomalyID] = true
-		msgs[w.Msg.UUID] = true
+		ids[w.Episode.AnomalyID] = true
+		msgs[w.Message.UUID] = true
 	}
 	require.Len(t, ids, 1, "one episode")
 	require.Len(t, msgs, 3, "three messages")
-	require.Equal(t, 80, *ws[1].Row.PreviousHeartRate, "the jump it began with stays")
-	require.Equal(t, 12*60, ws[2].Row.Samples)
+	require.Equal(t, 80, *ws[1].Episode.PreviousHeartRate, "the jump it began with stays")
+	require.Equal(t, 12*60, ws[2].Episode.Samples)
 }
 
 // TestDetectEpisodesReclassificationIsRecordedOnce: a reclassification
@@ -415,13 +374,17 @@ func TestDetectEpisodesReclassificationIsRecordedOnce(t *testing.T) {
 	for _, h := range hs[:len(hs)-1] {
 		require.NoError(t, f.handle(t, h))
 	}
-	require.Len(t, f.store.writes, 1)
+	require.Len(t, writes(f.store), 1)
 	m := f.message(t, hs[len(hs)-1]) // ten minutes after the jump
-	f.store.fail = 1
-	require.Error(t, f.d.Handle(m))
-	require.NoError(t, f.d.Handle(m))
-	require.NoError(t, f.d.Handle(m), "a duplicate changes nothing")
-	require.Len(t, f.store.writes, 2)
-	require.Equal(t, rules.SustainedHigh, f.store.writes[1].Row.Type)
+	f.store.Fail = 1
+	require.Error(t, handlers.Handler(f.d)(m))
+	require.NoError(t, handlers.Handler(f.d)(m))
+	require.NoError(t, handlers.Handler(f.d)(m), "a duplicate changes nothing")
+	require.Len(t, writes(f.store), 2)
+	require.Equal(t, messages.SustainedHigh, writes(f.store)[1].Episode.Type)
 	require.Len(t, f.opened, 1, "a reclassification is not a new anomaly")
 }
+
+func writes(s *handlerstest.Episodes) []messages.EpisodeUpdate { w, _ := s.Writes(); return w }
+
+func topics(s *handlerstest.Episodes) []string { _, t := s.Writes(); return t }

@@ -2,117 +2,83 @@ package handlers
 
 import (
 	"context"
-	"errors"
+	"slices"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-
 	"github.com/heartbeat/heartbeat/messages"
-	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
-// Persist validates readings and stores the valid ones. Each message's
-// handler call waits until the batch holding its row has committed, together
-// with the partition checkpoint, and only then acks.
-//
-// A batch message (messages.Batch) is handled whole: its invalid records'
-// envelopes published in one call (RouteInvalid), then all its records
-// submitted together — rows for the valid ones, checkpoint entries for the
-// rest — so that one handler call, not one per record, waits for the
-// commit. A lone message's invalid reading is returned as the
-// *messages.ValidationError, for the InvalidEvents middleware to route.
+// IngestSink takes a batch's records for storage and returns once they are
+// durable: stored, with the partition checkpoint past them. (The router
+// gives Persist a [Batcher] that gathers the submissions of concurrent
+// batch messages into COPY transactions.)
+type IngestSink interface {
+	SubmitAll(ctx context.Context, items []messages.Ingest) error
+}
+
+// Persist validates readings and stores the valid ones. A batch's records
+// go to storage in one submission, the valid readings as rows and the
+// invalid ones as their place in the checkpoint only, so that the
+// checkpoint covers every record persist has finished with; the handler
+// returns — and the batch is acked — only once that submission committed.
+// The invalid records it lists in the batch (Batch.Refused) for the
+// InvalidEvents middleware to route to the invalid topic.
 type Persist struct {
-	Limits  messages.Limits
-	Batcher *Batcher[hbsql.EventRow]
-	Now     func() time.Time
-	// RouteInvalid publishes the envelopes of a batch's invalid records
-	// (middleware.InvalidEvents.Route).
-	RouteInvalid func(msgs []*message.Message, verrs []*messages.ValidationError) error
-	// NewCorrelationID names a record that arrived without a correlation id.
-	NewCorrelationID func() string
+	limits messages.Limits
+	sink   IngestSink
+	now    func() time.Time
 }
 
-// Handle implements message.NoPublishHandlerFunc.
-func (p *Persist) Handle(msg *message.Message) error {
-	if b, ok := messages.BatchOf(msg); ok {
-		return p.handleBatch(msg, b)
+// NewPersist returns a Persist validating with limits at the time now
+// tells, storing into sink.
+func NewPersist(limits messages.Limits, sink IngestSink, now func() time.Time) (*Persist, error) {
+	if err := require("Persist", dep{"a sink", sink != nil}, dep{"a clock", now != nil}); err != nil {
+		return nil, err
 	}
-	h, err := p.Limits.Validate(msg.Payload, p.Now())
-	if err != nil {
-		return err
-	}
-	src, _ := messages.SourceFromContext(msg.Context())
-	return p.Batcher.Submit(msg.Context(), hbsql.EventRow{Event: h, Source: src})
+	return &Persist{limits: limits, sink: sink, now: now}, nil
 }
 
-func (p *Persist) handleBatch(msg *message.Message, b *messages.Batch) error {
-	now := p.Now()
-	rows := make([]hbsql.EventRow, len(b.Records))
-	var (
-		invalid []*message.Message
-		verrs   []*messages.ValidationError
-	)
-	for i := range b.Records {
-		r := &b.Records[i]
-		h, err := p.Limits.Validate(r.Value, now)
+// HandleBatch implements [BatchHandler].
+func (p *Persist) HandleBatch(ctx context.Context, b *messages.Batch) error {
+	if b.Done >= len(b.Records) {
+		return nil
+	}
+	now := p.now()
+	records := b.Records[b.Done:]
+	items := make([]messages.Ingest, len(records))
+	var refused []messages.Refusal
+	for i := range records {
+		r := &records[i]
+		h, err := p.limits.Validate(r.Value, now)
 		if err == nil {
-			rows[i] = hbsql.EventRow{Event: h, Source: r.Source}
+			items[i] = messages.Ingest{Reading: h, Source: r.Source}
 			continue
 		}
 		verr, ok := messages.AsValidationError(err)
 		if !ok {
 			return err
 		}
-		rows[i] = hbsql.EventRow{Source: r.Source, CheckpointOnly: true}
-		if !b.Routed {
-			invalid = append(invalid, recordMessage(msg.Context(), r, p.NewCorrelationID))
-			verrs = append(verrs, verr)
-		}
+		items[i] = messages.Ingest{Source: r.Source, Refused: true}
+		refused = append(refused, messages.Refusal{Record: b.Done + i, Err: verr})
 	}
-	ctx := msg.Context()
-	if len(invalid) > 0 {
-		if p.RouteInvalid == nil {
-			return errors.New("persist: a batch holds invalid records and no RouteInvalid is set")
-		}
-		if err := p.RouteInvalid(invalid, verrs); err != nil {
+	// A refused record read from no Kafka partition (a message of another
+	// pub/sub) has no place in the checkpoint.
+	items = slices.DeleteFunc(items, func(in messages.Ingest) bool { return in.Refused && in.Source.Offset < 0 })
+	if len(items) > 0 {
+		if err := p.sink.SubmitAll(ctx, items); err != nil {
 			return err
 		}
-		// The envelopes are out: finish recording them even if the message's
-		// context ends now (shutdown), so a restart does not publish them again.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-		defer cancel()
 	}
-	b.Routed = true
-	if err := p.Batcher.SubmitAll(ctx, rows); err != nil {
-		return err
-	}
+	b.Refuse(refused)
 	b.Done = len(b.Records)
 	return nil
 }
 
-// Settle records a message that needs no row (an invalid event, already
-// routed) in the checkpoint, so the checkpoint covers every record persist
-// has finished with.
-func (p *Persist) Settle(msg *message.Message) error {
-	src, ok := messages.SourceFromContext(msg.Context())
-	if !ok || src.Offset < 0 {
-		return nil
-	}
-	// The envelope is already out: finish recording it even if the message's
-	// context ends now (shutdown), so a restart does not publish it again.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(msg.Context()), settleTimeout)
-	defer cancel()
-	return p.Batcher.Submit(ctx, hbsql.EventRow{Source: src, CheckpointOnly: true})
-}
-
-// settleTimeout bounds Settle once the message's context has ended.
-const settleTimeout = 5 * time.Second
-
 // EventWrite adapts a batch write that reports how many rows were new
-// (hbsql.EventWriter.Write) to a WriteFunc, reporting each committed batch.
-func EventWrite(write func(context.Context, []hbsql.EventRow) (int64, error), inserted func(rows, inserted int, took time.Duration)) WriteFunc[hbsql.EventRow] {
-	return func(ctx context.Context, rows []hbsql.EventRow) error {
+// (sql.EventWriter.Write) to the [Batcher]'s WriteFunc, reporting each
+// committed batch.
+func EventWrite(write func(context.Context, []messages.Ingest) (int64, error), inserted func(rows, inserted int, took time.Duration)) WriteFunc[messages.Ingest] {
+	return func(ctx context.Context, rows []messages.Ingest) error {
 		start := time.Now()
 		n, err := write(ctx, rows)
 		if err == nil && inserted != nil {

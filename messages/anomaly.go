@@ -30,3 +30,24 @@ type Anomaly struct {
 	DetectedAt        time.Time       `json:"detected_at"`
 	Details           json.RawMessage `json:"details"`
 }
+
+// EpisodeAnomaly is the message on events.anomaly.v1 of an episode opening
+// (status "open"), reclassification (status "open" again, with
+// ReclassifiedFrom: the same anomaly id, its new type and severity) or
+// closing ("closed"): the per-event anomaly's fields, for the episode's
+// first reading, and the episode's. The opening's message id is the
+// anomaly id; the reclassification's and the closing's are derived from it.
+type EpisodeAnomaly struct {
+	Anomaly
+	Status string `json:"status"`
+	// ReclassifiedFrom is the rule the episode opened as, once it has
+	// become another (a SPIKE become SUSTAINED_HIGH or SUSTAINED_LOW).
+	ReclassifiedFrom string     `json:"reclassified_from,omitempty"`
+	StartedAt        time.Time  `json:"started_at"`
+	OpenedAt         time.Time  `json:"opened_at"`
+	EndedAt          *time.Time `json:"ended_at,omitempty"`
+	PeakRate         int        `json:"peak_heart_rate"`
+	TroughRate       int        `json:"trough_heart_rate"`
+	Samples          int        `json:"samples"`
+	DurationMS       int64      `json:"duration_ms"`
+}

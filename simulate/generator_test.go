@@ -11,8 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
@@ -278,15 +278,15 @@ func TestGeneratorInjectionsUnderBothModes(t *testing.T) {
 		require.LessOrEqual(t, got, want, "%s: %d, want at most %d", what, got, want)
 	}
 	// Per event: each low and high reading, the jump and the return.
-	atLeast(fired["per_event"][rules.LowHeartRate], (simulate.HeldReadings+1)*injected[simulate.KindLow], "per_event LOW")
-	atLeast(fired["per_event"][rules.HighHeartRate], (simulate.HeldReadings+1)*injected[simulate.KindHigh], "per_event HIGH")
-	atLeast(fired["per_event"][rules.Spike], 2*injected[simulate.KindSpike]+injected[simulate.KindHigh], "per_event SPIKE")
+	atLeast(fired["per_event"][messages.LowHeartRate], (simulate.HeldReadings+1)*injected[simulate.KindLow], "per_event LOW")
+	atLeast(fired["per_event"][messages.HighHeartRate], (simulate.HeldReadings+1)*injected[simulate.KindHigh], "per_event HIGH")
+	atLeast(fired["per_event"][messages.Spike], 2*injected[simulate.KindSpike]+injected[simulate.KindHigh], "per_event SPIKE")
 
 	// Episode defaults: SPIKEs only, one per customer whose first injection
 	// was a jump (a spike, a high, or a low far enough below its rate).
-	require.Equal(t, []string{rules.Spike}, slices.Collect(maps.Keys(fired["episode"])))
-	atLeast(fired["episode"][rules.Spike], firstKinds[simulate.KindSpike]+firstKinds[simulate.KindHigh], "episode SPIKE")
-	atMost(fired["episode"][rules.Spike], len(first), "episode SPIKE")
+	require.Equal(t, []string{messages.Spike}, slices.Collect(maps.Keys(fired["episode"])))
+	atLeast(fired["episode"][messages.Spike], firstKinds[simulate.KindSpike]+firstKinds[simulate.KindHigh], "episode SPIKE")
+	atMost(fired["episode"][messages.Spike], len(first), "episode SPIKE")
 
 	// Quick sustained rules: at least the rule of each customer's first
 	// injection (give or take the injections sent as invalid events, whose
@@ -294,12 +294,12 @@ func TestGeneratorInjectionsUnderBothModes(t *testing.T) {
 	// than the first ones, as a later held low or high is never masked.
 	// A SPIKE settles as soon as its new level has held SustainFor, here
 	// at once, so a held jump and its return are two.
-	for kind, rule := range map[simulate.Kind]string{simulate.KindLow: rules.SustainedLow, simulate.KindHigh: rules.SustainedHigh} {
+	for kind, rule := range map[simulate.Kind]string{simulate.KindLow: messages.SustainedLow, simulate.KindHigh: messages.SustainedHigh} {
 		atLeast(fired["quick"][rule], firstKinds[kind], "quick "+rule)
 		atMost(fired["quick"][rule], injected[kind], "quick "+rule)
 		require.Greater(t, fired["quick"][rule], firstKinds[kind], "quick %s: later injections too", rule)
 	}
-	atLeast(fired["quick"][rules.Spike], firstKinds[simulate.KindSpike], "quick SPIKE")
-	atMost(fired["quick"][rules.Spike], 2*injected[simulate.KindSpike], "quick SPIKE")
+	atLeast(fired["quick"][messages.Spike], firstKinds[simulate.KindSpike], "quick SPIKE")
+	atMost(fired["quick"][messages.Spike], 2*injected[simulate.KindSpike], "quick SPIKE")
 	require.Len(t, fired["quick"], 3)
 }

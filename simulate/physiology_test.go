@@ -2,23 +2,15 @@ package simulate_test
 
 import (
 	"bytes"
-	"context"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
@@ -293,56 +285,6 @@ func TestWriteLabelsAndCSV(t *testing.T) {
 	require.NoError(t, simulate.WriteCSV(&b, []string{"c1"}, []simulate.PhysReading{{Customer: 0, Time: start.Add(1500 * time.Millisecond), Rate: 61}}))
 	require.Equal(t, "customer_id,timestamp,heart_rate\nc1,2026-11-25T07:00:01.500Z,61\n", b.String())
 	require.True(t, strings.HasPrefix(b.String(), "customer_id,timestamp,heart_rate\n"))
-}
-
-// TestPhysiologySimulatorPublishes runs a compressed scenario through a
-// GoChannel: every reading published, keyed by customer, valid or an
-// invalid event of the seed's kinds, the labels written first, the same ids
-// for the same seed.
-func TestPhysiologySimulatorPublishes(t *testing.T) {
-	run := func(seed uint64) ([]*message.Message, string) {
-		pubsub := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
-		defer pubsub.Close()
-		labels := filepath.Join(t.TempDir(), "labels.csv")
-		cfg := simulate.DefaultPhysiologyConfig()
-		cfg.Customers, cfg.Seed, cfg.Span, cfg.DayLength = 2, seed, 10*time.Minute, 10*time.Minute
-		var published atomic.Int64
-		s := &simulate.PhysiologySimulator{Config: cfg, Publisher: pubsub, Topic: "raw", Speed: 6000, LabelsFile: labels,
-			InvalidRatio: 0.05, Publishers: 2, OnPublished: func(simulate.Event) { published.Add(1) }}
-		msgs, err := pubsub.Subscribe(context.Background(), "raw")
-		require.NoError(t, err)
-		require.NoError(t, s.Run(context.Background()))
-		var out []*message.Message
-		for range published.Load() {
-			m := <-msgs
-			m.Ack()
-			out = append(out, m)
-		}
-		b, err := os.ReadFile(labels)
-		require.NoError(t, err)
-		return out, string(b)
-	}
-	msgs, labels := run(5)
-	require.Greater(t, len(msgs), 1000)
-	require.True(t, strings.HasPrefix(labels, "customer_id,type,class,start,end\n"))
-	invalid := 0
-	now := time.Now()
-	for _, m := range msgs {
-		require.Contains(t, []string{"phys_00001", "phys_00002"}, m.Metadata.Get(messages.KeyMetadata))
-		if _, err := messages.DefaultLimits().Validate(m.Payload, now); err != nil {
-			invalid++
-		}
-	}
-	require.InDelta(t, 0.05, float64(invalid)/float64(len(msgs)), 0.03)
-	again, _ := run(5)
-	require.Equal(t, len(msgs), len(again))
-	ids := map[string]bool{}
-	for _, m := range msgs {
-		ids[m.UUID] = true
-	}
-	for _, m := range again {
-		require.True(t, ids[m.UUID], "the same seed gives the same ids")
-	}
 }
 
 // TestPhysiologyCaseEpisodes checks the episodes where one rule could mask

@@ -196,3 +196,34 @@ func (s *Simulator) publish(ctx context.Context, evs []Event) {
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
+
+// MaxLag is a Throttle holding the simulator back while lag (a consumer
+// group's records still to consume) is above limit, checking every 20 ms:
+// a load the pipeline keeps up with (SIM_MAX_LAG). A lag it cannot read
+// (the group not there yet, a broker hiccup) holds nothing back: the bound
+// is for load tests, not a guarantee.
+func MaxLag(log *slog.Logger, lag func(context.Context) (int64, error), limit int64) func(context.Context) error {
+	warned := false
+	return func(ctx context.Context) error {
+		for {
+			n, err := lag(ctx)
+			if err != nil {
+				if !warned && ctx.Err() == nil {
+					warned = true
+					log.Debug("SIM_MAX_LAG: the lag is not readable; not holding back", "err", err)
+				}
+				return ctx.Err()
+			}
+			if n <= limit {
+				return nil
+			}
+			t := time.NewTimer(20 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+}

@@ -15,13 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 )
-
-// OutboxTopic is the watermill-sql topic (table watermill_outbox) that
-// Watermill's forwarder drains to Kafka.
-const OutboxTopic = "outbox"
 
 const insertAnomaly = `INSERT INTO anomalies
 	(anomaly_id, event_id, customer_id, anomaly_type, severity, heart_rate, event_time, detected_at, details)
@@ -68,57 +63,6 @@ func (w *AnomalyWriter) Write(ctx context.Context, a messages.Anomaly, topic str
 	return inserted, nil
 }
 
-// OutboxSchema is the watermill-sql schema of the outbox table.
-func OutboxSchema() wmsql.SchemaAdapter { return wmsql.DefaultPostgreSQLSchema{} }
-
-// OutboxOffsets is the watermill-sql offsets adapter of the outbox table.
-func OutboxOffsets() wmsql.OffsetsAdapter { return wmsql.DefaultPostgreSQLOffsetsAdapter{} }
-
-// InitOutbox creates the outbox table and its offsets table unless they
-// exist, in one transaction, with watermill-sql's own statements: run with
-// ctx, where the subscriber's SubscribeInitialize waits up to a minute
-// whatever its caller's context.
-func InitOutbox(ctx context.Context, pool *pgxpool.Pool) error {
-	qs, err := OutboxSchema().SchemaInitializingQueries(wmsql.SchemaInitializingQueriesParams{Topic: OutboxTopic})
-	if err != nil {
-		return fmt.Errorf("create outbox table: %w", err)
-	}
-	offsets, err := OutboxOffsets().SchemaInitializingQueries(wmsql.OffsetsSchemaInitializingQueriesParams{Topic: OutboxTopic})
-	if err != nil {
-		return fmt.Errorf("create outbox table: %w", err)
-	}
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		for _, q := range append(qs, offsets...) {
-			if _, err := tx.Exec(ctx, q.Query, q.Args...); err != nil {
-				return fmt.Errorf("create outbox table: %w", err)
-			}
-		}
-		return nil
-	})
-}
-
-// OutboxPending reports how many outbox messages the forwarder has not yet
-// moved to Kafka.
-func OutboxPending(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
-	n, _, err := OutboxBacklog(ctx, pool)
-	return n, err
-}
-
-// PruneOutbox deletes outbox messages the forwarder has already moved to
-// Kafka and that are older than keep, so the outbox table stays small. It
-// returns how many it deleted.
-func PruneOutbox(ctx context.Context, pool *pgxpool.Pool, keep time.Duration) (int64, error) {
-	tag, err := pool.Exec(ctx, `DELETE FROM watermill_outbox m USING watermill_offsets_outbox o
-		WHERE o.consumer_group = ''
-		  AND (m.transaction_id < o.last_processed_transaction_id
-		       OR (m.transaction_id = o.last_processed_transaction_id AND m."offset" <= o.offset_acked))
-		  AND m.created_at < LOCALTIMESTAMP - $1::interval`, keep)
-	if err != nil {
-		return 0, fmt.Errorf("prune outbox: %w", err)
-	}
-	return tag.RowsAffected(), nil
-}
-
 // Episodes (DETECTION_MODE=episode). An episode is one anomalies row,
 // inserted with status 'open' when it opens, updated once if a SPIKE
 // becomes a SUSTAINED episode (its anomaly_type and severity; its id, first
@@ -126,37 +70,6 @@ func PruneOutbox(ctx context.Context, pool *pgxpool.Pool, keep time.Duration) (i
 // each of these is one transaction with its outbox message. The detector rebuilds a customer's state from the row (which
 // episodes are open) and from heartbeat_events (the readings that drive the
 // timers), so no detector state is written per reading.
-
-// EpisodeRow is an anomalies row of an episode: the per-event columns (the
-// episode's first reading as event_id, event_time and heart_rate) and the
-// episode's own.
-type EpisodeRow struct {
-	messages.Anomaly
-	Status string // "open" or "closed"
-	// ReclassifiedFrom, on an open row, makes the write a reclassification:
-	// the row of that type becomes Type.
-	ReclassifiedFrom string
-	StartedAt        time.Time
-	OpenedAt         time.Time
-	EndedAt          *time.Time
-	PeakRate         int
-	TroughRate       int
-	Samples          int
-	DurationMS       int64
-}
-
-// Episode statuses.
-const (
-	EpisodeOpen   = "open"
-	EpisodeClosed = "closed"
-)
-
-// EpisodeWrite is an episode opening or closing and its outbox message.
-type EpisodeWrite struct {
-	Row   EpisodeRow
-	Topic string
-	Msg   *message.Message
-}
 
 const insertEpisode = `INSERT INTO anomalies
 	(anomaly_id, event_id, customer_id, anomaly_type, severity, heart_rate, event_time, detected_at, details,
@@ -181,23 +94,24 @@ const reclassifyEpisode = `UPDATE anomalies a SET anomaly_type = $2, severity = 
 	WHERE anomaly_id = $1 AND status = 'open' AND anomaly_type = $9
 	  AND NOT EXISTS (SELECT 1 FROM anomalies b WHERE b.event_id = a.event_id AND b.anomaly_type = $2)`
 
-// WriteEpisodes records the openings, reclassifications and closings of
-// one reading, with their outbox messages, in one transaction, in order.
+// WriteEpisodes records episode openings, reclassifications and closings
+// (an open row with ReclassifiedFrom is a reclassification), each with its
+// message for topic queued in the outbox, in one transaction, in order.
 // An opening inserts the row unless it exists; a reclassification updates
 // the open row of the type it reclassifies, and a closing the open row, or
 // either inserts the row as it now is if it was never recorded. Each
 // message is queued only with the row change it announces, so a
 // redelivered reading duplicates nothing. written tells, per write,
 // whether it changed a row.
-func (w *AnomalyWriter) WriteEpisodes(ctx context.Context, ws []EpisodeWrite) (written []bool, err error) {
+func (w *AnomalyWriter) WriteEpisodes(ctx context.Context, topic string, ws []messages.EpisodeUpdate) (written []bool, err error) {
 	written = make([]bool, len(ws))
 	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		var pub message.Publisher
 		for i, e := range ws {
-			r := e.Row
+			r := e.Episode
 			changed := false
 			switch {
-			case r.Status == EpisodeClosed:
+			case r.Status == messages.EpisodeClosed:
 				tag, err := tx.Exec(ctx, closeEpisode, r.AnomalyID, r.EndedAt, int16(r.PeakRate), int16(r.TroughRate),
 					r.Samples, r.DurationMS, r.Details, r.DetectedAt)
 				if err != nil {
@@ -239,7 +153,7 @@ func (w *AnomalyWriter) WriteEpisodes(ctx context.Context, ws []EpisodeWrite) (w
 				}
 				pub = forwarder.NewPublisher(sqlPub, forwarder.PublisherConfig{ForwarderTopic: OutboxTopic})
 			}
-			if err := pub.Publish(e.Topic, e.Msg); err != nil {
+			if err := pub.Publish(topic, e.Message); err != nil {
 				return fmt.Errorf("queue episode message: %w", err)
 			}
 		}
@@ -251,7 +165,7 @@ func (w *AnomalyWriter) WriteEpisodes(ctx context.Context, ws []EpisodeWrite) (w
 	return written, nil
 }
 
-func (w *AnomalyWriter) insertEpisode(ctx context.Context, tx pgx.Tx, r EpisodeRow) (bool, error) {
+func (w *AnomalyWriter) insertEpisode(ctx context.Context, tx pgx.Tx, r messages.EpisodeAnomaly) (bool, error) {
 	tag, err := tx.Exec(ctx, insertEpisode, r.AnomalyID, r.EventID, r.CustomerID, r.Type, r.Severity,
 		int16(r.HeartRate), r.EventTime, r.DetectedAt, r.Details,
 		r.Status, r.StartedAt, r.OpenedAt, r.EndedAt, int16(r.PeakRate), int16(r.TroughRate), r.Samples, r.DurationMS)
@@ -265,7 +179,7 @@ func (w *AnomalyWriter) insertEpisode(ctx context.Context, tx pgx.Tx, r EpisodeR
 // after since, with what rebuilding its state needs of them: rule (and the
 // rule it opened as), first reading, the rate before a SPIKE's jump,
 // opening time, end, and the figures recorded.
-func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]rules.Episode, error) {
+func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]messages.Episode, error) {
 	rows, err := w.pool.Query(ctx, `SELECT anomaly_type, coalesce(details->>'reclassified_from', ''), severity, event_id::text,
 		       started_at, heart_rate, coalesce((details->>'previous_heart_rate')::int, 0), opened_at, status, ended_at,
 		       peak_rate, trough_rate, samples, duration_ms
@@ -273,8 +187,8 @@ func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, sin
 	if err != nil {
 		return nil, fmt.Errorf("episodes of %s: %w", customer, err)
 	}
-	var out []rules.Episode
-	var ep rules.Episode
+	var out []messages.Episode
+	var ep messages.Episode
 	var rate, peak, trough int16
 	var base int32
 	var status string
@@ -284,7 +198,7 @@ func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, sin
 	_, err = pgx.ForEachRow(rows, []any{&ep.Rule, &ep.OpenedAs, &ep.Severity, &ep.Start.EventID, &ep.Start.Time, &rate, &base, &ep.OpenedAt, &status, &ended,
 		&peak, &trough, &samples, &durationMS}, func() error {
 		e := ep
-		e.CustomerID, e.Start.Rate, e.Base, e.Closed = customer, int(rate), int(base), status == EpisodeClosed
+		e.CustomerID, e.Start.Rate, e.Base, e.Closed = customer, int(rate), int(base), status == messages.EpisodeClosed
 		e.Peak, e.Trough, e.Samples = int(peak), int(trough), int(samples)
 		e.Last = e.Start
 		e.Last.Time = e.Start.Time.Add(time.Duration(durationMS) * time.Millisecond)
@@ -318,7 +232,7 @@ func NewEpisodeHistory(h *History) *EpisodeHistory { return &EpisodeHistory{h: h
 // Readings returns the readings of h.CustomerID stored from records of src's
 // partition before src: prime, the latest before warmFrom (nil if none),
 // and those from warmFrom on, in offset order.
-func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *rules.Reading, rs []rules.Reading, err error) {
+func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *messages.Reading, rs []messages.Reading, err error) {
 	if err := hs.h.waitFor(ctx, src); err != nil {
 		return nil, nil, err
 	}
@@ -334,7 +248,7 @@ func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, sr
 		return nil, nil, fmt.Errorf("look up readings of %s: %w", h.CustomerID, err)
 	}
 	if found {
-		prime = &rules.Reading{EventID: uuid.UUID(best.id).String(), Time: best.at, Rate: int(best.rate)}
+		prime = &messages.Reading{EventID: uuid.UUID(best.id).String(), Time: best.at, Rate: int(best.rate)}
 	}
 	rows, err := hs.h.pool.Query(ctx, historyFrom, h.CustomerID, src.Topic, src.Partition, src.Offset, warmFrom, DayOf(warmFrom).Time())
 	if err != nil {
@@ -358,7 +272,7 @@ func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, sr
 	// offsets: sort them all.
 	slices.SortFunc(stored, func(a, b historyReading) int { return cmp.Compare(a.offset, b.offset) })
 	for _, r := range stored {
-		rs = append(rs, rules.Reading{EventID: uuid.UUID(r.id).String(), Time: r.at, Rate: int(r.rate)})
+		rs = append(rs, messages.Reading{EventID: uuid.UUID(r.id).String(), Time: r.at, Rate: int(r.rate)})
 	}
 	return prime, rs, nil
 }

@@ -13,11 +13,11 @@ import (
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
-func benchRows(n, batch int, now time.Time) []hbsql.EventRow {
-	rows := make([]hbsql.EventRow, n)
+func benchRows(n, batch int, now time.Time) []messages.Ingest {
+	rows := make([]messages.Ingest, n)
 	for i := range rows {
-		rows[i] = hbsql.EventRow{
-			Event: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: fmt.Sprintf("cust_%05d", i%10000),
+		rows[i] = messages.Ingest{
+			Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: fmt.Sprintf("cust_%05d", i%10000),
 				Timestamp: now.Add(time.Duration(i) * time.Millisecond), HeartRate: 60 + i%40},
 			Source: messages.Source{Topic: "events.raw.v1", Partition: int32(i % 24), Offset: int64(batch*n + i)},
 		}
@@ -70,7 +70,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 				i++
 				src := make([][]any, len(rows))
 				for j, r := range rows {
-					src[j] = []any{r.Event.EventID, r.Event.CustomerID, r.Event.Timestamp, int16(r.Event.HeartRate), r.Source.Topic, r.Source.Partition, r.Source.Offset}
+					src[j] = []any{r.Reading.EventID, r.Reading.CustomerID, r.Reading.Timestamp, int16(r.Reading.HeartRate), r.Source.Topic, r.Source.Partition, r.Source.Offset}
 				}
 				b.StartTimer()
 				if _, err := pool.CopyFrom(ctx, pgx.Identifier{"copy_target"}, cols, pgx.CopyFromRows(src)); err != nil {

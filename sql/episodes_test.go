@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
@@ -35,21 +34,21 @@ func episodeDB(t *testing.T) *pgxpool.Pool {
 
 var at = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
-func episodeWrite(id, start string, status string, end *time.Time) hbsql.EpisodeWrite {
-	row := hbsql.EpisodeRow{
-		Anomaly: messages.Anomaly{AnomalyID: id, EventID: start, CustomerID: "c1", Type: rules.SustainedHigh, Severity: rules.SeverityHigh,
+func episodeWrite(id, start string, status string, end *time.Time) messages.EpisodeUpdate {
+	row := messages.EpisodeAnomaly{
+		Anomaly: messages.Anomaly{AnomalyID: id, EventID: start, CustomerID: "c1", Type: messages.SustainedHigh, Severity: messages.SeverityHigh,
 			HeartRate: 121, EventTime: at, DetectedAt: at.Add(time.Hour), Details: json.RawMessage(`{"threshold":120}`)},
 		Status: status, StartedAt: at, OpenedAt: at.Add(10 * time.Minute), EndedAt: end,
 		PeakRate: 150, TroughRate: 115, Samples: 601, DurationMS: 600_000,
 	}
-	if status == hbsql.EpisodeClosed {
+	if status == messages.EpisodeClosed {
 		row.Details = json.RawMessage(`{"close_reason":"cleared"}`)
 	}
 	msgID := id
-	if status == hbsql.EpisodeClosed {
+	if status == messages.EpisodeClosed {
 		msgID = uuid.NewSHA1(uuid.NameSpaceOID, []byte(id)).String()
 	}
-	return hbsql.EpisodeWrite{Row: row, Topic: "events.anomaly.v1", Msg: message.NewMessage(msgID, []byte(`{}`))}
+	return messages.EpisodeUpdate{Episode: row, Message: message.NewMessage(msgID, []byte(`{}`))}
 }
 
 func count(t *testing.T, pool *pgxpool.Pool, query string, args ...any) int {
@@ -69,10 +68,10 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	id, start := uuid.NewString(), uuid.NewString()
 	end := at.Add(20 * time.Minute)
 
-	written, err := w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeOpen, nil)})
+	written, err := w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{episodeWrite(id, start, messages.EpisodeOpen, nil)})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true}, written)
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeOpen, nil)})
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{episodeWrite(id, start, messages.EpisodeOpen, nil)})
 	require.NoError(t, err)
 	require.Equal(t, []bool{false}, written, "redelivered opening")
 	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
@@ -81,13 +80,13 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	recent, err := w.RecentEpisodes(ctx, "c1", at.Add(time.Hour))
 	require.NoError(t, err)
 	require.Len(t, recent, 1, "an open episode is recent however old")
-	require.Equal(t, rules.Episode{CustomerID: "c1", Rule: rules.SustainedHigh, Severity: rules.SeverityHigh,
-		Start: rules.Reading{EventID: start, Time: at, Rate: 121}, OpenedAt: at.Add(10 * time.Minute),
-		Last: rules.Reading{EventID: start, Time: at.Add(10 * time.Minute), Rate: 121}, Peak: 150, Trough: 115, Samples: 601},
+	require.Equal(t, messages.Episode{CustomerID: "c1", Rule: messages.SustainedHigh, Severity: messages.SeverityHigh,
+		Start: messages.Reading{EventID: start, Time: at, Rate: 121}, OpenedAt: at.Add(10 * time.Minute),
+		Last: messages.Reading{EventID: start, Time: at.Add(10 * time.Minute), Rate: 121}, Peak: 150, Trough: 115, Samples: 601},
 		normalize(recent[0]))
 
 	for range 2 {
-		_, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{episodeWrite(id, start, hbsql.EpisodeClosed, &end)})
+		_, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{episodeWrite(id, start, messages.EpisodeClosed, &end)})
 		require.NoError(t, err)
 	}
 	require.Equal(t, 2, count(t, pool, "SELECT count(*) FROM watermill_outbox"), "one opening, one closing")
@@ -107,18 +106,18 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	// An opening and closing of one reading (SIGNAL_LOSS across a gap), and
 	// the closing of an episode never recorded open: both end closed.
 	lossID, lossStart, orphan := uuid.NewString(), uuid.NewString(), uuid.NewString()
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{
-		episodeWrite(lossID, lossStart, hbsql.EpisodeOpen, nil),
-		episodeWrite(lossID, lossStart, hbsql.EpisodeClosed, &end),
-		episodeWrite(orphan, uuid.NewString(), hbsql.EpisodeClosed, &end),
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{
+		episodeWrite(lossID, lossStart, messages.EpisodeOpen, nil),
+		episodeWrite(lossID, lossStart, messages.EpisodeClosed, &end),
+		episodeWrite(orphan, uuid.NewString(), messages.EpisodeClosed, &end),
 	})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true, true, true}, written)
 	require.Equal(t, 5, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
 	require.Equal(t, 3, count(t, pool, "SELECT count(*) FROM anomalies WHERE status = 'closed'"))
 	// Per-event rows do not show as episodes.
-	_, err = w.Write(ctx, messages.Anomaly{AnomalyID: uuid.NewString(), EventID: uuid.NewString(), CustomerID: "c1", Type: rules.LowHeartRate,
-		Severity: rules.SeverityHigh, HeartRate: 45, EventTime: at, DetectedAt: at, Details: json.RawMessage(`{}`)}, "events.anomaly.v1",
+	_, err = w.Write(ctx, messages.Anomaly{AnomalyID: uuid.NewString(), EventID: uuid.NewString(), CustomerID: "c1", Type: messages.LowHeartRate,
+		Severity: messages.SeverityHigh, HeartRate: 45, EventTime: at, DetectedAt: at, Details: json.RawMessage(`{}`)}, "events.anomaly.v1",
 		message.NewMessage(uuid.NewString(), []byte(`{}`)))
 	require.NoError(t, err)
 	recent, err = w.RecentEpisodes(ctx, "c1", at.Add(-time.Hour))
@@ -126,7 +125,7 @@ func TestWriteEpisodesIsIdempotent(t *testing.T) {
 	require.Len(t, recent, 3)
 }
 
-func normalize(e rules.Episode) rules.Episode {
+func normalize(e messages.Episode) messages.Episode {
 	e.Start.Time, e.Last.Time, e.OpenedAt = e.Start.Time.UTC(), e.Last.Time.UTC(), e.OpenedAt.UTC()
 	return e
 }
@@ -142,7 +141,7 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 	for i := range ids {
 		ids[i] = uuid.NewString()
 	}
-	var rows []hbsql.EventRow
+	var rows []messages.Ingest
 	for _, r := range []struct {
 		id, customer string
 		sec          int
@@ -156,20 +155,26 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 		{ids[4], "c2", 130, 3, 15}, // another customer
 		{ids[5], "c1", 180, 3, 20}, // after the record
 	} {
-		rows = append(rows, hbsql.EventRow{
-			Event:  messages.Heartbeat{EventID: r.id, CustomerID: r.customer, Timestamp: at.Add(time.Duration(r.sec) * time.Second), HeartRate: 70},
-			Source: messages.Source{Topic: "events.raw.v1", Partition: r.partition, Offset: r.offset},
+		rows = append(rows, messages.Ingest{
+			Reading: messages.Heartbeat{EventID: r.id, CustomerID: r.customer, Timestamp: at.Add(time.Duration(r.sec) * time.Second), HeartRate: 70},
+			Source:  messages.Source{Topic: "events.raw.v1", Partition: r.partition, Offset: r.offset},
 		})
 	}
 	// Two batches, the second written twice (a redelivery: merged, nothing
 	// new), as persist writes them.
 	w := hbsql.NewEventWriter(pool, "cg.db-writer.v1")
-	for _, batch := range [][]hbsql.EventRow{rows[:2], rows[2:], rows[1:]} {
+	for _, batch := range [][]messages.Ingest{rows[:2], rows[2:], rows[1:]} {
 		_, err := w.Write(ctx, batch)
 		require.NoError(t, err)
 	}
-
-	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, "cg.db-writer.v1", time.Hour, time.Second))
+	// persist's group has committed offset 21 of partition 3: all up to 20 stored.
+	progress := func(_ context.Context, topic string, partition int32) (int64, error) {
+		if topic == "events.raw.v1" && partition == 3 {
+			return 21, nil
+		}
+		return 0, nil
+	}
+	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, progress, time.Hour, time.Second))
 	h := messages.Heartbeat{CustomerID: "c1", Timestamp: at.Add(190 * time.Second)}
 	prime, rs, err := hs.Readings(ctx, h, messages.Source{Topic: "events.raw.v1", Partition: 3, Offset: 16}, at.Add(30*time.Second))
 	require.NoError(t, err)
@@ -182,7 +187,7 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 	require.Equal(t, []string{ids[1], ids[2], ids[3]}, got, "offset order, before the record, this customer only")
 
 	_, _, err = hs.Readings(ctx, h, messages.Source{Topic: "events.raw.v1", Partition: 3, Offset: 25}, at)
-	require.ErrorIs(t, err, hbsql.ErrHistoryIncomplete, "persist has not stored up to offset 25")
+	require.ErrorIs(t, err, messages.ErrHistoryIncomplete, "persist has not stored up to offset 25")
 }
 
 // TestWriteEpisodesReclassifiesOnce: an open SPIKE row becomes
@@ -196,20 +201,20 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	ctx := context.Background()
 	w := hbsql.NewAnomalyWriter(pool, watermill.NopLogger{})
 	start := uuid.NewString()
-	id := rules.EpisodeID("c1", rules.Spike, start)
-	spike := episodeWrite(id, start, hbsql.EpisodeOpen, nil)
-	spike.Row.Type, spike.Row.Severity, spike.Row.Samples = rules.Spike, rules.SeverityMedium, 3
-	spike.Row.Details = json.RawMessage(`{"threshold":30,"previous_heart_rate":80,"delta":70}`)
-	re := episodeWrite(id, start, hbsql.EpisodeOpen, nil)
-	re.Row.ReclassifiedFrom, re.Row.Samples = rules.Spike, 601
-	re.Row.Details = json.RawMessage(`{"threshold":120,"reclassified_from":"SPIKE"}`)
-	re.Msg = message.NewMessage(messages.AnomalyID(id, "reclassified"), []byte(`{}`))
+	id := messages.EpisodeID("c1", messages.Spike, start)
+	spike := episodeWrite(id, start, messages.EpisodeOpen, nil)
+	spike.Episode.Type, spike.Episode.Severity, spike.Episode.Samples = messages.Spike, messages.SeverityMedium, 3
+	spike.Episode.Details = json.RawMessage(`{"threshold":30,"previous_heart_rate":80,"delta":70}`)
+	re := episodeWrite(id, start, messages.EpisodeOpen, nil)
+	re.Episode.ReclassifiedFrom, re.Episode.Samples = messages.Spike, 601
+	re.Episode.Details = json.RawMessage(`{"threshold":120,"reclassified_from":"SPIKE"}`)
+	re.Message = message.NewMessage(messages.AnomalyID(id, "reclassified"), []byte(`{}`))
 
-	written, err := w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike})
+	written, err := w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{spike})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true}, written)
 	for i, want := range []bool{true, false} {
-		written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{re})
+		written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{re})
 		require.NoError(t, err)
 		require.Equal(t, []bool{want}, written, "reclassification %d", i)
 	}
@@ -218,37 +223,37 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	var samples int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT anomaly_type, severity, samples, details::text FROM anomalies
 		WHERE anomaly_id = $1 AND event_id = $2 AND status = 'open' AND opened_at = $3`, id, start, at.Add(10*time.Minute)).Scan(&typ, &severity, &samples, &details))
-	require.Equal(t, rules.SustainedHigh, typ)
-	require.Equal(t, rules.SeverityHigh, severity)
+	require.Equal(t, messages.SustainedHigh, typ)
+	require.Equal(t, messages.SeverityHigh, severity)
 	require.Equal(t, 601, samples)
 	require.JSONEq(t, `{"threshold":120,"previous_heart_rate":80,"delta":70,"reclassified_from":"SPIKE"}`, details)
 
 	recent, err := w.RecentEpisodes(ctx, "c1", at)
 	require.NoError(t, err)
 	require.Len(t, recent, 1)
-	require.Equal(t, rules.SustainedHigh, recent[0].Rule)
-	require.Equal(t, rules.Spike, recent[0].OpenedAs)
+	require.Equal(t, messages.SustainedHigh, recent[0].Rule)
+	require.Equal(t, messages.Spike, recent[0].OpenedAs)
 	require.Equal(t, 80, recent[0].Base)
 	require.Equal(t, id, recent[0].ID(), "the rebuilt episode keeps its identity")
 
 	// Closed, it is not reclassified again.
 	end := at.Add(30 * time.Minute)
-	closing := episodeWrite(id, start, hbsql.EpisodeClosed, &end)
-	_, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{closing})
+	closing := episodeWrite(id, start, messages.EpisodeClosed, &end)
+	_, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{closing})
 	require.NoError(t, err)
 	spike2 := spike
-	spike2.Row.Status = hbsql.EpisodeOpen
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike2, re})
+	spike2.Episode.Status = messages.EpisodeOpen
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{spike2, re})
 	require.NoError(t, err)
 	require.Equal(t, []bool{false, false}, written)
 	require.Equal(t, 3, count(t, pool, "SELECT count(*) FROM watermill_outbox"))
 
 	// Never recorded: inserted reclassified.
 	orphanStart := uuid.NewString()
-	orphanID := rules.EpisodeID("c1", rules.Spike, orphanStart)
-	orphan := episodeWrite(orphanID, orphanStart, hbsql.EpisodeOpen, nil)
-	orphan.Row.ReclassifiedFrom = rules.Spike
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{orphan})
+	orphanID := messages.EpisodeID("c1", messages.Spike, orphanStart)
+	orphan := episodeWrite(orphanID, orphanStart, messages.EpisodeOpen, nil)
+	orphan.Episode.ReclassifiedFrom = messages.Spike
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{orphan})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true}, written)
 	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM anomalies WHERE anomaly_id = $1 AND anomaly_type = 'SUSTAINED_HIGH' AND status = 'open'", orphanID))
@@ -257,12 +262,12 @@ func TestWriteEpisodesReclassifiesOnce(t *testing.T) {
 	// state rebuilt without history could record one): the SPIKE stays a
 	// SPIKE rather than fail the write, and so the partition, for ever.
 	s3 := uuid.NewString()
-	spike3 := episodeWrite(rules.EpisodeID("c1", rules.Spike, s3), s3, hbsql.EpisodeOpen, nil)
-	spike3.Row.Type = rules.Spike
-	other := episodeWrite(rules.EpisodeID("c1", rules.SustainedHigh, s3), s3, hbsql.EpisodeOpen, nil)
+	spike3 := episodeWrite(messages.EpisodeID("c1", messages.Spike, s3), s3, messages.EpisodeOpen, nil)
+	spike3.Episode.Type = messages.Spike
+	other := episodeWrite(messages.EpisodeID("c1", messages.SustainedHigh, s3), s3, messages.EpisodeOpen, nil)
 	re3 := spike3
-	re3.Row.Type, re3.Row.ReclassifiedFrom = rules.SustainedHigh, rules.Spike
-	written, err = w.WriteEpisodes(ctx, []hbsql.EpisodeWrite{spike3, other, re3})
+	re3.Episode.Type, re3.Episode.ReclassifiedFrom = messages.SustainedHigh, messages.Spike
+	written, err = w.WriteEpisodes(ctx, "events.anomaly.v1", []messages.EpisodeUpdate{spike3, other, re3})
 	require.NoError(t, err)
 	require.Equal(t, []bool{true, true, false}, written)
 	require.Equal(t, 1, count(t, pool, "SELECT count(*) FROM anomalies WHERE event_id = $1 AND anomaly_type = 'SPIKE'", s3))

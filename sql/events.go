@@ -18,15 +18,6 @@ import (
 	"github.com/heartbeat/heartbeat/messages"
 )
 
-// EventRow is one valid reading with where it was read from.
-type EventRow struct {
-	Event  messages.Heartbeat
-	Source messages.Source
-	// CheckpointOnly rows store nothing: they only move the checkpoint past
-	// a record that needs no row (an invalid event, routed elsewhere).
-	CheckpointOnly bool
-}
-
 // stagingTable receives each batch by COPY before it is merged into
 // heartbeat_events, so a redelivered reading is skipped instead of failing
 // the batch. It is a temporary table, one per connection, emptied at commit.
@@ -120,7 +111,7 @@ func NewEventWriter(pool *pgxpool.Pool, group string) *EventWriter {
 // was created (retention, by this process or another) fails the batch with
 // "no partition of relation found for row": the batch is rolled back
 // whole, the partition created again, and the batch written again once.
-func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int64, err error) {
+func (w *EventWriter) Write(ctx context.Context, rows []messages.Ingest) (inserted int64, err error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
@@ -140,22 +131,22 @@ func (w *EventWriter) Write(ctx context.Context, rows []EventRow) (inserted int6
 }
 
 // batchDays returns the UTC days of rows' readings, each once.
-func batchDays(rows []EventRow) []Day {
+func batchDays(rows []messages.Ingest) []Day {
 	var days []Day
 	for _, r := range rows {
-		if r.CheckpointOnly {
+		if r.Refused {
 			continue
 		}
 		// A partition's readings come mostly in time order: the day of the
 		// row before is the usual answer.
-		if d := DayOf(r.Event.Timestamp); len(days) == 0 || d != days[len(days)-1] && !slices.Contains(days, d) {
+		if d := DayOf(r.Reading.Timestamp); len(days) == 0 || d != days[len(days)-1] && !slices.Contains(days, d) {
 			days = append(days, d)
 		}
 	}
 	return days
 }
 
-func (w *EventWriter) write(ctx context.Context, rows []EventRow) (inserted int64, err error) {
+func (w *EventWriter) write(ctx context.Context, rows []messages.Ingest) (inserted int64, err error) {
 	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		var err error
 		if inserted, err = store(ctx, tx, rows); err != nil {
@@ -181,10 +172,10 @@ func (w *EventWriter) write(ctx context.Context, rows []EventRow) (inserted int6
 // stored (a redelivery) fails that COPY with a unique violation; it is then
 // rolled back to the savepoint and merged through the staging table, which
 // skips what is stored.
-func store(ctx context.Context, tx pgx.Tx, rows []EventRow) (int64, error) {
+func store(ctx context.Context, tx pgx.Tx, rows []messages.Ingest) (int64, error) {
 	valid := 0
 	for _, r := range rows {
-		if !r.CheckpointOnly {
+		if !r.Refused {
 			valid++
 		}
 	}
@@ -235,7 +226,7 @@ func store(ctx context.Context, tx pgx.Tx, rows []EventRow) (int64, error) {
 
 // rollupArgs are upsertRollups' arguments for rows, all new: readings
 // counted per minute and rate, and each customer's latest, in key order.
-func rollupArgs(rows []EventRow) []any {
+func rollupArgs(rows []messages.Ingest) []any {
 	type minuteRate struct {
 		minute time.Time
 		rate   int16
@@ -247,13 +238,13 @@ func rollupArgs(rows []EventRow) []any {
 	counts := make(map[minuteRate]int64, 256)
 	latest := make(map[string]last, 1024)
 	for _, r := range rows {
-		if r.CheckpointOnly {
+		if r.Refused {
 			continue
 		}
-		at, rate := r.Event.Timestamp, int16(r.Event.HeartRate)
+		at, rate := r.Reading.Timestamp, int16(r.Reading.HeartRate)
 		counts[minuteRate{at.Truncate(time.Minute), rate}]++
-		if l, ok := latest[r.Event.CustomerID]; !ok || at.After(l.at) {
-			latest[r.Event.CustomerID] = last{at, rate}
+		if l, ok := latest[r.Reading.CustomerID]; !ok || at.After(l.at) {
+			latest[r.Reading.CustomerID] = last{at, rate}
 		}
 	}
 	keys := slices.SortedFunc(maps.Keys(counts), func(a, b minuteRate) int {
@@ -276,14 +267,18 @@ func rollupArgs(rows []EventRow) []any {
 
 // checkpoints returns the highest offset per source partition of rows, in
 // (topic, partition) order: concurrent writers then lock checkpoint rows in
-// the same order and cannot deadlock.
-func checkpoints(rows []EventRow) (topics []string, parts []int32, offsets []int64) {
+// the same order and cannot deadlock. A row read from no Kafka partition
+// (offset -1: a message of another pub/sub) moves no checkpoint.
+func checkpoints(rows []messages.Ingest) (topics []string, parts []int32, offsets []int64) {
 	type tp struct {
 		t string
 		p int32
 	}
 	idx := make(map[tp]int, 32)
 	for _, r := range rows {
+		if r.Source.Offset < 0 {
+			continue
+		}
 		k := tp{r.Source.Topic, r.Source.Partition}
 		i, ok := idx[k]
 		if !ok {
@@ -312,15 +307,15 @@ func checkpoints(rows []EventRow) (topics []string, parts []int32, offsets []int
 // rows): COPY sends them as 16 bytes, and pgx given a string for a uuid
 // column first fails to encode it and builds an error, then parses it —
 // the largest part of persist's CPU before this.
-func eventIDs(rows []EventRow) ([][16]byte, error) {
+func eventIDs(rows []messages.Ingest) ([][16]byte, error) {
 	ids := make([][16]byte, len(rows))
 	for i := range rows {
-		if rows[i].CheckpointOnly {
+		if rows[i].Refused {
 			continue
 		}
-		id, err := uuid.Parse(rows[i].Event.EventID)
+		id, err := uuid.Parse(rows[i].Reading.EventID)
 		if err != nil {
-			return nil, fmt.Errorf("event id %q of %s: %w", rows[i].Event.EventID, rows[i].Event.CustomerID, err)
+			return nil, fmt.Errorf("event id %q of %s: %w", rows[i].Reading.EventID, rows[i].Reading.CustomerID, err)
 		}
 		ids[i] = id
 	}
@@ -334,14 +329,14 @@ func eventIDs(rows []EventRow) ([][16]byte, error) {
 // leaf page, which PostgreSQL then finds without descending the tree; in
 // the batch's own order (its partitions' records interleaved) about every
 // insert descended it.
-func eventSource(rows []EventRow, ids [][16]byte) pgx.CopyFromSource {
+func eventSource(rows []messages.Ingest, ids [][16]byte) pgx.CopyFromSource {
 	order := make([]int, 0, len(rows))
 	for i := range rows {
-		if !rows[i].CheckpointOnly {
+		if !rows[i].Refused {
 			order = append(order, i)
 		}
 	}
-	slices.SortFunc(order, func(a, b int) int { return rows[a].Event.Timestamp.Compare(rows[b].Event.Timestamp) })
+	slices.SortFunc(order, func(a, b int) int { return rows[a].Reading.Timestamp.Compare(rows[b].Reading.Timestamp) })
 	next := 0
 	vals := make([]any, len(eventColumns))
 	return pgx.CopyFromFunc(func() ([]any, error) {
@@ -351,21 +346,8 @@ func eventSource(rows []EventRow, ids [][16]byte) pgx.CopyFromSource {
 		i := order[next]
 		next++
 		r := &rows[i]
-		vals[0], vals[1], vals[2], vals[3] = ids[i], r.Event.CustomerID, r.Event.Timestamp, int16(r.Event.HeartRate)
+		vals[0], vals[1], vals[2], vals[3] = ids[i], r.Reading.CustomerID, r.Reading.Timestamp, int16(r.Reading.HeartRate)
 		vals[4], vals[5], vals[6] = r.Source.Topic, r.Source.Partition, r.Source.Offset
 		return vals, nil
 	})
-}
-
-// Checkpoint returns the stored last offsets of group on topic, by partition.
-func Checkpoint(ctx context.Context, pool *pgxpool.Pool, group, topic string) (map[int32]int64, error) {
-	rows, err := pool.Query(ctx, `SELECT partition, last_offset FROM ingest_checkpoint WHERE consumer_group = $1 AND topic = $2`, group, topic)
-	if err != nil {
-		return nil, err
-	}
-	out := map[int32]int64{}
-	var p int32
-	var o int64
-	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
-	return out, err
 }

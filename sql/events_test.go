@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/messages"
@@ -27,11 +29,11 @@ func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
 	w := hbsql.NewEventWriter(pool, "g")
 
 	offset := int64(0)
-	row := func(customer string, at time.Time, rate int) hbsql.EventRow {
+	row := func(customer string, at time.Time, rate int) messages.Ingest {
 		offset++
-		return hbsql.EventRow{
-			Event:  messages.Heartbeat{EventID: uuid.NewString(), CustomerID: customer, Timestamp: at, HeartRate: rate},
-			Source: messages.Source{Topic: "raw", Partition: 3, Offset: offset},
+		return messages.Ingest{
+			Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: customer, Timestamp: at, HeartRate: rate},
+			Source:  messages.Source{Topic: "raw", Partition: 3, Offset: offset},
 		}
 	}
 	a1 := row("a", base.Add(5*time.Second), 70)
@@ -39,15 +41,15 @@ func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
 	b1 := row("b", base.Add(10*time.Second), 70)
 
 	// New readings: the fast path.
-	n, err := w.Write(ctx, []hbsql.EventRow{a1, b1, a2})
+	n, err := w.Write(ctx, []messages.Ingest{a1, b1, a2})
 	require.NoError(t, err)
 	require.Equal(t, int64(3), n)
 
 	// A redelivered reading with a new one, an invalid record's checkpoint
 	// entry, and a reading twice in one batch: the merge path.
 	b2 := row("b", base.Add(20*time.Second), 90)
-	skip := hbsql.EventRow{Source: messages.Source{Topic: "raw", Partition: 3, Offset: 99}, CheckpointOnly: true}
-	n, err = w.Write(ctx, []hbsql.EventRow{a2, b2, b2, skip})
+	skip := messages.Ingest{Source: messages.Source{Topic: "raw", Partition: 3, Offset: 99}, Refused: true}
+	n, err = w.Write(ctx, []messages.Ingest{a2, b2, b2, skip})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n, "only b2 is new")
 
@@ -73,14 +75,14 @@ func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
 	require.NoError(t, rows.Err())
 	require.Equal(t, []minuteRate{{base, 70, 2}, {base, 90, 1}, {base.Add(time.Minute), 80, 1}}, got)
 
-	for customer, want := range map[string]hbsql.EventRow{"a": a2, "b": b2} {
+	for customer, want := range map[string]messages.Ingest{"a": a2, "b": b2} {
 		var at time.Time
 		var rate int
 		require.NoError(t, pool.QueryRow(ctx, `SELECT last_event_time, last_heart_rate FROM customer_last_seen WHERE customer_id = $1`, customer).Scan(&at, &rate))
-		require.True(t, at.Equal(want.Event.Timestamp), "customer %s last seen %s, want %s", customer, at, want.Event.Timestamp)
-		require.Equal(t, want.Event.HeartRate, rate)
+		require.True(t, at.Equal(want.Reading.Timestamp), "customer %s last seen %s, want %s", customer, at, want.Reading.Timestamp)
+		require.Equal(t, want.Reading.HeartRate, rate)
 	}
-	cp, err := hbsql.Checkpoint(ctx, pool, "g", "raw")
+	cp, err := checkpoint(ctx, pool, "g", "raw")
 	require.NoError(t, err)
 	require.Equal(t, map[int32]int64{3: 99}, cp)
 }
@@ -97,11 +99,11 @@ func TestEventWriterCreatesTheDaysItNeeds(t *testing.T) {
 	old := time.Date(2016, 3, 14, 23, 59, 59, 0, time.UTC)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	offset := int64(0)
-	row := func(at time.Time) hbsql.EventRow {
+	row := func(at time.Time) messages.Ingest {
 		offset++
-		return hbsql.EventRow{
-			Event:  messages.Heartbeat{EventID: uuid.NewString(), CustomerID: "c", Timestamp: at, HeartRate: 70},
-			Source: messages.Source{Topic: "raw", Partition: 0, Offset: offset},
+		return messages.Ingest{
+			Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: "c", Timestamp: at, HeartRate: 70},
+			Source:  messages.Source{Topic: "raw", Partition: 0, Offset: offset},
 		}
 	}
 	count := func() int {
@@ -113,7 +115,7 @@ func TestEventWriterCreatesTheDaysItNeeds(t *testing.T) {
 
 	// The fast path (COPY).
 	a, b, c := row(old), row(now), row(old.Add(time.Second)) // c is the next day
-	n, err := w.Write(ctx, []hbsql.EventRow{a, b, c})
+	n, err := w.Write(ctx, []messages.Ingest{a, b, c})
 	require.NoError(t, err)
 	require.Equal(t, int64(3), n)
 	want := []string{"heartbeat_events_p20160314", "heartbeat_events_p20160315", "heartbeat_events_p" + now.Format("20060102")}
@@ -121,7 +123,7 @@ func TestEventWriterCreatesTheDaysItNeeds(t *testing.T) {
 
 	// The merge path (a redelivered reading), with a day new to the writer.
 	d := row(old.AddDate(-1, 0, 0))
-	n, err = w.Write(ctx, []hbsql.EventRow{a, d, b})
+	n, err = w.Write(ctx, []messages.Ingest{a, d, b})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n)
 	require.Equal(t, 4, count())
@@ -131,12 +133,12 @@ func TestEventWriterCreatesTheDaysItNeeds(t *testing.T) {
 	// writer, which knows it as created, writes the batch again after
 	// creating it — on the fast path and on the merge path.
 	for _, c := range []struct {
-		batch []hbsql.EventRow
+		batch []messages.Ingest
 		new   int64
 		old   int // the reading of 2016-03-14
 	}{
-		{[]hbsql.EventRow{row(old.Add(-time.Hour)), row(now.Add(-time.Second))}, 2, 0}, // fast path
-		{[]hbsql.EventRow{b, row(old.Add(-2 * time.Hour))}, 1, 1},                      // merge path: b is stored
+		{[]messages.Ingest{row(old.Add(-time.Hour)), row(now.Add(-time.Second))}, 2, 0}, // fast path
+		{[]messages.Ingest{b, row(old.Add(-2 * time.Hour))}, 1, 1},                      // merge path: b is stored
 	} {
 		_, err = pool.Exec(ctx, `DROP TABLE heartbeat_events_p20160314`)
 		require.NoError(t, err)
@@ -146,8 +148,8 @@ func TestEventWriterCreatesTheDaysItNeeds(t *testing.T) {
 		require.Equal(t, c.new, n)
 		require.Equal(t, before+int(c.new), count())
 		var at time.Time
-		require.NoError(t, pool.QueryRow(ctx, `SELECT event_time FROM heartbeat_events_p20160314 WHERE event_id = $1`, c.batch[c.old].Event.EventID).Scan(&at))
-		require.True(t, at.Equal(c.batch[c.old].Event.Timestamp))
+		require.NoError(t, pool.QueryRow(ctx, `SELECT event_time FROM heartbeat_events_p20160314 WHERE event_id = $1`, c.batch[c.old].Reading.EventID).Scan(&at))
+		require.True(t, at.Equal(c.batch[c.old].Reading.Timestamp))
 	}
 }
 
@@ -168,11 +170,11 @@ func TestEventWritersCreatePartitionsConcurrently(t *testing.T) {
 	for r := range replicas {
 		go func() {
 			w := hbsql.NewEventWriter(pool, "g")
-			var rows []hbsql.EventRow
+			var rows []messages.Ingest
 			for i, d := range rand.Perm(len(days)) {
-				rows = append(rows, hbsql.EventRow{
-					Event:  messages.Heartbeat{EventID: uuid.NewString(), CustomerID: "c", Timestamp: days[d], HeartRate: 70},
-					Source: messages.Source{Topic: "raw", Partition: int32(r), Offset: int64(i)},
+				rows = append(rows, messages.Ingest{
+					Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: "c", Timestamp: days[d], HeartRate: 70},
+					Source:  messages.Source{Topic: "raw", Partition: int32(r), Offset: int64(i)},
 				})
 			}
 			_, err := w.Write(ctx, rows)
@@ -194,4 +196,17 @@ func TestEventWritersCreatePartitionsConcurrently(t *testing.T) {
 		got[p] = true
 	}
 	require.Equal(t, want, got)
+}
+
+// checkpoint returns the stored last offsets of group on topic, by partition.
+func checkpoint(ctx context.Context, pool *pgxpool.Pool, group, topic string) (map[int32]int64, error) {
+	rows, err := pool.Query(ctx, `SELECT partition, last_offset FROM ingest_checkpoint WHERE consumer_group = $1 AND topic = $2`, group, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int32]int64{}
+	var p int32
+	var o int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	return out, err
 }

@@ -2,12 +2,10 @@ package sql
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heartbeat/heartbeat/messages"
@@ -20,30 +18,25 @@ import (
 // anomalies are the same as those of an uninterrupted run.
 type History struct {
 	pool *pgxpool.Pool
-	// group is the persist consumer group, whose checkpoint says how far
-	// heartbeat_events is complete.
-	group string
 	// Window bounds how far back a previous reading is looked for.
 	Window time.Duration
 	// Wait bounds how long to wait for persist to store the readings before
 	// the record; past it the lookup answers with what is stored.
 	Wait time.Duration
-	// Progress, when set, returns the next offset the persist group has
-	// committed for a partition: everything before it is stored.
-	Progress func(ctx context.Context, topic string, partition int32) (int64, error)
+	// progress returns the next offset the persist group has committed for
+	// a partition: everything before it is stored.
+	progress func(ctx context.Context, topic string, partition int32) (int64, error)
 
-	mu          sync.Mutex
-	checkpoints map[messages.Source]int64 // keyed by topic and partition, Offset zero
+	mu     sync.Mutex
+	stored map[messages.Source]int64 // highest offset known stored, by topic and partition (Offset zero)
 }
 
-// NewHistory reads history from pool, completeness from persist group group.
-func NewHistory(pool *pgxpool.Pool, group string, window, wait time.Duration) *History {
-	return &History{pool: pool, group: group, Window: window, Wait: wait, checkpoints: map[messages.Source]int64{}}
+// NewHistory reads history from pool, and how far it is complete from
+// progress: the next offset persist's consumer group has committed for a
+// partition (its offsets only pass contiguously stored records).
+func NewHistory(pool *pgxpool.Pool, progress func(ctx context.Context, topic string, partition int32) (int64, error), window, wait time.Duration) *History {
+	return &History{pool: pool, progress: progress, Window: window, Wait: wait, stored: map[messages.Source]int64{}}
 }
-
-// ErrHistoryIncomplete is wrapped in Previous's error when persist has not
-// stored the records before src within Wait.
-var ErrHistoryIncomplete = errors.New("persist has not caught up")
 
 // Previous returns the latest reading (by event time, then offset) of
 // h.CustomerID stored from records of src's partition before src, no older
@@ -122,49 +115,31 @@ func (hs *History) scanLatest(ctx context.Context, customer string, src messages
 
 // waitFor waits until persist has finished with every record of src's
 // partition up to src (src is a valid reading, so persist stores it, and
-// everything before it, eventually). With Progress set, that is the persist
-// group's committed offset, which only passes contiguously stored records;
-// otherwise the stored checkpoint, which with several writers can run ahead
-// of a batch still committing.
+// everything before it, eventually): until persist's committed offset has
+// passed it. (Not ingest_checkpoint's highest stored offset: with several
+// writers, that can run ahead of a batch still committing.)
 func (hs *History) waitFor(ctx context.Context, src messages.Source) error {
 	key := messages.Source{Topic: src.Topic, Partition: src.Partition}
 	deadline := time.Now().Add(hs.Wait)
 	for {
 		hs.mu.Lock()
-		cp, ok := hs.checkpoints[key]
+		cp, ok := hs.stored[key]
 		hs.mu.Unlock()
 		if ok && cp >= src.Offset {
 			return nil
 		}
-		if hs.Progress != nil {
-			next, err := hs.Progress(ctx, src.Topic, src.Partition)
-			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("read persist progress: %w", err)
-			}
-			cp, err = next-1, nil
-			hs.mu.Lock()
-			hs.checkpoints[key] = max(hs.checkpoints[key], cp)
-			hs.mu.Unlock()
-			if cp >= src.Offset {
-				return nil
-			}
-		} else {
-			err := hs.pool.QueryRow(ctx, `SELECT last_offset FROM ingest_checkpoint WHERE consumer_group = $1 AND topic = $2 AND partition = $3`,
-				hs.group, src.Topic, src.Partition).Scan(&cp)
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("read persist checkpoint: %w", err)
-			}
-			if err == nil {
-				hs.mu.Lock()
-				hs.checkpoints[key] = max(hs.checkpoints[key], cp)
-				hs.mu.Unlock()
-				if cp >= src.Offset {
-					return nil
-				}
-			}
+		next, err := hs.progress(ctx, src.Topic, src.Partition)
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("read persist progress: %w", err)
+		}
+		hs.mu.Lock()
+		hs.stored[key] = max(hs.stored[key], next-1)
+		hs.mu.Unlock()
+		if next-1 >= src.Offset {
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w to %s/%d offset %d within %s", ErrHistoryIncomplete, src.Topic, src.Partition, src.Offset, hs.Wait)
+			return fmt.Errorf("%w to %s/%d offset %d within %s", messages.ErrHistoryIncomplete, src.Topic, src.Partition, src.Offset, hs.Wait)
 		}
 		t := time.NewTimer(50 * time.Millisecond)
 		select {

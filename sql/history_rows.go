@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/heartbeat/heartbeat/messages"
 )
 
 // readingSize is the size of one reading packed in customer_history.readings:
@@ -41,28 +43,28 @@ type historyGroup struct {
 // UTC day, its readings packed in offset order. With many customers a
 // batch has about one row per reading, so it allocates per batch, not per
 // row: one buffer holds every row's readings (a counting sort by row).
-func historyRows(rows []EventRow, ids [][16]byte) []historyGroup {
+func historyRows(rows []messages.Ingest, ids [][16]byte) []historyGroup {
 	idx := make(map[historyKey]int32, 1024)
 	groups := make([]historyGroup, 0, 1024)
 	of := make([]int32, len(rows)) // each row's group
 	for i := range rows {
 		r := &rows[i]
-		if r.CheckpointOnly {
+		if r.Refused {
 			of[i] = -1
 			continue
 		}
-		k := historyKey{r.Event.CustomerID, r.Source.Topic, r.Source.Partition, DayOf(r.Event.Timestamp)}
+		k := historyKey{r.Reading.CustomerID, r.Source.Topic, r.Source.Partition, DayOf(r.Reading.Timestamp)}
 		g, ok := idx[k]
 		if !ok {
 			g = int32(len(groups))
 			idx[k] = g
-			groups = append(groups, historyGroup{key: k, first: r.Event.Timestamp, last: r.Event.Timestamp,
+			groups = append(groups, historyGroup{key: k, first: r.Reading.Timestamp, last: r.Reading.Timestamp,
 				firstOffset: r.Source.Offset, lastOff: r.Source.Offset, sorted: true})
 		}
 		of[i] = g
 		gr := &groups[g]
 		gr.n++
-		gr.first, gr.last = minTime(gr.first, r.Event.Timestamp), maxTime(gr.last, r.Event.Timestamp)
+		gr.first, gr.last = minTime(gr.first, r.Reading.Timestamp), maxTime(gr.last, r.Reading.Timestamp)
 		if r.Source.Offset < gr.lastOff {
 			gr.sorted = false
 		}
@@ -82,7 +84,7 @@ func historyRows(rows []EventRow, ids [][16]byte) []historyGroup {
 			continue
 		}
 		r, gr := &rows[i], &groups[g]
-		gr.readings = appendReading(gr.readings, ids[i], r.Event.Timestamp, int16(r.Event.HeartRate), r.Source.Offset)
+		gr.readings = appendReading(gr.readings, ids[i], r.Reading.Timestamp, int16(r.Reading.HeartRate), r.Source.Offset)
 	}
 	for g := range groups {
 		if !groups[g].sorted {

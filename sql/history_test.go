@@ -14,10 +14,21 @@ import (
 
 // historyRow is a reading of customer c at sec seconds after base, read
 // from offset off of partition 5.
-func historyRow(c string, base time.Time, sec int, rate int, off int64) hbsql.EventRow {
-	return hbsql.EventRow{
-		Event:  messages.Heartbeat{EventID: uuid.NewString(), CustomerID: c, Timestamp: base.Add(time.Duration(sec) * time.Second), HeartRate: rate},
-		Source: messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: off},
+func historyRow(c string, base time.Time, sec int, rate int, off int64) messages.Ingest {
+	return messages.Ingest{
+		Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: c, Timestamp: base.Add(time.Duration(sec) * time.Second), HeartRate: rate},
+		Source:  messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: off},
+	}
+}
+
+// storedUpTo is persist's progress as NewHistory reads it: everything of
+// partition part before offset next is stored, nothing of the others.
+func storedUpTo(part int32, next int64) func(context.Context, string, int32) (int64, error) {
+	return func(_ context.Context, _ string, p int32) (int64, error) {
+		if p == part {
+			return next, nil
+		}
+		return 0, nil
 	}
 }
 
@@ -40,17 +51,17 @@ func TestHistoryPreviousReading(t *testing.T) {
 	early := historyRow("c1", midnight, 10, 80, 4)  // ...though this one came after it
 	other := historyRow("c2", midnight, 25, 90, 5)  // another customer
 	after := historyRow("c1", midnight, 40, 100, 7) // from the record's offset on
-	for _, batch := range [][]hbsql.EventRow{{old}, {late, latest}, {early, other, after}, {late, latest}} {
+	for _, batch := range [][]messages.Ingest{{old}, {late, latest}, {early, other, after}, {late, latest}} {
 		_, err := w.Write(ctx, batch)
 		require.NoError(t, err)
 	}
-	h := hbsql.NewHistory(pool, "cg.db", time.Hour, time.Second)
+	h := hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second)
 	rec := messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 6}
 
 	at, rate, found, err := h.Previous(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(45 * time.Second)}, rec)
 	require.NoError(t, err)
 	require.True(t, found)
-	require.True(t, at.Equal(latest.Event.Timestamp), "latest reading at %s, want %s", at, latest.Event.Timestamp)
+	require.True(t, at.Equal(latest.Reading.Timestamp), "latest reading at %s, want %s", at, latest.Reading.Timestamp)
 	require.Equal(t, 70, rate)
 
 	// Only readings before offset 3: the one of the day before.
@@ -58,7 +69,7 @@ func TestHistoryPreviousReading(t *testing.T) {
 		messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 3})
 	require.NoError(t, err)
 	require.True(t, found)
-	require.True(t, at.Equal(late.Event.Timestamp))
+	require.True(t, at.Equal(late.Reading.Timestamp))
 	require.Equal(t, 60, rate)
 
 	// Only readings before offset 2, and the one there is outside the window.
@@ -70,7 +81,7 @@ func TestHistoryPreviousReading(t *testing.T) {
 	// Another partition holds nothing of c1.
 	_, _, found, err = h.Previous(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(45 * time.Second)},
 		messages.Source{Topic: "events.raw.v1", Partition: 6, Offset: 100})
-	require.ErrorIs(t, err, hbsql.ErrHistoryIncomplete, "nothing of partition 6 is checkpointed")
+	require.ErrorIs(t, err, messages.ErrHistoryIncomplete, "persist has stored nothing of partition 6")
 	require.False(t, found)
 }
 
@@ -83,12 +94,12 @@ func TestHistoryMatchesStoredReadings(t *testing.T) {
 	require.NoError(t, err)
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	w := hbsql.NewEventWriter(pool, "cg.db")
-	var rows []hbsql.EventRow
+	var rows []messages.Ingest
 	for i := range 300 {
 		rows = append(rows, historyRow([]string{"a", "b", "c"}[i%3], midnight, i-150, 60+i%50, int64(i)))
 	}
 	// Fast path, then the merge path (a redelivery overlapping new rows).
-	for _, batch := range [][]hbsql.EventRow{rows[:100], rows[50:200], rows[200:], rows} {
+	for _, batch := range [][]messages.Ingest{rows[:100], rows[50:200], rows[200:], rows} {
 		_, err := w.Write(ctx, batch)
 		require.NoError(t, err)
 	}
@@ -107,7 +118,7 @@ func TestHistoryMatchesStoredReadings(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM heartbeat_events`).Scan(&n))
 	require.Equal(t, 300, n)
 
-	dropped, err := hbsql.DropPartitions(ctx, pool, midnight.Add(24*time.Hour), 1)
+	dropped, err := hbsql.NewPartitions(pool).Drop(ctx, midnight.Add(24*time.Hour), 1)
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"heartbeat_events_p20261125", "customer_history_p20261125"}, dropped)
 	compare()
@@ -127,17 +138,15 @@ func TestMigrationToLeanSink(t *testing.T) {
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	_, err = hbsql.NewPartitions(pool).EnsureRange(ctx, midnight.Add(-time.Hour), midnight.Add(time.Hour))
 	require.NoError(t, err)
-	var stored []hbsql.EventRow
+	var stored []messages.Ingest
 	for i := range 10 {
 		r := historyRow("c1", midnight, i*30-120, 60+i, int64(i))
 		stored = append(stored, r)
 		_, err := pool.Exec(ctx, `INSERT INTO heartbeat_events (event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.Event.EventID, r.Event.CustomerID, r.Event.Timestamp, r.Event.HeartRate,
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.Reading.EventID, r.Reading.CustomerID, r.Reading.Timestamp, r.Reading.HeartRate,
 			r.Source.Topic, r.Source.Partition, r.Source.Offset)
 		require.NoError(t, err)
 	}
-	_, err = pool.Exec(ctx, `INSERT INTO ingest_checkpoint (consumer_group, topic, partition, last_offset) VALUES ('cg.db', 'events.raw.v1', 5, 9)`)
-	require.NoError(t, err)
 
 	applied, err := hbsql.Migrate(ctx, pool)
 	require.NoError(t, err)
@@ -161,16 +170,16 @@ func TestMigrationToLeanSink(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "stored before the migration: redelivered, not stored again")
 
-	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, "cg.db", time.Hour, time.Second))
+	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second))
 	prime, rs, err := hs.Readings(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
 		messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 8}, midnight)
 	require.NoError(t, err)
 	require.NotNil(t, prime)
-	require.Equal(t, stored[3].Event.EventID, prime.EventID, "the latest before midnight")
+	require.Equal(t, stored[3].Reading.EventID, prime.EventID, "the latest before midnight")
 	var got []string
 	for _, r := range rs {
 		got = append(got, r.EventID)
 	}
-	require.Equal(t, []string{stored[4].Event.EventID, stored[5].Event.EventID, stored[6].Event.EventID, stored[7].Event.EventID}, got,
+	require.Equal(t, []string{stored[4].Reading.EventID, stored[5].Reading.EventID, stored[6].Reading.EventID, stored[7].Reading.EventID}, got,
 		"from midnight on, before offset 8, in offset order")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -130,17 +131,40 @@ func (p *Partitions) Drop(ctx context.Context, now time.Time, keep int) ([]strin
 	return dropped, nil
 }
 
+// partitionsAhead is how far ahead of today Maintain creates daily
+// partitions, so that a day's first readings find theirs.
+const partitionsAhead = 2 * day
+
+// Maintain creates today's partition and the next days' — the writer
+// creates those of other days as their readings arrive — and, with keepDays
+// above 0, drops the partitions wholly older than keepDays
+// (HEARTBEAT_RETENTION_DAYS), logging what it did.
+func (p *Partitions) Maintain(ctx context.Context, now time.Time, keepDays int, log *slog.Logger) error {
+	n, err := p.EnsureRange(ctx, now, now.Add(partitionsAhead))
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		log.Info("heartbeat_events partitions created", "count", n)
+	}
+	if keepDays <= 0 {
+		return nil
+	}
+	dropped, err := p.Drop(ctx, now, keepDays)
+	if err != nil {
+		return fmt.Errorf("retention: %w", err)
+	}
+	if len(dropped) > 0 {
+		log.Info("heartbeat_events partitions dropped (retention)", "partitions", dropped, "retention_days", keepDays)
+	}
+	return nil
+}
+
 // EnsurePartitions creates the daily partitions of heartbeat_events (UTC
 // days) from back before now to two days after it, one day per
 // transaction. It returns how many it created.
 func EnsurePartitions(ctx context.Context, pool *pgxpool.Pool, now time.Time, back time.Duration) (int, error) {
-	return NewPartitions(pool).EnsureRange(ctx, now.Add(-back), now.Add(2*day))
-}
-
-// DropPartitions drops the daily partitions wholly older than keep days
-// before now and returns their names.
-func DropPartitions(ctx context.Context, pool *pgxpool.Pool, now time.Time, keep int) ([]string, error) {
-	return NewPartitions(pool).Drop(ctx, now, keep)
+	return NewPartitions(pool).EnsureRange(ctx, now.Add(-back), now.Add(partitionsAhead))
 }
 
 // checkViolation is PostgreSQL's SQLSTATE both for a row no partition

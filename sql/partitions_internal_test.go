@@ -15,10 +15,10 @@ import (
 // Compare with BenchmarkWriteBatch/persist/5000, the write itself.
 func BenchmarkKnownDays(b *testing.B) {
 	midnight := time.Now().UTC().Truncate(24 * time.Hour)
-	rows := make([]EventRow, 5000)
+	rows := make([]messages.Ingest, 5000)
 	for i := range rows {
 		// Across midnight, two partitions interleaved as partitions deliver them.
-		rows[i].Event = messages.Heartbeat{Timestamp: midnight.Add(time.Duration(i%2*2-1) * time.Duration(i) * time.Millisecond)}
+		rows[i].Reading = messages.Heartbeat{Timestamp: midnight.Add(time.Duration(i%2*2-1) * time.Duration(i) * time.Millisecond)}
 	}
 	p := NewPartitions(nil)
 	for _, d := range batchDays(rows) {

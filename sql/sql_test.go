@@ -74,7 +74,7 @@ func TestPartitionsAheadAndRetention(t *testing.T) {
 	_, err = hbsql.EnsurePartitions(ctx, pool, now.Add(24*time.Hour), 0)
 	require.ErrorContains(t, err, "heartbeat_events_p20261128 exists and is not a partition of heartbeat_events")
 
-	dropped, err := hbsql.DropPartitions(ctx, pool, now, 1)
+	dropped, err := hbsql.NewPartitions(pool).Drop(ctx, now, 1)
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"heartbeat_events_p19691231", "heartbeat_events_p20160229",
 		"customer_history_p19691231", "customer_history_p20160229"}, dropped, "a day's readings and their history go together")

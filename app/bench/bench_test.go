@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -14,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/app/bench"
+	"github.com/heartbeat/heartbeat/app/kafka"
 	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
 
@@ -36,12 +38,15 @@ func TestBenchSmoke(t *testing.T) {
 
 	bin := buildBinary(ctx, t)
 
+	o := bench.DefaultOptions()
+	o.Binary, o.DatabaseURL, o.JSON = bin, pgtest.ServerURL(), true
+	o.Duration, o.Warmup, o.Customers, o.DrainEvents = 2*time.Second, time.Second, 100, 20000
+	o.CopyRows, o.PerRowTime, o.RSSCustomers = 50000, time.Second, 10000
 	var stdout, stderr bytes.Buffer
-	err = bench.Main(ctx, []string{
-		"-binary", bin, "-database-url", pgtest.ServerURL(), "-json",
-		"-duration", "2s", "-warmup", "1s", "-customers", "100", "-drain-events", "20000",
-		"-copy-rows", "50000", "-per-row-time", "1s", "-rss-customers", "10000",
-	}, &stdout, &stderr)
+	res, err := bench.Run(ctx, o, &stderr)
+	if res != nil {
+		res.Print(&stdout, o.JSON)
+	}
 	require.NoError(t, err, "stderr:\n%s\nstdout:\n%s", stderr.String(), stdout.String())
 	t.Logf("stdout:\n%s", stdout.String())
 
@@ -107,22 +112,20 @@ func TestBenchDrainsAnExistingTopic(t *testing.T) {
 	}
 	require.NoError(t, conn.Close(ctx))
 	bin := buildBinary(ctx, t)
-	cluster, err := app.StartBroker("127.0.0.1:0", "")
+	cluster, err := kafka.StartBroker("127.0.0.1:0", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	defer cluster.Close()
-	broker := cluster.ListenAddrs()[0]
 
 	for i, want := range []string{`drain: produced 3000 readings into sidebyside\.v1`, `drain: sidebyside\.v1 already holds 3000 records: 3000 valid readings, 0 invalid`} {
-		var stdout, stderr bytes.Buffer
-		err = bench.Main(ctx, []string{
-			"-binary", bin, "-database-url", pgtest.ServerURL(), "-json", "-phases", "drain",
-			"-drain-brokers", broker, "-drain-topic", "sidebyside.v1", "-drain-events", "3000", "-customers", "50",
-		}, &stdout, &stderr)
+		o := bench.DefaultOptions()
+		o.Binary, o.DatabaseURL, o.JSON, o.Phases = bin, pgtest.ServerURL(), true, []string{bench.PhaseDrain}
+		o.DrainBrokers, o.DrainTopic, o.DrainEvents, o.Customers = cluster.ListenAddrs(), "sidebyside.v1", 3000, 50
+		var stderr bytes.Buffer
+		res, err := bench.Run(ctx, o, &stderr)
 		require.NoError(t, err, "run %d stderr:\n%s", i, stderr.String())
 		require.Regexp(t, want, stderr.String(), "run %d", i)
-		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 		var got map[string]any
-		require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &got))
+		require.NoError(t, json.Unmarshal(res.JSON(), &got))
 		require.Positive(t, got["drain_rows_per_s"])
 		require.Positive(t, got["bare_copy_rows_per_s"])
 		require.Zero(t, got["lost"])

@@ -1,6 +1,6 @@
 // Package bench measures the pipeline against its performance targets (see the README's Performance section),
 // in one run, on the in-process Kafka broker and a real PostgreSQL server:
-// `heartbeat bench` ([Main]).
+// `heartbeat bench` ([Run]; app/cli reads its command line).
 //
 // The bench process hosts the broker (franz-go's kfake, which keeps every
 // record in the memory of the process running it) and a fresh database

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/simulate"
 )
@@ -64,7 +64,7 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	}
 
 	t0 := time.Now()
-	persist, err := r.start(ctx, "drain-persist", r.env(b, with(r.drainEnv, map[string]string{"ROUTER_HANDLERS": app.HandlerPersist})))
+	persist, err := r.start(ctx, "drain-persist", r.env(b, with(r.drainEnv, map[string]string{"ROUTER_HANDLERS": config.HandlerPersist})))
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func (r *runner) detectPhase(ctx context.Context) error {
 	group := fmt.Sprintf("bench.detect.%x", randUint64())
 	t0 := time.Now()
 	det, err := r.start(ctx, "detect", r.env(b, with(r.drainEnv, map[string]string{
-		"ROUTER_HANDLERS":              app.HandlerDetect,
+		"ROUTER_HANDLERS":              config.HandlerDetect,
 		"KAFKA_CONSUMER_GROUP_ANOMALY": group,
 	})))
 	if err != nil {

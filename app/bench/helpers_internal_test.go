@@ -61,7 +61,7 @@ func TestHuman(t *testing.T) {
 }
 
 func TestResultJSONHasEveryKey(t *testing.T) {
-	o, err := Options{Binary: "x", Duration: 1, Customers: 1, RSSCustomers: 1, DrainEvents: 1, CopyRows: 1,
+	o, err := Options{Binary: "x", DatabaseURL: "postgres://x", Duration: 1, Customers: 1, RSSCustomers: 1, DrainEvents: 1, CopyRows: 1,
 		LatencyRate: 1, AnomalyEvery: 1, SimPublishers: 1}.withDefaults()
 	require.NoError(t, err)
 	r := newResult(o)

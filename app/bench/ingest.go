@@ -7,9 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/heartbeat/heartbeat/app"
 )
 
 const (
@@ -35,7 +34,7 @@ func (r *runner) ingestPhase(ctx context.Context) error {
 	}
 	defer pipe.stop()
 	sim, err := r.start(ctx, "ingest-simulate", r.env(b, map[string]string{
-		"ROUTER_HANDLERS":       app.HandlerSimulate,
+		"ROUTER_HANDLERS":       config.HandlerSimulate,
 		"SIM_CUSTOMER_COUNT":    strconv.Itoa(r.o.Customers),
 		"SIM_EVENTS_PER_SECOND": strconv.FormatFloat(r.o.Rate, 'f', -1, 64),
 		"SIM_MAX_LAG":           strconv.FormatInt(r.o.MaxLag, 10),

@@ -8,11 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/heartbeat/heartbeat/app/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/heartbeat/heartbeat/app"
 )
 
 // broker is a phase's in-process Kafka broker with the pipeline's topics.
@@ -20,33 +19,35 @@ import (
 // are freed before the next. The drain phase may use an external one
 // instead (-drain-brokers), whose cluster is nil.
 type broker struct {
-	cluster *kfake.Cluster
+	cluster *kafka.Broker
 	addrs   []string
-	kafka   app.KafkaConfig
+	kafka   config.KafkaConfig
 }
 
-// externalBroker is the Kafka of addrs, with kafka's topics created if
+// externalBroker is the Kafka of addrs, with topics' topics created if
 // missing.
-func externalBroker(ctx context.Context, addrs []string, kafka app.KafkaConfig) (*broker, error) {
+func externalBroker(ctx context.Context, addrs []string, topics config.KafkaConfig) (*broker, error) {
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := app.EnsureTopics(tctx, addrs, nil, -1, kafka.Topics(), quiet); err != nil {
+	if err := kafka.EnsureTopics(tctx, addrs, nil, -1, kafka.Topics(topics), quiet); err != nil {
 		return nil, fmt.Errorf("-drain-brokers %s: %w", strings.Join(addrs, ","), err)
 	}
-	return &broker{addrs: addrs, kafka: kafka}, nil
+	return &broker{addrs: addrs, kafka: topics}, nil
 }
 
-func startBroker(ctx context.Context, kafka app.KafkaConfig) (*broker, error) {
-	c, err := app.StartBroker("127.0.0.1:0", "")
+func startBroker(ctx context.Context, topics config.KafkaConfig) (*broker, error) {
+	// The broker's own warnings (a consumer-group member it had to expire)
+	// go to stderr; topic creation is quiet.
+	c, err := kafka.StartBroker("127.0.0.1:0", "", slog.Default())
 	if err != nil {
 		return nil, err
 	}
-	b := &broker{cluster: c, addrs: c.ListenAddrs(), kafka: kafka}
+	b := &broker{cluster: c, addrs: c.ListenAddrs(), kafka: topics}
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := app.EnsureTopics(tctx, b.addrs, nil, -1, kafka.Topics(), quiet); err != nil {
+	if err := kafka.EnsureTopics(tctx, b.addrs, nil, -1, kafka.Topics(topics), quiet); err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
 )
 
 // mStateLookups counts the customer states the detector has built (each
@@ -29,7 +29,7 @@ func (r *runner) memoryPhase(ctx context.Context) error {
 	}
 	defer pipe.stop()
 	sim, err := r.start(ctx, "memory-simulate", r.env(b, map[string]string{
-		"ROUTER_HANDLERS":       app.HandlerSimulate,
+		"ROUTER_HANDLERS":       config.HandlerSimulate,
 		"SIM_CUSTOMER_COUNT":    strconv.Itoa(r.o.RSSCustomers),
 		"SIM_EVENTS_PER_SECOND": strconv.FormatFloat(r.o.Rate, 'f', -1, 64),
 		"SIM_MAX_LAG":           strconv.FormatInt(r.o.MaxLag, 10),

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
 )
 
 // Result is what a bench run measured. Zero values of phases that did not
@@ -106,7 +106,7 @@ func newResult(o Options) *Result {
 	return r
 }
 
-func (r *Result) setPipelineSettings(c app.Config) {
+func (r *Result) setPipelineSettings(c config.Config) {
 	r.Settings = append(r.Settings,
 		Setting{"PERSIST_BATCH_SIZE", strconv.Itoa(c.Persist.BatchSize)},
 		Setting{"PERSIST_BATCH_TIMEOUT", c.Persist.BatchTimeout.String()},

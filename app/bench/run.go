@@ -12,9 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sethvargo/go-envconfig"
+	hbsql "github.com/heartbeat/heartbeat/sql"
 
-	"github.com/heartbeat/heartbeat/app"
+	"github.com/heartbeat/heartbeat/app/config"
+	"github.com/sethvargo/go-envconfig"
 )
 
 // runner holds what the phases share.
@@ -23,7 +24,7 @@ type runner struct {
 	log    io.Writer
 	db     *database
 	logDir string
-	cfg    app.Config // the children's configuration, as they will read it
+	cfg    config.Config // the children's configuration, as they will read it
 	res    *Result
 	// drained is the drain phase's broker, kept for the detect phase, and
 	// drainEnv the topic and persist group it drained, which detect reads.
@@ -125,14 +126,14 @@ func (r *runner) progress(format string, args ...any) {
 
 // childConfig is the configuration the children read: the bench's
 // environment as childEnv passes it on.
-func childConfig(ctx context.Context) (app.Config, error) {
+func childConfig(ctx context.Context) (config.Config, error) {
 	m := map[string]string{}
 	for _, kv := range childEnv() {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			m[k] = v
 		}
 	}
-	return app.LoadConfig(ctx, envconfig.MapLookuper(m))
+	return config.LoadConfig(ctx, envconfig.MapLookuper(m))
 }
 
 // env returns the children's common environment on broker b, with extra.
@@ -216,6 +217,6 @@ func randUint64() uint64 {
 	return binary.BigEndian.Uint64(b[:])
 }
 
-func redactURL(s string) string { return app.Redact(s) }
+func redactURL(s string) string { return hbsql.Redact(s) }
 
 func machine() (cores, procs int) { return runtime.NumCPU(), runtime.GOMAXPROCS(0) }

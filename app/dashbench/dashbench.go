@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -45,7 +44,7 @@ type Options struct {
 	Range       time.Duration // the dashboard's time range
 	Runs        int           // timed runs per query (the median is reported)
 	Keep        bool
-	JSON        bool
+	JSON        bool // adds one JSON object on the last line
 }
 
 // Result is one panel query's timing.
@@ -59,30 +58,21 @@ type Result struct {
 	Source string  `json:"source"`
 }
 
-// Main parses args (after "bench -dashboards") and runs the bench.
-func Main(ctx context.Context, databaseURL string, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("bench -dashboards", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	o := Options{DatabaseURL: databaseURL}
-	fs.Int64Var(&o.Rows, "rows", 10_000_000, "readings to load (10⁹ needs about 150 GB of disk)")
-	fs.IntVar(&o.Days, "days", 7, "days the readings span, ending now")
-	fs.IntVar(&o.Customers, "customers", 100_000, "distinct customers")
-	fs.DurationVar(&o.Range, "range", 6*time.Hour, "the dashboard's time range")
-	fs.IntVar(&o.Runs, "runs", 5, "timed runs per query; the median is reported")
-	fs.BoolVar(&o.Keep, "keep", false, "keep the bench database")
-	fs.BoolVar(&o.JSON, "json", false, "print one JSON object on the last line")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if o.Rows <= 0 || o.Days <= 0 || o.Customers <= 0 || o.Runs <= 0 {
-		return errors.New("bench -dashboards: -rows, -days, -customers and -runs must be positive")
-	}
-	_, err := Run(ctx, o, stdout)
-	return err
+// DefaultOptions are the README's dashboards measurement, scaled down:
+// 10 million readings of 100,000 customers over 7 days, a 6-hour range, the
+// median of 5 runs.
+func DefaultOptions() Options {
+	return Options{Rows: 10_000_000, Days: 7, Customers: 100_000, Range: 6 * time.Hour, Runs: 5}
 }
 
 // Run loads the data and times the queries.
 func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
+	if o.DatabaseURL == "" {
+		return nil, errors.New("bench -dashboards: no PostgreSQL server to create the bench database on")
+	}
+	if o.Rows <= 0 || o.Days <= 0 || o.Customers <= 0 || o.Runs <= 0 || o.Range <= 0 {
+		return nil, errors.New("bench -dashboards: -rows, -days, -customers, -range and -runs must be positive")
+	}
 	pool, drop, err := createDatabase(ctx, o.DatabaseURL, o.Keep)
 	if err != nil {
 		return nil, err
@@ -177,12 +167,9 @@ func timeQuery(ctx context.Context, pool *pgxpool.Pool, sql string, runs int) (f
 }
 
 func createDatabase(ctx context.Context, base string, keep bool) (*pgxpool.Pool, func(), error) {
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
 	db, err := hbsql.CreateScratch(ctx, base, "heartbeat_dashbench_")
 	if err != nil {
-		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return nil, nil, fmt.Errorf("create the bench database: %w", err)
 	}
 	pool, err := pgxpool.New(ctx, db.URL)
 	if err != nil {

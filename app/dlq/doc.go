@@ -24,5 +24,5 @@
 // with FromStart (--from-start). If publishing fails, only the records of a
 // partition before the first failure are committed.
 //
-// [Main] is the `heartbeat dlq` command line.
+// `heartbeat dlq list` and `heartbeat dlq replay` (app/cli) call them.
 package dlq

@@ -26,7 +26,8 @@ const (
 )
 
 // now is the clock of every test: records are timestamped relative to it.
-// It is the real time, because Main reads the real clock for ages.
+// It is the real time: Replay and List take ages from Options.Now, and
+// the records are produced with the real clock.
 var now = time.Now().UTC().Truncate(time.Second)
 
 type cluster struct {

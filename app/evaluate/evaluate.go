@@ -14,8 +14,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/heartbeat/heartbeat/handlers/rules"
 	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
@@ -82,16 +82,16 @@ const (
 func ExpectedRule(mode, labelType string) string {
 	if mode == ModeDefault {
 		return map[string]string{
-			simulate.LabelRestingTachycardia: rules.SustainedHigh, simulate.LabelBradycardia: rules.SustainedLow,
-			simulate.LabelSuddenJump: rules.Spike, simulate.LabelDeviceOff: rules.SignalLoss,
-			simulate.LabelJumpTachycardia: rules.SustainedHigh, simulate.LabelDropBradycardia: rules.SustainedLow,
-			simulate.LabelRestDrop: rules.Spike,
+			simulate.LabelRestingTachycardia: messages.SustainedHigh, simulate.LabelBradycardia: messages.SustainedLow,
+			simulate.LabelSuddenJump: messages.Spike, simulate.LabelDeviceOff: messages.SignalLoss,
+			simulate.LabelJumpTachycardia: messages.SustainedHigh, simulate.LabelDropBradycardia: messages.SustainedLow,
+			simulate.LabelRestDrop: messages.Spike,
 		}[labelType]
 	}
 	return map[string]string{
-		simulate.LabelRestingTachycardia: rules.HighHeartRate, simulate.LabelBradycardia: rules.LowHeartRate,
-		simulate.LabelSuddenJump: rules.Spike, simulate.LabelJumpTachycardia: rules.HighHeartRate,
-		simulate.LabelDropBradycardia: rules.LowHeartRate, simulate.LabelRestDrop: rules.Spike,
+		simulate.LabelRestingTachycardia: messages.HighHeartRate, simulate.LabelBradycardia: messages.LowHeartRate,
+		simulate.LabelSuddenJump: messages.Spike, simulate.LabelJumpTachycardia: messages.HighHeartRate,
+		simulate.LabelDropBradycardia: messages.LowHeartRate, simulate.LabelRestDrop: messages.Spike,
 	}[labelType]
 }
 

@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sethvargo/go-envconfig"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/heartbeat/heartbeat/app/evaluate"
-	"github.com/heartbeat/heartbeat/handlers/rules"
+	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
@@ -66,9 +68,9 @@ func TestCases(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rep.Cases, 4)
 	want := map[string]map[string]string{
-		"a drop to a new resting level, then bradycardia": {simulate.LabelRestDrop: rules.Spike, simulate.LabelBradycardia: rules.SustainedLow},
-		"a drop straight into bradycardia":                {simulate.LabelDropBradycardia: rules.SustainedLow},
-		"a jump into tachycardia":                         {simulate.LabelJumpTachycardia: rules.SustainedHigh},
+		"a drop to a new resting level, then bradycardia": {simulate.LabelRestDrop: messages.Spike, simulate.LabelBradycardia: messages.SustainedLow},
+		"a drop straight into bradycardia":                {simulate.LabelDropBradycardia: messages.SustainedLow},
+		"a jump into tachycardia":                         {simulate.LabelJumpTachycardia: messages.SustainedHigh},
 	}
 	for _, c := range rep.Cases {
 		t.Run(c.Name, func(t *testing.T) {
@@ -128,8 +130,8 @@ func TestRunRefusesWhatValidationRefuses(t *testing.T) {
 	rep, err := evaluate.Run(sc, nil)
 	require.NoError(t, err)
 	require.Greater(t, rep.Scenario.Refused, 0)
-	require.Zero(t, rep.Default.AlertsByRule[rules.SustainedLow], "no reading at or below 40 was evaluated")
-	require.Zero(t, rep.PerEvent.AlertsByRule[rules.LowHeartRate])
+	require.Zero(t, rep.Default.AlertsByRule[messages.SustainedLow], "no reading at or below 40 was evaluated")
+	require.Zero(t, rep.PerEvent.AlertsByRule[messages.LowHeartRate])
 }
 
 func TestRunRejectsInvalidRules(t *testing.T) {
@@ -139,12 +141,20 @@ func TestRunRejectsInvalidRules(t *testing.T) {
 	require.Error(t, err)
 }
 
-// TestMainJSON: `evaluate -json` prints one JSON object on its last line,
+// defaultConfig is the configuration of an empty environment.
+func defaultConfig(t *testing.T, env map[string]string) config.Config {
+	t.Helper()
+	cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(env))
+	require.NoError(t, err)
+	return cfg
+}
+
+// TestScoreJSON: `evaluate -json` prints one JSON object on its last line,
 // with the keys the issue names, for both modes.
-func TestMainJSON(t *testing.T) {
-	var out, errOut bytes.Buffer
-	require.NoError(t, evaluate.Main(context.Background(), []string{"-json", "-customers", "3", "-span", "2h", "-day", "2h", "-seed", "7",
-		"-case-customers", "2"}, &out, &errOut))
+func TestScoreJSON(t *testing.T) {
+	var out bytes.Buffer
+	o := evaluate.Options{JSON: true, Customers: 3, Span: 2 * time.Hour, DayLength: 2 * time.Hour, Seed: 7, CaseCustomers: 2}
+	require.NoError(t, evaluate.Score(defaultConfig(t, nil), o, &out))
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	var raw map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal([]byte(lines[len(lines)-1]), &raw))
@@ -172,21 +182,25 @@ func TestMainJSON(t *testing.T) {
 	require.EqualValues(t, 7, cases.Cases[2].Scenario.Seed)
 }
 
-func TestMainTableAndFiles(t *testing.T) {
+func TestScoreTableAndFiles(t *testing.T) {
 	dir := t.TempDir()
 	var out bytes.Buffer
-	require.NoError(t, evaluate.Main(context.Background(), []string{"-customers", "2", "-span", "1h", "-day", "1h", "-case-customers", "1",
-		"-labels", dir + "/labels.csv", "-export", dir + "/readings.csv"}, &out, &bytes.Buffer{}))
+	o := evaluate.Options{Customers: 2, Span: time.Hour, DayLength: time.Hour, CaseCustomers: 1,
+		LabelsFile: dir + "/labels.csv", ExportFile: dir + "/readings.csv"}
+	require.NoError(t, evaluate.Score(defaultConfig(t, nil), o, &out))
 	require.Contains(t, out.String(), "alerts per true episode")
 	require.Contains(t, out.String(), "per_event (seed)")
-	require.Contains(t, out.String(), rules.Spike)
+	require.Contains(t, out.String(), messages.Spike)
 	require.Contains(t, out.String(), "a jump into tachycardia")
 	require.FileExists(t, dir+"/labels.csv")
 	require.FileExists(t, dir+"/readings.csv")
+}
 
-	require.Error(t, evaluate.Main(context.Background(), []string{"stray"}, &out, &bytes.Buffer{}))
-	require.Error(t, evaluate.Main(context.Background(), []string{"-customers", "0"}, &out, &bytes.Buffer{}))
-	t.Setenv("ANOMALY_SUSTAINED_FOR", "soon")
-	err := evaluate.Main(context.Background(), nil, &out, &bytes.Buffer{})
-	require.ErrorContains(t, err, "ANOMALY_SUSTAINED_FOR")
+func TestScoreRefuses(t *testing.T) {
+	o := evaluate.DefaultOptions()
+	o.Customers = 0
+	require.ErrorContains(t, evaluate.Score(defaultConfig(t, nil), o, &bytes.Buffer{}), "-customers")
+	// Per-event mode chosen, the episode parameters are still scored.
+	cfg := defaultConfig(t, map[string]string{"DETECTION_MODE": "per_event", "ANOMALY_SUSTAINED_FOR": "0s"})
+	require.ErrorContains(t, evaluate.Score(cfg, evaluate.DefaultOptions(), &bytes.Buffer{}), "ANOMALY_SUSTAINED_FOR")
 }

@@ -13,10 +13,12 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/sethvargo/go-envconfig"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/heartbeat/heartbeat/app/replay"
 	"github.com/heartbeat/heartbeat/messages"
 )
@@ -194,17 +196,20 @@ func TestPublishStopsOnError(t *testing.T) {
 	require.Equal(t, 2, sum.Published)
 }
 
-// TestMain_ publishes the Empatica recording to a real Kafka-protocol
-// broker, as `go run . replay --shift-to-now FILE` does.
-func TestMainPublishesToKafka(t *testing.T) {
+// TestRunPublishesToKafka publishes the Empatica recording to a real
+// Kafka-protocol broker, as `heartbeat replay --shift-to-now FILE` does.
+func TestRunPublishesToKafka(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	defer c.Close()
-	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", c.ListenAddrs()[0])
-	t.Setenv("LOG_LEVEL", "warn")
+	cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{"LOG_LEVEL": "warn"}))
+	require.NoError(t, err)
+	rec, err := replay.Load(empatica)
+	require.NoError(t, err)
 
 	var out, errOut bytes.Buffer
-	require.NoError(t, replay.Main(context.Background(), []string{empatica, "--shift-to-now"}, &out, &errOut))
+	job := replay.Job{File: empatica, Recording: rec, ShiftToNow: true, Workers: 16}
+	require.NoError(t, replay.Run(context.Background(), cfg, c.ListenAddrs(), job, &out, &errOut))
 	require.Contains(t, out.String(), "replayed 3651 readings of 1 customer(s)")
 	require.Empty(t, errOut.String(), "no warning once shifted")
 
@@ -234,19 +239,17 @@ func TestMainPublishesToKafka(t *testing.T) {
 	// Unshifted, the 2023 recording is refused by validation: say so loudly.
 	out.Reset()
 	errOut.Reset()
-	require.NoError(t, replay.Main(context.Background(), []string{"--speed", "0", empatica}, &out, &errOut))
+	job.ShiftToNow = false
+	require.NoError(t, replay.Run(context.Background(), cfg, c.ListenAddrs(), job, &out, &errOut))
 	require.Contains(t, errOut.String(), "WARNING: 3651 of 3651 readings are older than MAX_EVENT_AGE")
 	require.Contains(t, errOut.String(), "--shift-to-now")
 }
 
-func TestMainErrors(t *testing.T) {
-	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-	var out, errOut bytes.Buffer
-	require.ErrorContains(t, replay.Main(context.Background(), nil, &out, &errOut), "want one CSV file")
-	require.ErrorContains(t, replay.Main(context.Background(), []string{"a.csv", "b.csv"}, &out, &errOut), "got 2")
-	require.ErrorContains(t, replay.Main(context.Background(), []string{filepath.Join(t.TempDir(), "missing.csv")}, &out, &errOut), "no such file")
-	require.Error(t, replay.Main(context.Background(), []string{"--speed", "-1", empatica}, &out, &errOut))
+func TestLoadNamesTheProblem(t *testing.T) {
+	_, err := replay.Load(filepath.Join(t.TempDir(), "missing.csv"))
+	require.ErrorContains(t, err, "no such file")
 	bad := filepath.Join(t.TempDir(), "bad.csv")
 	require.NoError(t, os.WriteFile(bad, []byte("customer_id,timestamp,heart_rate\nc,yesterday,70\n"), 0o600))
-	require.ErrorContains(t, replay.Main(context.Background(), []string{bad}, &out, &errOut), "line 2")
+	_, err = replay.Load(bad)
+	require.ErrorContains(t, err, "bad.csv: line 2")
 }

@@ -1,0 +1,191 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/heartbeat/heartbeat/app/telemetry"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// LagWatch says which consumer groups WatchLag reports on, and where.
+type LagWatch struct {
+	Groups   []string
+	Interval time.Duration
+	// StallAfter: a partition with lag whose committed offset has not moved
+	// for this long is stalled.
+	StallAfter time.Duration
+	Registry   prometheus.Registerer
+	Health     *telemetry.Health
+	Log        *slog.Logger
+}
+
+// WatchLag exports heartbeat_consumer_lag{group,topic,partition}: how many
+// records each of groups has still to consume, from the broker's end
+// offsets and the group's committed offsets, refreshed every interval. From
+// the same reads it reports stalls (see groupStalls): a partition with lag
+// whose committed offset has not moved for STALL_AFTER is counted in
+// heartbeat_consumer_stalled_partitions{group}, logged with its owner, and
+// makes /healthz fail until the group progresses again.
+func (c *Client) WatchLag(ctx context.Context, w LagWatch) error {
+	groups, interval := w.Groups, w.Interval
+	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "heartbeat_consumer_lag",
+		Help: "Records of a partition not yet consumed by a group: end offset minus the group's committed offset.",
+	}, []string{"group", "topic", "partition"})
+	stalledGauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "heartbeat_consumer_stalled_partitions",
+		Help: "Partitions where a group has records to consume and has not committed progress for STALL_AFTER.",
+	}, []string{"group"})
+	for _, col := range []prometheus.Collector{gauge, stalledGauge} {
+		if err := w.Registry.Register(col); err != nil {
+			return err
+		}
+	}
+	stalls := make(map[string]*groupStalls, len(groups))
+	for _, g := range groups {
+		stalls[g] = newGroupStalls(g, w.StallAfter, w.Log, w.Health, stalledGauge.WithLabelValues(g), time.Now())
+	}
+	adm, closeAdm, err := c.newAdmin()
+	if err != nil {
+		return err
+	}
+	defer closeAdm()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, interval)
+		lags, err := adm.Lag(qctx, groups...)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			w.Log.Debug("consumer lag not available", "err", err)
+		}
+		now := time.Now()
+		for _, group := range groups {
+			l, ok := lags[group]
+			switch {
+			case ok:
+				stalls[group].observe(l, now)
+			case err != nil:
+				stalls[group].unread(err, now)
+			default:
+				stalls[group].unread(errors.New("group missing from the broker's answer"), now)
+			}
+			for topic, parts := range l.Lag {
+				for p, m := range parts {
+					if m.Err == nil && m.Lag >= 0 {
+						gauge.WithLabelValues(group, topic, strconv.Itoa(int(p))).Set(float64(m.Lag))
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// GroupProgress returns a function answering the next offset group has
+// committed for a partition of topic, read from the broker at most every
+// 100 ms (the detector asks it for every customer it rebuilds).
+func (c *Client) GroupProgress(group string) (func(ctx context.Context, topic string, partition int32) (int64, error), func(), error) {
+	adm, closeAdm, err := c.newAdmin()
+	if err != nil {
+		return nil, nil, err
+	}
+	offsets := cachedFor(100*time.Millisecond, func(ctx context.Context) (kadm.OffsetResponses, error) {
+		return adm.FetchOffsets(ctx, group)
+	})
+	progress := func(ctx context.Context, topic string, partition int32) (int64, error) {
+		os, err := offsets(ctx)
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			// No member of group has committed yet (Kafka answers the same
+			// with no offsets; some brokers with this error).
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		if o, ok := os.Lookup(topic, partition); ok && o.Err == nil {
+			return o.At, nil
+		}
+		return 0, nil
+	}
+	return progress, closeAdm, nil
+}
+
+// GroupLag returns a function answering how many records of topic group
+// has still to consume (end offsets minus committed offsets, summed over
+// partitions), read from the broker at most every 100 ms.
+func (c *Client) GroupLag(group, topic string) (func(ctx context.Context) (int64, error), func(), error) {
+	adm, closeAdm, err := c.newAdmin()
+	if err != nil {
+		return nil, nil, err
+	}
+	lag := cachedFor(100*time.Millisecond, func(ctx context.Context) (int64, error) {
+		lags, err := adm.Lag(ctx, group)
+		if err != nil {
+			return 0, err
+		}
+		var sum int64
+		for _, l := range lags {
+			if l.Error() != nil {
+				return 0, l.Error()
+			}
+			for p, m := range l.Lag[topic] {
+				if m.Err != nil {
+					return 0, fmt.Errorf("lag of %s/%d: %w", topic, p, m.Err)
+				}
+				sum += max(m.Lag, 0)
+			}
+		}
+		return sum, nil
+	})
+	return lag, closeAdm, nil
+}
+
+// cachedFor returns fetch, its answer kept for d; callers wait for one
+// fetch at a time. Errors are not kept.
+func cachedFor[T any](d time.Duration, fetch func(context.Context) (T, error)) func(context.Context) (T, error) {
+	var (
+		mu      sync.Mutex
+		fetched time.Time
+		last    T
+	)
+	return func(ctx context.Context) (T, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(fetched) <= d {
+			return last, nil
+		}
+		v, err := fetch(ctx)
+		if err != nil {
+			return v, err
+		}
+		last, fetched = v, time.Now()
+		return last, nil
+	}
+}
+
+// newAdmin returns an admin client on the cluster, with the process's Kafka
+// security options, and its close.
+func (c *Client) newAdmin() (*kadm.Client, func(), error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.Brokers...)}, c.opts...)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kadm.NewClient(cl), cl.Close, nil
+}

@@ -1,0 +1,309 @@
+package handlers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/heartbeat/heartbeat/handlers"
+	"github.com/heartbeat/heartbeat/handlers/handlerstest"
+	"github.com/heartbeat/heartbeat/messages"
+	"github.com/heartbeat/heartbeat/messages/rules"
+)
+
+// perEvent is a Detect (DETECTION_MODE=per_event) with the default
+// thresholds (LOW ≤ 50, HIGH ≥ 140, SPIKE ±30) on in-memory storage.
+type perEvent struct {
+	d        *handlers.Detect
+	store    *handlerstest.Anomalies
+	history  *handlerstest.History
+	log      bytes.Buffer
+	recorded []messages.Anomaly
+	outcomes []string
+	offset   int64
+	ids      int
+}
+
+func newPerEvent(t *testing.T) *perEvent {
+	t.Helper()
+	f := &perEvent{store: &handlerstest.Anomalies{}, history: &handlerstest.History{}}
+	var err error
+	f.d, err = handlers.NewDetect(handlers.DetectConfig{
+		Limits: messages.DefaultLimits(), Engine: rules.NewEngine(rules.DefaultThresholds()), Store: f.store, History: f.history,
+		Topic: "events.anomaly.v1", Now: func() time.Time { return t0.Add(time.Hour) },
+		NewID: func() string { f.ids++; return fmt.Sprintf("new-id-%d", f.ids) },
+		Log:   slog.New(slog.NewTextHandler(&f.log, nil)),
+		Observe: handlers.Observer{
+			Anomaly: func(a messages.Anomaly) { f.recorded = append(f.recorded, a) },
+			History: func(o string) { f.outcomes = append(f.outcomes, o) },
+		},
+	})
+	require.NoError(t, err)
+	return f
+}
+
+// record is h as the next record of partition 5, with a correlation id.
+func (f *perEvent) record(t *testing.T, h messages.Heartbeat) messages.Record {
+	t.Helper()
+	b, err := h.Marshal()
+	require.NoError(t, err)
+	f.offset++
+	return messages.Record{Source: messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: f.offset}, Key: []byte(h.CustomerID), Value: b,
+		Headers: []messages.Header{{Key: messages.CorrelationIDMetadata, Value: []byte("corr-" + h.EventID)}}}
+}
+
+func (f *perEvent) handle(t *testing.T, hs ...messages.Heartbeat) *messages.Batch {
+	t.Helper()
+	b := &messages.Batch{}
+	for _, h := range hs {
+		b.Records = append(b.Records, f.record(t, h))
+	}
+	require.NoError(t, f.d.HandleBatch(context.Background(), b))
+	require.Equal(t, len(hs), b.Done)
+	return b
+}
+
+func TestDetectRaisesLowHighAndSpikeOncePerReading(t *testing.T) {
+	f := newPerEvent(t)
+	s := time.Second
+	steps := []struct {
+		rate     int
+		rule     string
+		severity string
+		previous int
+	}{
+		{70, "", "", 0},
+		{35, messages.LowHeartRate, messages.SeverityHigh, 0}, // -35: LOW, first match, not also a SPIKE
+		{51, "", "", 0},
+		{81, messages.Spike, messages.SeverityMedium, 51}, // +30: SPIKE at its threshold
+		{140, messages.HighHeartRate, messages.SeverityHigh, 0},
+		{139, "", "", 0},
+		{110, "", "", 0}, // -29
+		{50, messages.LowHeartRate, messages.SeverityHigh, 0}, // LOW at its threshold
+	}
+	var hs []messages.Heartbeat
+	for i, st := range steps {
+		hs = append(hs, reading("c1", time.Duration(i)*s, st.rate))
+	}
+	f.handle(t, hs...)
+
+	seen, msgs := f.store.Recorded()
+	var want []string
+	for i, st := range steps {
+		if st.rule == "" {
+			continue
+		}
+		id := messages.AnomalyID(hs[i].EventID, st.rule)
+		want = append(want, id)
+		a, ok := seen[id]
+		require.True(t, ok, "reading %d (%d bpm) raises %s", i, st.rate, st.rule)
+		require.Equal(t, st.rule, a.Type)
+		require.Equal(t, st.severity, a.Severity)
+		require.Equal(t, hs[i].EventID, a.EventID)
+		require.Equal(t, "c1", a.CustomerID)
+		require.Equal(t, st.rate, a.HeartRate)
+		require.True(t, hs[i].Timestamp.Equal(a.EventTime))
+		require.Equal(t, t0.Add(time.Hour), a.DetectedAt)
+		var details map[string]any
+		require.NoError(t, json.Unmarshal(a.Details, &details))
+		require.EqualValues(t, st.rate, details["measured"])
+		if st.rule == messages.Spike {
+			require.Equal(t, st.previous, *a.PreviousHeartRate)
+			require.EqualValues(t, st.previous, details["previous_heart_rate"])
+			require.EqualValues(t, st.rate-st.previous, details["delta"])
+			require.EqualValues(t, 30, details["threshold"])
+		} else {
+			require.Nil(t, a.PreviousHeartRate)
+		}
+	}
+	require.Len(t, seen, len(want), "one anomaly per reading that breaks a rule, no more")
+	require.Equal(t, []string{"events.anomaly.v1", "events.anomaly.v1", "events.anomaly.v1", "events.anomaly.v1"}, f.store.Topics())
+	for i, m := range msgs {
+		require.Equal(t, want[i], m.UUID, "the message id is the anomaly id")
+		require.Equal(t, "c1", m.Metadata.Get(messages.KeyMetadata), "keyed by customer")
+		require.Equal(t, seen[want[i]].Type, m.Metadata.Get("anomaly_type"))
+		require.Equal(t, "corr-"+seen[want[i]].EventID, wmmw.MessageCorrelationID(m), "the reading's correlation id")
+		var body messages.Anomaly
+		require.NoError(t, json.Unmarshal(m.Payload, &body))
+		require.Equal(t, want[i], body.AnomalyID)
+	}
+	require.Len(t, f.recorded, len(want))
+
+	// The same readings again (a producer's retry): nothing new recorded
+	// or counted.
+	f.handle(t, hs...)
+	seen, _ = f.store.Recorded()
+	require.Len(t, seen, len(want))
+	require.Len(t, f.recorded, len(want), "a duplicate is not counted as a new anomaly")
+}
+
+// A record without a correlation id gets a new one, carried by its anomaly.
+func TestDetectGivesARecordWithoutCorrelationIDOne(t *testing.T) {
+	f := newPerEvent(t)
+	r := f.record(t, reading("c1", 0, 45))
+	r.Headers = nil
+	b := &messages.Batch{Records: []messages.Record{r}}
+	require.NoError(t, f.d.HandleBatch(context.Background(), b))
+	_, msgs := f.store.Recorded()
+	require.Len(t, msgs, 1)
+	require.Equal(t, "new-id-1", wmmw.MessageCorrelationID(msgs[0]))
+	require.Equal(t, "new-id-1", b.Records[0].Header(messages.CorrelationIDMetadata), "kept on the record for what else derives from it")
+}
+
+// The customer's state moves on only once the anomaly is committed: a
+// failed write leaves the reading not done, and its retry raises the same
+// SPIKE against the same previous rate.
+func TestDetectMovesOnOnlyAfterTheStoreCommits(t *testing.T) {
+	f := newPerEvent(t)
+	f.handle(t, reading("c1", 0, 70))
+	jump := reading("c1", time.Second, 105)
+	b := &messages.Batch{Records: []messages.Record{f.record(t, jump), f.record(t, reading("c1", 2*time.Second, 106))}}
+	f.store.Fail = 1
+
+	require.ErrorIs(t, f.d.HandleBatch(context.Background(), b), handlerstest.ErrDown)
+	require.Zero(t, b.Done)
+	seen, _ := f.store.Recorded()
+	require.Empty(t, seen)
+	require.Empty(t, f.recorded)
+
+	require.NoError(t, f.d.HandleBatch(context.Background(), b), "the retry")
+	require.Equal(t, 2, b.Done)
+	seen, _ = f.store.Recorded()
+	require.Len(t, seen, 1)
+	a := seen[messages.AnomalyID(jump.EventID, messages.Spike)]
+	require.Equal(t, messages.Spike, a.Type)
+	require.Equal(t, 70, *a.PreviousHeartRate, "compared with the reading before, not with itself")
+}
+
+// Invalid readings are persist's to route: the detector passes over them
+// without evaluating them or asking storage for the customer's history.
+func TestDetectPassesOverInvalidReadings(t *testing.T) {
+	f := newPerEvent(t)
+	b := &messages.Batch{Records: []messages.Record{
+		{Source: messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 1}, Value: []byte(`not json`)},
+		f.record(t, reading("c1", 0, 250)), // a sensor fault, not a HIGH_HEART_RATE
+		f.record(t, reading("c1", time.Second, 20)),
+	}}
+	require.NoError(t, f.d.HandleBatch(context.Background(), b))
+	require.Equal(t, 3, b.Done)
+	seen, _ := f.store.Recorded()
+	require.Empty(t, seen)
+	require.Zero(t, f.history.Calls())
+	require.Empty(t, f.outcomes)
+	require.Empty(t, b.Refused, "refusing is persist's")
+}
+
+// A customer the engine does not know is rebuilt from storage once, before
+// its first reading is evaluated; each outcome is reported.
+func TestDetectRebuildsACustomerFromHistory(t *testing.T) {
+	s := time.Second
+	t.Run("found: the stored reading is the previous one", func(t *testing.T) {
+		f := newPerEvent(t)
+		f.history.At, f.history.Rate, f.history.Found = t0, 70, true
+		jump := reading("c1", s, 101)
+		f.handle(t, jump, reading("c1", 2*s, 102))
+		require.Equal(t, []string{"found"}, f.outcomes)
+		require.Equal(t, 1, f.history.Calls(), "once per customer")
+		seen, _ := f.store.Recorded()
+		require.Len(t, seen, 1)
+		require.Equal(t, 70, *seen[messages.AnomalyID(jump.EventID, messages.Spike)].PreviousHeartRate)
+	})
+	t.Run("none: nothing stored, no previous rate", func(t *testing.T) {
+		f := newPerEvent(t)
+		f.handle(t, reading("c1", s, 101), reading("c1", 2*s, 102))
+		require.Equal(t, []string{"none"}, f.outcomes)
+		seen, _ := f.store.Recorded()
+		require.Empty(t, seen, "no SPIKE without a previous reading")
+	})
+	t.Run("incomplete: goes on without history, and says so", func(t *testing.T) {
+		f := newPerEvent(t)
+		f.history.Err = fmt.Errorf("wait for persist: %w", messages.ErrHistoryIncomplete)
+		f.handle(t, reading("c1", s, 101), reading("c1", 2*s, 45))
+		require.Equal(t, []string{"incomplete"}, f.outcomes)
+		seen, _ := f.store.Recorded()
+		require.Len(t, seen, 1, "the rules still run: the LOW is raised")
+		require.Contains(t, f.log.String(), "detector state not rebuilt")
+		require.Contains(t, f.log.String(), "customer_id=c1")
+	})
+	t.Run("failure: the reading is not done", func(t *testing.T) {
+		f := newPerEvent(t)
+		down := errors.New("connection refused")
+		f.history.Err = down
+		b := &messages.Batch{Records: []messages.Record{f.record(t, reading("c1", s, 45))}}
+		require.ErrorIs(t, f.d.HandleBatch(context.Background(), b), down)
+		require.Zero(t, b.Done)
+		require.Empty(t, f.outcomes)
+		seen, _ := f.store.Recorded()
+		require.Empty(t, seen)
+		f.history.Err = nil
+		require.NoError(t, f.d.HandleBatch(context.Background(), b))
+		require.Equal(t, []string{"none"}, f.outcomes, "asked again on the retry")
+	})
+	t.Run("a message from no Kafka partition has no history to ask", func(t *testing.T) {
+		f := newPerEvent(t)
+		payload, err := reading("c1", s, 45).Marshal()
+		require.NoError(t, err)
+		require.NoError(t, handlers.Handler(f.d)(message.NewMessage(uuid.NewString(), payload)))
+		require.Zero(t, f.history.Calls())
+		seen, _ := f.store.Recorded()
+		require.Len(t, seen, 1)
+	})
+}
+
+func TestNewDetectorsRefuseMissingDependencies(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	now := func() time.Time { return t0 }
+	episodes, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
+	require.NoError(t, err)
+	full := handlers.DetectConfig{Limits: messages.DefaultLimits(), Engine: rules.NewEngine(rules.DefaultThresholds()),
+		Store: &handlerstest.Anomalies{}, History: &handlerstest.History{}, Topic: "events.anomaly.v1", Now: now, NewID: uuid.NewString, Log: log}
+	fullEpisodes := handlers.DetectEpisodesConfig{Limits: messages.DefaultLimits(), Engine: episodes,
+		Store: &handlerstest.Episodes{}, History: &handlerstest.EpisodeHistory{}, Topic: "events.anomaly.v1", Now: now, NewID: uuid.NewString, Log: log}
+	_, err = handlers.NewDetect(full)
+	require.NoError(t, err, "Observe is optional")
+	_, err = handlers.NewDetectEpisodes(fullEpisodes)
+	require.NoError(t, err)
+
+	cases := []struct {
+		missing  string
+		detect   func(*handlers.DetectConfig)
+		episodes func(*handlers.DetectEpisodesConfig)
+	}{
+		{"an Engine", func(c *handlers.DetectConfig) { c.Engine = nil }, func(c *handlers.DetectEpisodesConfig) { c.Engine = nil }},
+		{"a Store", func(c *handlers.DetectConfig) { c.Store = nil }, func(c *handlers.DetectEpisodesConfig) { c.Store = nil }},
+		{"a History", func(c *handlers.DetectConfig) { c.History = nil }, func(c *handlers.DetectEpisodesConfig) { c.History = nil }},
+		{"a Topic", func(c *handlers.DetectConfig) { c.Topic = "" }, func(c *handlers.DetectEpisodesConfig) { c.Topic = "" }},
+		{"a clock (Now)", func(c *handlers.DetectConfig) { c.Now = nil }, func(c *handlers.DetectEpisodesConfig) { c.Now = nil }},
+		{"NewID", func(c *handlers.DetectConfig) { c.NewID = nil }, func(c *handlers.DetectEpisodesConfig) { c.NewID = nil }},
+		{"a Log", func(c *handlers.DetectConfig) { c.Log = nil }, func(c *handlers.DetectEpisodesConfig) { c.Log = nil }},
+	}
+	for _, c := range cases {
+		t.Run(c.missing, func(t *testing.T) {
+			cfg := full
+			c.detect(&cfg)
+			d, err := handlers.NewDetect(cfg)
+			require.EqualError(t, err, "handlers: Detect needs "+c.missing)
+			require.Nil(t, d)
+			ecfg := fullEpisodes
+			c.episodes(&ecfg)
+			e, err := handlers.NewDetectEpisodes(ecfg)
+			require.EqualError(t, err, "handlers: DetectEpisodes needs "+c.missing)
+			require.Nil(t, e)
+		})
+	}
+	t.Run("all of them, named together", func(t *testing.T) {
+		_, err := handlers.NewDetect(handlers.DetectConfig{})
+		require.EqualError(t, err, "handlers: Detect needs "+strings.Join([]string{"an Engine", "a Store", "a History", "a Topic", "a clock (Now)", "NewID", "a Log"}, ", "))
+	})
+}

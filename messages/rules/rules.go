@@ -1,0 +1,192 @@
+// Package rules is the anomaly rule engine: pure functions over readings and
+// the per-customer state they need, with no I/O, so that the detector, the
+// tests and any replay evaluate exactly the same definition.
+package rules
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// Thresholds of the per-reading rules.
+type Thresholds struct {
+	Low        int // rate <= Low is LOW_HEART_RATE
+	High       int // rate >= High is HIGH_HEART_RATE
+	SpikeDelta int // |rate - previous| >= SpikeDelta is SPIKE
+}
+
+// DefaultThresholds are LOW ≤ 50, HIGH ≥ 140, SPIKE |Δ| ≥ 30.
+func DefaultThresholds() Thresholds { return Thresholds{Low: 50, High: 140, SpikeDelta: 30} }
+
+// Finding is one anomaly raised by a reading.
+type Finding struct {
+	Rule      string
+	Severity  string
+	HeartRate int
+	Threshold int
+	// Previous is the customer's previous rate, for SPIKE.
+	Previous *int
+}
+
+// Delta is the change from the previous rate, for SPIKE.
+func (f Finding) Delta() int {
+	if f.Previous == nil {
+		return 0
+	}
+	return f.HeartRate - *f.Previous
+}
+
+// Classify applies the rules, first match wins: LOW, then HIGH, then SPIKE
+// against previous (nil when there is none, or the reading is late).
+func Classify(t Thresholds, rate int, previous *int) (Finding, bool) {
+	switch {
+	case rate <= t.Low:
+		return Finding{Rule: messages.LowHeartRate, Severity: messages.SeverityHigh, HeartRate: rate, Threshold: t.Low}, true
+	case rate >= t.High:
+		return Finding{Rule: messages.HighHeartRate, Severity: messages.SeverityHigh, HeartRate: rate, Threshold: t.High}, true
+	case previous != nil && abs(rate-*previous) >= t.SpikeDelta:
+		p := *previous
+		return Finding{Rule: messages.Spike, Severity: messages.SeverityMedium, HeartRate: rate, Threshold: t.SpikeDelta, Previous: &p}, true
+	}
+	return Finding{}, false
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// customerState is what SPIKE needs of a customer: the latest reading in
+// event-time order.
+type customerState struct {
+	time     time.Time
+	rate     int
+	lastSeen time.Time // wall clock, for eviction
+}
+
+const shardCount = 64
+
+type shard struct {
+	mu sync.Mutex
+	m  map[string]*customerState
+}
+
+// Engine evaluates readings against the rules, keeping each customer's
+// latest reading. It is safe for concurrent use; readings of one customer
+// must be evaluated one at a time, in their partition's order, which Kafka's
+// keying by customer gives.
+type Engine struct {
+	t      Thresholds
+	seed   maphash.Seed
+	shards [shardCount]shard
+	now    func() time.Time
+}
+
+// NewEngine returns an engine with thresholds t.
+func NewEngine(t Thresholds) *Engine {
+	e := &Engine{t: t, seed: maphash.MakeSeed(), now: time.Now}
+	for i := range e.shards {
+		e.shards[i].m = make(map[string]*customerState)
+	}
+	return e
+}
+
+func (e *Engine) shard(customer string) *shard {
+	return &e.shards[maphash.String(e.seed, customer)%shardCount]
+}
+
+// Evaluate returns the finding h raises, if any, and apply, which moves the
+// customer's state past h. Call apply only once the finding is durably
+// recorded: a reading whose anomaly failed to commit is evaluated again, on
+// redelivery, against the same previous rate. A late reading (older than the
+// customer's latest) is checked against LOW and HIGH only and does not move
+// the state.
+func (e *Engine) Evaluate(h messages.Heartbeat) (f Finding, found bool, apply func()) {
+	sh := e.shard(h.CustomerID)
+	sh.mu.Lock()
+	st := sh.m[h.CustomerID]
+	var prev *int
+	late := false
+	if st != nil {
+		if h.Timestamp.Before(st.time) {
+			late = true
+		} else {
+			p := st.rate
+			prev = &p
+		}
+	}
+	sh.mu.Unlock()
+
+	f, found = Classify(e.t, h.HeartRate, prev)
+	if late {
+		return f, found, func() {}
+	}
+	return f, found, func() {
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		cur := sh.m[h.CustomerID]
+		if cur == nil {
+			cur = &customerState{}
+			sh.m[h.CustomerID] = cur
+		} else if h.Timestamp.Before(cur.time) {
+			return
+		}
+		cur.time, cur.rate, cur.lastSeen = h.Timestamp, h.HeartRate, e.now()
+	}
+}
+
+// Known reports whether the engine holds state for customer.
+func (e *Engine) Known(customer string) bool {
+	sh := e.shard(customer)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, ok := sh.m[customer]
+	return ok
+}
+
+// Seed sets customer's latest reading to (at, rate) unless the engine
+// already holds a later one: how state is rebuilt after a restart.
+func (e *Engine) Seed(customer string, at time.Time, rate int) {
+	sh := e.shard(customer)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if cur := sh.m[customer]; cur != nil && !at.After(cur.time) {
+		return
+	}
+	sh.m[customer] = &customerState{time: at, rate: rate, lastSeen: e.now()}
+}
+
+// Evict drops customers not seen for idle, bounding memory, and returns how
+// many it dropped. An evicted customer's next reading has no previous rate.
+func (e *Engine) Evict(idle time.Duration) int {
+	cutoff := e.now().Add(-idle)
+	n := 0
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.Lock()
+		for k, st := range sh.m {
+			if st.lastSeen.Before(cutoff) {
+				delete(sh.m, k)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Customers returns how many customers have state.
+func (e *Engine) Customers() int {
+	n := 0
+	for i := range e.shards {
+		e.shards[i].mu.Lock()
+		n += len(e.shards[i].m)
+		e.shards[i].mu.Unlock()
+	}
+	return n
+}
