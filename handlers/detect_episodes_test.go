@@ -293,7 +293,7 @@ func writesOf(ws []messages.EpisodeUpdate) []write {
 	return out
 }
 
-// TestDetectEpisodesBradycardiaAfterADrop: issue 14 — a jump down to a
+// TestDetectEpisodesBradycardiaAfterADrop: a jump down to a
 // new resting level, then 12 minutes at 38 bpm. When the new level has
 // settled first (20 minutes at 65), the SPIKE has closed and the
 // SUSTAINED_LOW is its own episode; when the rate falls to 38 while the

@@ -79,7 +79,7 @@ func (r *runner) latencyPhase(ctx context.Context) error {
 		return err
 	}
 	defer b.close()
-	// The seed's per-reading rules: every injected 150 bpm reading is an
+	// The per-reading rules (per_event): every injected 150 bpm reading is an
 	// anomaly at once, so its latency is the pipeline's, not a rule's
 	// sustain time.
 	pipe, err := r.start(ctx, "latency-pipeline", r.env(b, map[string]string{"ROUTER_HANDLERS": "persist,detect", "DETECTION_MODE": rules.ModePerEvent}))

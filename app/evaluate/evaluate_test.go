@@ -45,7 +45,7 @@ func TestTargets(t *testing.T) {
 		require.GreaterOrEqual(t, *tm.Recall, 0.9, typ)
 		require.LessOrEqual(t, *tm.AlertsPerEpisode, 1.1, typ)
 	}
-	// The seed's rules alert on every reading of an episode and on the
+	// The per-reading rules alert on every reading of an episode and on the
 	// artefacts: what the episode mode is for.
 	require.Greater(t, p.AlertsPerEpisode, 10.0)
 	require.Greater(t, p.ArtefactAlertRate, 0.1)

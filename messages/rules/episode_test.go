@@ -335,7 +335,7 @@ func TestAJumpBelowTheThresholdThenRisingIsOneEpisode(t *testing.T) {
 	require.Equal(t, []string{"1m2s open a@SPIKE start=1m0s", "13m0s reclassified a@SUSTAINED_HIGH start=1m0s"}, f.summary())
 }
 
-// TestADropToANewRestThenBradycardia is issue 14's recording: the rate
+// TestADropToANewRestThenBradycardia is a real recording's case: the rate
 // falls from 95 to 65 across a 95 s gap (a SPIKE down) and rests there;
 // 14 minutes at 39 bpm later are a SUSTAINED_LOW of their own, opened when
 // the low timer has run 10 minutes, as without the SPIKE.
