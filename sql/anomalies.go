@@ -1,15 +1,17 @@
 package sql
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -212,6 +214,14 @@ func (w *AnomalyWriter) RecentEpisodes(ctx context.Context, customer string, sin
 	return out, nil
 }
 
+// historyFrom reads the customer_history rows of a customer and source
+// partition that may hold readings before an offset, from a time on ($5;
+// $6 is the first instant of its UTC day, as for historyLatest).
+const historyFrom = `SELECT readings FROM customer_history
+	WHERE customer_id = $1 AND source_topic = $2 AND source_partition = $3 AND first_offset < $4
+	  AND last_time >= $5 AND first_time >= $6
+	ORDER BY first_offset`
+
 // EpisodeHistory reads a customer's stored readings to rebuild its episode
 // state, once persist has stored them (see [History]).
 type EpisodeHistory struct{ h *History }
@@ -226,34 +236,43 @@ func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, sr
 	if err := hs.h.waitFor(ctx, src); err != nil {
 		return nil, nil, err
 	}
-	var p messages.Reading
-	var rate int16
-	err = hs.h.pool.QueryRow(ctx, `SELECT event_id::text, event_time, heart_rate FROM heartbeat_events
-		WHERE customer_id = $1 AND source_topic = $2 AND source_partition = $3 AND source_offset < $4 AND event_time < $5
-		ORDER BY event_time DESC, source_offset LIMIT 1`,
-		h.CustomerID, src.Topic, src.Partition, src.Offset, warmFrom).Scan(&p.EventID, &p.Time, &rate)
-	switch {
-	case err == nil:
-		p.Rate = int(rate)
-		prime = &p
-	case !errors.Is(err, pgx.ErrNoRows):
+	// prime: the latest before warmFrom, by event time then lowest offset.
+	var best historyReading
+	var found bool
+	err = hs.h.scanLatest(ctx, h.CustomerID, src, time.Time{}, &warmFrom, func(r historyReading) {
+		if !found || r.at.After(best.at) || r.at.Equal(best.at) && r.offset < best.offset {
+			best, found = r, true
+		}
+	}, func() (time.Time, bool) { return best.at, found })
+	if err != nil {
 		return nil, nil, fmt.Errorf("look up readings of %s: %w", h.CustomerID, err)
 	}
-	rows, err := hs.h.pool.Query(ctx, `SELECT event_id::text, event_time, heart_rate FROM heartbeat_events
-		WHERE customer_id = $1 AND source_topic = $2 AND source_partition = $3 AND source_offset < $4 AND event_time >= $5
-		ORDER BY source_offset`,
-		h.CustomerID, src.Topic, src.Partition, src.Offset, warmFrom)
+	if found {
+		prime = &messages.Reading{EventID: uuid.UUID(best.id).String(), Time: best.at, Rate: int(best.rate)}
+	}
+	rows, err := hs.h.pool.Query(ctx, historyFrom, h.CustomerID, src.Topic, src.Partition, src.Offset, warmFrom, DayOf(warmFrom).Time())
 	if err != nil {
 		return nil, nil, fmt.Errorf("read readings of %s: %w", h.CustomerID, err)
 	}
-	var r messages.Reading
-	_, err = pgx.ForEachRow(rows, []any{&r.EventID, &r.Time, &rate}, func() error {
-		r.Rate = int(rate)
-		rs = append(rs, r)
-		return nil
+	var packed []byte
+	var stored []historyReading
+	_, err = pgx.ForEachRow(rows, []any{&packed}, func() error {
+		return eachReading(packed, func(r historyReading) bool {
+			if r.offset < src.Offset && !r.at.Before(warmFrom) {
+				stored = append(stored, r)
+			}
+			return true
+		})
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read readings of %s: %w", h.CustomerID, err)
+	}
+	// A row's readings are in offset order, and rows come in first-offset
+	// order, but batches written concurrently may interleave a customer's
+	// offsets: sort them all.
+	slices.SortFunc(stored, func(a, b historyReading) int { return cmp.Compare(a.offset, b.offset) })
+	for _, r := range stored {
+		rs = append(rs, messages.Reading{EventID: uuid.UUID(r.id).String(), Time: r.at, Rate: int(r.rate)})
 	}
 	return prime, rs, nil
 }

@@ -141,6 +141,7 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 	for i := range ids {
 		ids[i] = uuid.NewString()
 	}
+	var rows []messages.Ingest
 	for _, r := range []struct {
 		id, customer string
 		sec          int
@@ -154,8 +155,16 @@ func TestEpisodeHistoryReadings(t *testing.T) {
 		{ids[4], "c2", 130, 3, 15}, // another customer
 		{ids[5], "c1", 180, 3, 20}, // after the record
 	} {
-		_, err := pool.Exec(ctx, `INSERT INTO heartbeat_events (event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
-			VALUES ($1, $2, $3, 70, 'events.raw.v1', $4, $5)`, r.id, r.customer, at.Add(time.Duration(r.sec)*time.Second), r.partition, r.offset)
+		rows = append(rows, messages.Ingest{
+			Reading: messages.Heartbeat{EventID: r.id, CustomerID: r.customer, Timestamp: at.Add(time.Duration(r.sec) * time.Second), HeartRate: 70},
+			Source:  messages.Source{Topic: "events.raw.v1", Partition: r.partition, Offset: r.offset},
+		})
+	}
+	// Two batches, the second written twice (a redelivery: merged, nothing
+	// new), as persist writes them.
+	w := hbsql.NewEventWriter(pool, "cg.db-writer.v1")
+	for _, batch := range [][]messages.Ingest{rows[:2], rows[2:], rows[1:]} {
+		_, err := w.Write(ctx, batch)
 		require.NoError(t, err)
 	}
 	// persist's group has committed offset 21 of partition 3: all up to 20 stored.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,15 +30,23 @@ const createStaging = `CREATE TEMP TABLE IF NOT EXISTS ` + stagingTable + ` (
 var stagingColumns = []string{"event_id", "customer_id", "event_time", "heart_rate", "source_topic", "source_partition", "source_offset"}
 
 // mergeStaging moves a batch into heartbeat_events and, for the rows that
-// were new (not redelivered), maintains the per-minute rollups and each
-// customer's last reading in the same statement. Rollup rows are written in
-// key order, so concurrent writers lock them in the same order.
+// were new (not redelivered), writes their customer_history rows and
+// maintains the per-minute rollups and each customer's last reading in the
+// same statement. Rollup rows are written in key order, so concurrent
+// writers lock them in the same order. The history rows are packed as
+// historyRows packs them.
 const mergeStaging = `WITH ins AS (
 	INSERT INTO heartbeat_events
 		(event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
 	SELECT event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset FROM ` + stagingTable + `
 	ON CONFLICT DO NOTHING
-	RETURNING customer_id, event_time, heart_rate
+	RETURNING event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset
+), history AS (
+	INSERT INTO customer_history
+	SELECT customer_id, source_topic, source_partition, min(event_time), max(event_time), min(source_offset), max(source_offset),
+		string_agg(uuid_send(event_id) || int8send((extract(epoch FROM event_time) * 1000000)::bigint)
+			|| int2send(heart_rate) || int8send(source_offset), ''::bytea ORDER BY source_offset)
+	FROM ins GROUP BY customer_id, source_topic, source_partition, (event_time AT TIME ZONE 'UTC')::date
 ), minutes AS (
 	INSERT INTO heartbeat_minute_rates (minute, heart_rate, events)
 	SELECT date_trunc('minute', event_time), heart_rate, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
@@ -157,8 +166,9 @@ func (w *EventWriter) write(ctx context.Context, rows []messages.Ingest) (insert
 
 // store writes the readings of rows in tx and returns how many were new.
 //
-// Fast path: COPY straight into heartbeat_events, inside a savepoint, and
-// the rollups computed here from the rows. A batch holding a reading already
+// Fast path: COPY straight into heartbeat_events, inside a savepoint, then
+// the rows' customer_history rows by COPY and the rollups, computed here
+// from the rows. A batch holding a reading already
 // stored (a redelivery) fails that COPY with a unique violation; it is then
 // rolled back to the savepoint and merged through the staging table, which
 // skips what is stored.
@@ -172,14 +182,21 @@ func store(ctx context.Context, tx pgx.Tx, rows []messages.Ingest) (int64, error
 	if valid == 0 {
 		return 0, nil
 	}
+	ids, err := eventIDs(rows)
+	if err != nil {
+		return 0, err
+	}
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("savepoint: %w", err)
 	}
-	n, err := sp.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows))
+	n, err := sp.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows, ids))
 	if err == nil {
 		if err := sp.Commit(ctx); err != nil {
 			return 0, fmt.Errorf("release savepoint: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(historyRows(rows, ids))); err != nil {
+			return 0, fmt.Errorf("history of %d rows: %w", n, err)
 		}
 		if _, err := tx.Exec(ctx, upsertRollups, rollupArgs(rows)...); err != nil {
 			return 0, fmt.Errorf("rollups of %d rows: %w", n, err)
@@ -197,7 +214,7 @@ func store(ctx context.Context, tx pgx.Tx, rows []messages.Ingest) (int64, error
 	if _, err := tx.Exec(ctx, createStaging); err != nil {
 		return 0, fmt.Errorf("create staging table: %w", err)
 	}
-	if n, err = tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows)); err != nil {
+	if n, err = tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows, ids)); err != nil {
 		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
 	}
 	var inserted int64
@@ -286,18 +303,51 @@ func checkpoints(rows []messages.Ingest) (topics []string, parts []int32, offset
 	return st, sp, so
 }
 
-func eventSource(rows []messages.Ingest) pgx.CopyFromSource {
-	i := -1
-	return pgx.CopyFromFunc(func() ([]any, error) {
-		i++
-		for i < len(rows) && rows[i].Refused {
-			i++
+// eventIDs parses the event ids of rows' readings (zero for checkpoint-only
+// rows): COPY sends them as 16 bytes, and pgx given a string for a uuid
+// column first fails to encode it and builds an error, then parses it —
+// the largest part of persist's CPU before this.
+func eventIDs(rows []messages.Ingest) ([][16]byte, error) {
+	ids := make([][16]byte, len(rows))
+	for i := range rows {
+		if rows[i].Refused {
+			continue
 		}
-		if i >= len(rows) {
+		id, err := uuid.Parse(rows[i].Reading.EventID)
+		if err != nil {
+			return nil, fmt.Errorf("event id %q of %s: %w", rows[i].Reading.EventID, rows[i].Reading.CustomerID, err)
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// eventSource is rows' readings as COPY rows of eventColumns, in event
+// time order, each value of the Go type pgx encodes to its column's type
+// directly. In time order, nearly every key of heartbeat_events' primary
+// key (event_time, event_id) goes after the last one, to the rightmost
+// leaf page, which PostgreSQL then finds without descending the tree; in
+// the batch's own order (its partitions' records interleaved) about every
+// insert descended it.
+func eventSource(rows []messages.Ingest, ids [][16]byte) pgx.CopyFromSource {
+	order := make([]int, 0, len(rows))
+	for i := range rows {
+		if !rows[i].Refused {
+			order = append(order, i)
+		}
+	}
+	slices.SortFunc(order, func(a, b int) int { return rows[a].Reading.Timestamp.Compare(rows[b].Reading.Timestamp) })
+	next := 0
+	vals := make([]any, len(eventColumns))
+	return pgx.CopyFromFunc(func() ([]any, error) {
+		if next == len(order) {
 			return nil, nil
 		}
-		r := rows[i]
-		return []any{r.Reading.EventID, r.Reading.CustomerID, r.Reading.Timestamp, int16(r.Reading.HeartRate),
-			r.Source.Topic, r.Source.Partition, r.Source.Offset}, nil
+		i := order[next]
+		next++
+		r := &rows[i]
+		vals[0], vals[1], vals[2], vals[3] = ids[i], r.Reading.CustomerID, r.Reading.Timestamp, int16(r.Reading.HeartRate)
+		vals[4], vals[5], vals[6] = r.Source.Topic, r.Source.Partition, r.Source.Offset
+		return vals, nil
 	})
 }

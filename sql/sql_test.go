@@ -76,7 +76,8 @@ func TestPartitionsAheadAndRetention(t *testing.T) {
 
 	dropped, err := hbsql.NewPartitions(pool).Drop(ctx, now, 1)
 	require.NoError(t, err)
-	require.ElementsMatch(t, []string{"heartbeat_events_p19691231", "heartbeat_events_p20160229"}, dropped)
+	require.ElementsMatch(t, []string{"heartbeat_events_p19691231", "heartbeat_events_p20160229",
+		"customer_history_p19691231", "customer_history_p20160229"}, dropped, "a day's readings and their history go together")
 	require.Equal(t, "heartbeat_events_p20261125", partitions(t, pool)[0])
 }
 

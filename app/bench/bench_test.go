@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -15,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/heartbeat/heartbeat/app/bench"
+	"github.com/heartbeat/heartbeat/app/kafka"
 	"github.com/heartbeat/heartbeat/sql/pgtest"
 )
 
@@ -33,11 +36,7 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	require.NoError(t, conn.Close(ctx))
 
-	bin := filepath.Join(t.TempDir(), "heartbeat")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	build.Dir = "../.."
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := buildBinary(ctx, t)
 
 	o := bench.DefaultOptions()
 	o.Binary, o.DatabaseURL, o.JSON = bin, pgtest.ServerURL(), true
@@ -58,6 +57,8 @@ func TestBenchSmoke(t *testing.T) {
 		"copy_ceiling_rows_per_s", "per_row_insert_rows_per_s",
 		"ingest_events_per_s", "ingest_vs_copy", "ingest_vs_per_row",
 		"drain_rows_per_s", "drain_vs_copy", "detect_events_per_s",
+		"drain_rows_per_core_s", "drain_sink_cpu_ms_per_1000", "drain_postgres_cpu_ms_per_1000",
+		"bare_copy_rows_per_s", "drain_vs_bare_copy",
 		"anomaly_latency_p50_ms", "anomaly_latency_p99_ms",
 		"anomaly_row_latency_p50_ms", "anomaly_row_latency_p99_ms",
 		"peak_rss_mb", "cores", "gomaxprocs",
@@ -82,4 +83,52 @@ func TestBenchSmoke(t *testing.T) {
 	var left bool
 	require.NoError(t, conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name[1]).Scan(&left))
 	require.False(t, left, "database %s left behind", name[1])
+}
+
+// buildBinary builds the heartbeat binary the bench's children run.
+func buildBinary(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "heartbeat")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = "../.."
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// The drain phase runs on a Kafka of its own (-drain-brokers): an empty
+// topic is loaded first, and a topic holding records (here, the same ones,
+// as another sink would drain them) is drained as it is, in a fresh
+// consumer group, every reading stored once.
+func TestBenchDrainsAnExistingTopic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs the pipeline")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pgtest.ServerURL())
+	if err != nil {
+		pgtest.Need(t, "PostgreSQL", err)
+	}
+	require.NoError(t, conn.Close(ctx))
+	bin := buildBinary(ctx, t)
+	cluster, err := kafka.StartBroker("127.0.0.1:0", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	require.NoError(t, err)
+	defer cluster.Close()
+
+	for i, want := range []string{`drain: produced 3000 readings into sidebyside\.v1`, `drain: sidebyside\.v1 already holds 3000 records: 3000 valid readings, 0 invalid`} {
+		o := bench.DefaultOptions()
+		o.Binary, o.DatabaseURL, o.JSON, o.Phases = bin, pgtest.ServerURL(), true, []string{bench.PhaseDrain}
+		o.DrainBrokers, o.DrainTopic, o.DrainEvents, o.Customers = cluster.ListenAddrs(), "sidebyside.v1", 3000, 50
+		var stderr bytes.Buffer
+		res, err := bench.Run(ctx, o, &stderr)
+		require.NoError(t, err, "run %d stderr:\n%s", i, stderr.String())
+		require.Regexp(t, want, stderr.String(), "run %d", i)
+		var got map[string]any
+		require.NoError(t, json.Unmarshal(res.JSON(), &got))
+		require.Positive(t, got["drain_rows_per_s"])
+		require.Positive(t, got["bare_copy_rows_per_s"])
+		require.Zero(t, got["lost"])
+		require.Zero(t, got["duplicated"])
+	}
 }

@@ -65,12 +65,44 @@ func (d *database) createLike(ctx context.Context, table string) error {
 }
 
 // copyCeiling writes rows rows with CopyFrom in batches of copyBatch, each
-// its own transaction, on one connection, and returns rows per second.
+// its own transaction, on one connection, into a table shaped like
+// heartbeat_events, and returns rows per second.
 func (d *database) copyCeiling(ctx context.Context, rows, customers int) (float64, error) {
 	if err := d.createLike(ctx, "bench_copy"); err != nil {
 		return 0, fmt.Errorf("create bench_copy: %w", err)
 	}
 	defer d.pool.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS bench_copy")
+	return d.copyInto(ctx, "bench_copy", rows, customers)
+}
+
+// bareResult is a bare COPY's rate and PostgreSQL's CPU per 1,000 rows.
+type bareResult struct{ rate, postgresMS float64 }
+
+// bareCopy is copyCeiling into a table with heartbeat_events' columns and
+// nothing else — no key, no index, no constraint, no partitions: the limit
+// of any sink that writes these rows to this server, and what a sink that
+// keeps no key (Telegraf's postgresql output) writes into.
+func (d *database) bareCopy(ctx context.Context, rows, customers int) (bareResult, error) {
+	_, err := d.pool.Exec(ctx, "DROP TABLE IF EXISTS bench_bare; CREATE TABLE bench_bare (LIKE heartbeat_events INCLUDING DEFAULTS)")
+	if err != nil {
+		return bareResult{}, fmt.Errorf("create bench_bare: %w", err)
+	}
+	defer d.pool.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS bench_bare")
+	_, _ = d.pool.Exec(ctx, "CHECKPOINT") // as the drain began: no earlier WAL to flush meanwhile
+	before := postgresCPU(d.Name)
+	rate, err := d.copyInto(ctx, "bench_bare", rows, customers)
+	if err != nil {
+		return bareResult{}, err
+	}
+	after := postgresCPU(d.Name)
+	pg := after.bench - before.bench + after.shared - before.shared
+	return bareResult{rate: rate, postgresMS: pg / float64(rows) * 1e6}, nil
+}
+
+// copyInto writes rows rows into table with CopyFrom in batches of
+// copyBatch, each its own transaction, on one connection, and returns rows
+// per second.
+func (d *database) copyInto(ctx context.Context, table string, rows, customers int) (float64, error) {
 	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
 		return 0, err
@@ -81,7 +113,7 @@ func (d *database) copyCeiling(ctx context.Context, rows, customers int) (float6
 	for done := 0; done < rows; {
 		n := min(copyBatch, rows-done)
 		i := 0
-		copied, err := conn.Conn().CopyFrom(ctx, pgx.Identifier{"bench_copy"}, benchColumns, pgx.CopyFromFunc(func() ([]any, error) {
+		copied, err := conn.Conn().CopyFrom(ctx, pgx.Identifier{table}, benchColumns, pgx.CopyFromFunc(func() ([]any, error) {
 			if i == n {
 				return nil, nil
 			}
@@ -89,7 +121,7 @@ func (d *database) copyCeiling(ctx context.Context, rows, customers int) (float6
 			return m.next(), nil
 		}))
 		if err != nil {
-			return 0, fmt.Errorf("copy into bench_copy: %w", err)
+			return 0, fmt.Errorf("copy into %s: %w", table, err)
 		}
 		done += int(copied)
 	}

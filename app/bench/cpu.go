@@ -29,6 +29,8 @@ type cpuUse struct {
 	// backends and other processes. Above a few tenths of a core, the
 	// phase did not have the machine to itself.
 	Other float64
+	// Seconds is the wall time the meter ran.
+	Seconds float64
 }
 
 func (c cpuUse) String() string {
@@ -73,7 +75,7 @@ func (r *runner) startCPU(cs ...*child) *cpuMeter {
 // exit.
 func (m *cpuMeter) stop() cpuUse {
 	secs := time.Since(m.at).Seconds()
-	u := cpuUse{Children: map[string]float64{}}
+	u := cpuUse{Children: map[string]float64{}, Seconds: secs}
 	var mine float64
 	for name, pid := range m.pids {
 		if v, err := procCPU(pid); err == nil {

@@ -63,7 +63,7 @@ func (d *database) reset(ctx context.Context) error {
 	rows, err := d.pool.Query(ctx, `SELECT quote_ident(c.relname) FROM pg_class c
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-		  AND c.relname NOT IN ('schema_migrations', 'bench_copy', 'bench_per_row')`)
+		  AND c.relname NOT IN ('schema_migrations', 'bench_copy', 'bench_per_row', 'bench_bare')`)
 	if err != nil {
 		return err
 	}

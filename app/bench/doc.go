@@ -19,8 +19,14 @@
 //     second after a warm-up, from heartbeat_db_inserts_total. Then the
 //     simulator stops, persist catches up, and every valid record of the raw
 //     topic is looked up in heartbeat_events (lost, duplicated).
-//   - drain: -drain-events valid readings produced first, then persist alone;
-//     from its start to its last committed row. Every produced id is checked.
+//   - drain: -drain-events valid readings produced first, then persist alone,
+//     in a fresh consumer group; from its start to its last committed row,
+//     with persist's and PostgreSQL's CPU per 1,000 rows. Every produced id
+//     is checked. Then a bare COPY of as many rows into a table with no key,
+//     index or partition: the limit of any sink, in the same run. With
+//     -drain-brokers (and -drain-topic) the phase runs on an existing Kafka
+//     and drains the records its topic holds, so that another sink can drain
+//     the same records beside it (docs/performance.md).
 //   - detect: detect alone over the same topic, in a fresh consumer group,
 //     with heartbeat_events and ingest_checkpoint complete (so it rebuilds
 //     each customer's state from history without waiting for persist).

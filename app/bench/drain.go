@@ -15,24 +15,56 @@ import (
 	"github.com/heartbeat/heartbeat/simulate"
 )
 
-// drainPhase produces -drain-events valid readings, then starts persist
-// alone and times it from its start to its last committed row.
+// drainPhase produces -drain-events valid readings (or takes the records
+// of -drain-topic on -drain-brokers), then starts persist alone, in a
+// fresh consumer group, and times it from its start to its last committed
+// row. It then measures, in the same run, a bare COPY of as many rows into
+// an unindexed table: the limit any sink writing to this PostgreSQL has.
 func (r *runner) drainPhase(ctx context.Context) error {
-	b, err := startBroker(ctx, r.cfg.Kafka)
+	topic := r.o.DrainTopic
+	if topic == "" {
+		topic = r.cfg.Kafka.TopicRaw
+	}
+	r.drainEnv = map[string]string{
+		"KAFKA_TOPIC_RAW":         topic,
+		"KAFKA_CONSUMER_GROUP_DB": fmt.Sprintf("bench.persist.%x", randUint64()),
+	}
+	var b *broker
+	var err error
+	if len(r.o.DrainBrokers) > 0 {
+		kafka := r.cfg.Kafka
+		kafka.TopicRaw = topic
+		b, err = externalBroker(ctx, r.o.DrainBrokers, kafka)
+	} else {
+		b, err = startBroker(ctx, r.cfg.Kafka)
+	}
 	if err != nil {
 		return err
 	}
 	r.drained = b // closed by the next phase, after detect used it
-	start := time.Now()
-	want, err := r.preload(ctx, b, r.o.DrainEvents)
+	_, held, err := b.endOffsets(ctx, topic)
 	if err != nil {
-		return err
+		return fmt.Errorf("end offsets of %s: %w", topic, err)
 	}
-	took := time.Since(start)
-	r.progress("drain: produced %d readings in %s (%.0f/s)", len(want), took.Round(time.Millisecond), float64(len(want))/took.Seconds())
+	var want idSet
+	if held == 0 {
+		start := time.Now()
+		if want, err = r.preload(ctx, b, topic, r.o.DrainEvents); err != nil {
+			return err
+		}
+		took := time.Since(start)
+		r.progress("drain: produced %d readings into %s in %s (%.0f/s)", len(want), topic, took.Round(time.Millisecond), float64(len(want))/took.Seconds())
+	} else {
+		var invalid int64
+		if want, invalid, err = r.validIDs(ctx, b, topic); err != nil {
+			return err
+		}
+		r.progress("drain: %s already holds %d records: %d valid readings, %d invalid", topic, held, len(want), invalid)
+		r.note(PhaseDrain, "drained the %d records %s held on %s (%d invalid)", held, topic, b.addr(), invalid)
+	}
 
 	t0 := time.Now()
-	persist, err := r.start(ctx, "drain-persist", r.env(b, map[string]string{"ROUTER_HANDLERS": config.HandlerPersist}))
+	persist, err := r.start(ctx, "drain-persist", r.env(b, with(r.drainEnv, map[string]string{"ROUTER_HANDLERS": config.HandlerPersist})))
 	if err != nil {
 		return err
 	}
@@ -45,7 +77,8 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.cpu(PhaseDrain, meter.stop())
+	use := meter.stop()
+	r.cpu(PhaseDrain, use)
 	r.note(PhaseDrain, "persist held %s", peaks())
 	waitProfile()
 	if b, err := readBatches(ctx, persist); err == nil {
@@ -55,8 +88,18 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	r.res.DrainSeconds = end.Sub(t0).Seconds()
 	r.res.DrainFirstRow = first.Sub(t0).Seconds()
 	r.res.Drain = float64(len(want)) / r.res.DrainSeconds
-	r.progress("drain: %d rows in %.2fs from persist's start (first row after %.2fs): %.0f rows/s",
-		len(want), r.res.DrainSeconds, r.res.DrainFirstRow, r.res.Drain)
+	// The meter ran from persist's start to a little after its last row:
+	// CPU per row counts all of it, the start-up included, as the rate does.
+	rows := float64(len(want))
+	secs := use.Seconds
+	r.res.DrainSinkCPU = use.Children["drain-persist"] * secs / rows * 1e6
+	r.res.DrainPostgresCPU = (use.Postgres + use.PostgresShared) * secs / rows * 1e6
+	r.res.DrainPostgresShared = use.PostgresShared * secs / rows * 1e6
+	if cores := use.Children["drain-persist"] + use.Postgres + use.PostgresShared; cores > 0 {
+		r.res.DrainPerCore = r.res.Drain / cores
+	}
+	r.progress("drain: %d rows in %.2fs from persist's start (first row after %.2fs): %.0f rows/s; CPU per 1,000 rows: persist %.2f ms, PostgreSQL %.2f ms",
+		len(want), r.res.DrainSeconds, r.res.DrainFirstRow, r.res.Drain, r.res.DrainSinkCPU, r.res.DrainPostgresCPU)
 	if rss, err := persist.peakRSS(); err == nil {
 		r.res.DrainRSS = mb(rss)
 	}
@@ -67,14 +110,33 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	r.res.DrainCheck = check
 	r.progress("drain: %+v", check)
 	r.stop(persist)
+
+	bare, err := r.db.bareCopy(ctx, len(want), r.o.Customers)
+	if err != nil {
+		return err
+	}
+	r.res.BareCopy, r.res.BareCopyPostgresCPU = bare.rate, bare.postgresMS
+	r.progress("drain: bare COPY of %d rows into an unindexed table: %.0f rows/s, PostgreSQL %.2f ms per 1,000 rows", len(want), bare.rate, bare.postgresMS)
 	return nil
 }
 
+// with returns the union of maps, later ones winning.
+func with(ms ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, m := range ms {
+		for k, v := range m {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // preload produces n valid readings of the simulator's generator (keyed by
-// customer, as the simulator publishes them) with franz-go, and returns
-// their event ids. Event times end about now, a millisecond apart at most.
-func (r *runner) preload(ctx context.Context, b *broker, n int) (idSet, error) {
-	cl, err := b.client(kgo.DefaultProduceTopic(r.cfg.Kafka.TopicRaw), kgo.MaxBufferedRecords(100_000), uncompressed)
+// customer, as the simulator publishes them) into topic with franz-go, and
+// returns their event ids. Event times end about now, a millisecond apart
+// at most.
+func (r *runner) preload(ctx context.Context, b *broker, topic string, n int) (idSet, error) {
+	cl, err := b.client(kgo.DefaultProduceTopic(topic), kgo.MaxBufferedRecords(100_000), uncompressed)
 	if err != nil {
 		return nil, err
 	}
@@ -124,10 +186,10 @@ func (r *runner) detectPhase(ctx context.Context) error {
 	n := r.res.DrainEvents
 	group := fmt.Sprintf("bench.detect.%x", randUint64())
 	t0 := time.Now()
-	det, err := r.start(ctx, "detect", r.env(b, map[string]string{
+	det, err := r.start(ctx, "detect", r.env(b, with(r.drainEnv, map[string]string{
 		"ROUTER_HANDLERS":              config.HandlerDetect,
 		"KAFKA_CONSUMER_GROUP_ANOMALY": group,
-	}))
+	})))
 	if err != nil {
 		return err
 	}

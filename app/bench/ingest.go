@@ -74,7 +74,7 @@ func (r *runner) ingestPhase(ctx context.Context) error {
 		return err
 	}
 	r.res.IngestBacklog = total - int64(w.insertedEnd)
-	want, invalid, err := r.validIDs(ctx, b)
+	want, invalid, err := r.validIDs(ctx, b, r.cfg.Kafka.TopicRaw)
 	if err != nil {
 		return err
 	}
@@ -158,14 +158,14 @@ func waitInserts(ctx context.Context, pipe *child, n int64, first *time.Time) (t
 	}
 }
 
-// validIDs reads the raw topic back and returns the event ids of the
-// records the pipeline's validation accepts, and how many it refuses.
-func (r *runner) validIDs(ctx context.Context, b *broker) (idSet, int64, error) {
+// validIDs reads topic back and returns the event ids of the records the
+// pipeline's validation accepts, and how many it refuses.
+func (r *runner) validIDs(ctx context.Context, b *broker, topic string) (idSet, int64, error) {
 	limits := r.cfg.Validation.Limits()
 	want := idSet{}
 	var invalid int64
 	var perr error
-	err := b.readAll(ctx, r.cfg.Kafka.TopicRaw, func(rec *kgo.Record) {
+	err := b.readAll(ctx, topic, func(rec *kgo.Record) {
 		h, err := limits.Validate(rec.Value, time.Now())
 		if err != nil {
 			invalid++

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/heartbeat/heartbeat/app/config"
@@ -15,11 +16,24 @@ import (
 
 // broker is a phase's in-process Kafka broker with the pipeline's topics.
 // Each phase gets its own, so the records of one phase (kept in memory)
-// are freed before the next.
+// are freed before the next. The drain phase may use an external one
+// instead (-drain-brokers), whose cluster is nil.
 type broker struct {
 	cluster *kafka.Broker
 	addrs   []string
 	kafka   config.KafkaConfig
+}
+
+// externalBroker is the Kafka of addrs, with topics' topics created if
+// missing.
+func externalBroker(ctx context.Context, addrs []string, topics config.KafkaConfig) (*broker, error) {
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if err := kafka.EnsureTopics(tctx, addrs, nil, -1, kafka.Topics(topics), quiet); err != nil {
+		return nil, fmt.Errorf("-drain-brokers %s: %w", strings.Join(addrs, ","), err)
+	}
+	return &broker{addrs: addrs, kafka: topics}, nil
 }
 
 func startBroker(ctx context.Context, topics config.KafkaConfig) (*broker, error) {
@@ -40,9 +54,14 @@ func startBroker(ctx context.Context, topics config.KafkaConfig) (*broker, error
 	return b, nil
 }
 
-func (b *broker) close() { b.cluster.Close() }
+func (b *broker) close() {
+	if b.cluster != nil {
+		b.cluster.Close()
+	}
+}
 
-func (b *broker) addr() string { return b.addrs[0] }
+// addr is the bootstrap list the children connect to.
+func (b *broker) addr() string { return strings.Join(b.addrs, ",") }
 
 // client returns a franz-go client of the broker. Its default partitioner
 // hashes keys with murmur2, as the pipeline's publisher does, so a

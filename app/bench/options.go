@@ -26,6 +26,15 @@ type Options struct {
 	Rate float64
 	// DrainEvents are produced before persist starts in the drain phase.
 	DrainEvents int
+	// DrainBrokers, when set, are the Kafka brokers the drain and detect
+	// phases run on instead of an in-process broker: records another tool
+	// loaded, or that an earlier run loaded for another sink to drain.
+	DrainBrokers []string
+	// DrainTopic is the topic the drain phase drains (empty: the raw
+	// topic, KAFKA_TOPIC_RAW). If it holds no records, DrainEvents
+	// readings are loaded into it first; otherwise its records are drained
+	// as they are.
+	DrainTopic string
 	// CopyRows are written by the copy-ceiling phase.
 	CopyRows int
 	// PerRowTime bounds the per-row INSERT phase. Zero: min(Duration, 5s).

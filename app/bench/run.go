@@ -26,8 +26,10 @@ type runner struct {
 	logDir string
 	cfg    config.Config // the children's configuration, as they will read it
 	res    *Result
-	// drained is the drain phase's broker, kept for the detect phase.
-	drained *broker
+	// drained is the drain phase's broker, kept for the detect phase, and
+	// drainEnv the topic and persist group it drained, which detect reads.
+	drained  *broker
+	drainEnv map[string]string
 }
 
 // Run runs the phases o selects and returns their results; progress goes

@@ -71,6 +71,9 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&o.Customers, "customers", o.Customers, "`N` simulated customers (ingest, drain, detect, latency)")
 	fs.StringVar(&rate, "rate", "max", "the simulator's events/s `R` in the ingest and memory phases, or max")
 	fs.IntVar(&o.DrainEvents, "drain-events", o.DrainEvents, "`N` readings produced before persist starts (drain, detect)")
+	var drainBrokers string
+	fs.StringVar(&drainBrokers, "drain-brokers", "", "drain (and detect) on the Kafka brokers `LIST` (comma-separated) instead of an in-process one")
+	fs.StringVar(&o.DrainTopic, "drain-topic", "", "`TOPIC` the drain phase drains (default KAFKA_TOPIC_RAW): loaded with -drain-events readings if empty, else drained as it is")
 	fs.IntVar(&o.CopyRows, "copy-rows", o.CopyRows, "`N` rows of the COPY ceiling")
 	fs.DurationVar(&o.PerRowTime, "per-row-time", 0, "length `D` of the per-row INSERT phase (0: min(duration, 5s))")
 	fs.Float64Var(&o.LatencyRate, "latency-rate", o.LatencyRate, "`R` events/s published in the latency phase")
@@ -98,6 +101,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			return usageError{"bench", fmt.Errorf("-rate: %q is neither a positive number of events/s nor max", rate)}
 		}
 		o.Rate = r
+	}
+	for _, b := range strings.Split(drainBrokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			o.DrainBrokers = append(o.DrainBrokers, b)
+		}
 	}
 	o.Phases = nil
 	for _, p := range strings.Split(phases, ",") {

@@ -1,0 +1,68 @@
+package sql
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// historyRows groups a batch by customer, partition and UTC day, each
+// row's readings in offset order whatever the batch's order, and packs
+// them so that eachReading gives them back (times at PostgreSQL's
+// microseconds).
+func TestHistoryRowsPackAndUnpack(t *testing.T) {
+	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	row := func(c string, at time.Time, off int64, rate int) messages.Ingest {
+		return messages.Ingest{Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: c, Timestamp: at, HeartRate: rate},
+			Source: messages.Source{Topic: "raw", Partition: 2, Offset: off}}
+	}
+	rows := []messages.Ingest{
+		row("a", midnight.Add(2*time.Second+1500*time.Nanosecond), 12, 71),
+		row("a", midnight.Add(time.Second), 11, 70),
+		row("b", midnight.Add(time.Second), 13, 90),
+		{Source: messages.Source{Topic: "raw", Partition: 2, Offset: 14}, Refused: true},
+		row("a", midnight.Add(-time.Second), 10, 69), // the day before
+	}
+	ids, err := eventIDs(rows)
+	require.NoError(t, err)
+	out := historyRows(rows, ids)
+	require.Len(t, out, 3, "a on each day, b")
+
+	type reading struct {
+		id     string
+		at     time.Time
+		rate   int16
+		offset int64
+	}
+	got := map[string][]reading{}
+	for _, r := range out {
+		key := r.key.customer + " " + r.first.Format(time.DateOnly)
+		require.NoError(t, eachReading(r.readings, func(h historyReading) bool {
+			got[key] = append(got[key], reading{uuid.UUID(h.id).String(), h.at, h.rate, h.offset})
+			return true
+		}))
+	}
+	want := func(r messages.Ingest) reading {
+		return reading{r.Reading.EventID, r.Reading.Timestamp.Truncate(time.Microsecond), int16(r.Reading.HeartRate), r.Source.Offset}
+	}
+	require.Equal(t, map[string][]reading{
+		"a 2026-11-26": {want(rows[1]), want(rows[0])},
+		"b 2026-11-26": {want(rows[2])},
+		"a 2026-11-25": {want(rows[4])},
+	}, got)
+	for _, r := range out {
+		if r.key.customer == "a" && r.first.Equal(rows[1].Reading.Timestamp) {
+			require.True(t, r.last.Equal(rows[0].Reading.Timestamp), "last_time is the latest reading's")
+			require.Equal(t, []int64{11, 12}, []int64{r.firstOffset, r.lastOff}, "first and last offsets")
+		}
+	}
+
+	require.ErrorContains(t, eachReading(make([]byte, readingSize+1), func(historyReading) bool { return true }),
+		"not a whole number of 34-byte readings")
+	_, err = eventIDs([]messages.Ingest{row("a", midnight, 1, 70), {Reading: messages.Heartbeat{EventID: "not-a-uuid", CustomerID: "a"}}})
+	require.ErrorContains(t, err, `event id "not-a-uuid" of a`)
+}
