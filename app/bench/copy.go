@@ -128,7 +128,7 @@ func (d *database) copyInto(ctx context.Context, table string, rows, customers i
 	return float64(rows) / time.Since(start).Seconds(), nil
 }
 
-// perRowInserts runs the original system's write path for dur: one
+// perRowInserts runs the naive write path for dur: one
 // autocommitted INSERT … ON CONFLICT DO NOTHING per event, on one
 // connection, and returns rows per second.
 func (d *database) perRowInserts(ctx context.Context, dur time.Duration, customers int) (float64, error) {

@@ -12,7 +12,7 @@
 //
 //   - copy: the ceiling, pgx CopyFrom of 10,000-row batches into a table
 //     created LIKE heartbeat_events, one connection.
-//   - per-row: the original system's path, one autocommitted
+//   - per-row: the naive path, one autocommitted
 //     INSERT … ON CONFLICT DO NOTHING per event, one connection.
 //   - ingest: a simulator child (ROUTER_HANDLERS=simulate) at the -rate it
 //     sustains and a pipeline child (persist,detect); rows committed per

