@@ -18,8 +18,8 @@ alerts are matched against the episodes injected. It prints precision,
 recall, F1, alerts per true episode, detection delay, the share of
 artefacts raising an alert and a NAB-style score, for the episode mode and
 the per-event mode (the per-reading rules) side by side, by anomaly type,
-and on cases where one rule could mask another. The scenario is deterministic: the
-seed chooses it.`,
+and on cases where one rule could mask another. The scenario is
+deterministic: the seed chooses it.`,
 	environment: `
 		ANOMALY_*	the rules' thresholds and durations (both modes are scored, whatever DETECTION_MODE says)
 		HEART_RATE_MIN, HEART_RATE_MAX	the validation range
