@@ -137,7 +137,7 @@ func NewForwarder(ctx context.Context, pool *pgxpool.Pool, pub message.Publisher
 	if err != nil {
 		return nil, fmt.Errorf("outbox subscriber: %w", err)
 	}
-	fwd, err := forwarder.NewForwarder(sub, pub, cfg.WLog, forwarder.Config{ForwarderTopic: OutboxTopic, CloseTimeout: cfg.ShutdownTimeout})
+	fwd, err := forwarder.NewForwarder(sub, newForwardedOnce(pub, cfg.Log), cfg.WLog, forwarder.Config{ForwarderTopic: OutboxTopic, CloseTimeout: cfg.ShutdownTimeout})
 	if err != nil {
 		return nil, err
 	}
