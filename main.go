@@ -17,6 +17,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app.FollowGoRun()
+	app.TuneGC(os.Getenv)
 	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr, newPipeline)
 	stop()
 	os.Exit(code)

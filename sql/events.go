@@ -195,7 +195,10 @@ func store(ctx context.Context, tx pgx.Tx, rows []messages.Ingest) (int64, error
 		if err := sp.Commit(ctx); err != nil {
 			return 0, fmt.Errorf("release savepoint: %w", err)
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(historyRows(rows, ids))); err != nil {
+		scratch := historyScratches.Get().(*historyScratch)
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(historyRows(scratch, rows, ids)))
+		scratch.release()
+		if err != nil {
 			return 0, fmt.Errorf("history of %d rows: %w", n, err)
 		}
 		if _, err := tx.Exec(ctx, upsertRollups, rollupArgs(rows)...); err != nil {

@@ -1,6 +1,7 @@
 package sql
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -29,7 +30,14 @@ func TestHistoryRowsPackAndUnpack(t *testing.T) {
 	}
 	ids, err := eventIDs(rows)
 	require.NoError(t, err)
-	out := historyRows(rows, ids)
+	// The scratch has served a batch before (other groups, a larger
+	// buffer), as a reused one has.
+	scratch := &historyScratch{idx: map[historyKey]int32{}}
+	before := append(slices.Clone(rows), rows...)
+	before[0].Reading.CustomerID = "c"
+	_ = historyRows(scratch, before, append(slices.Clone(ids), ids...))
+	scratch.reset()
+	out := historyRows(scratch, rows, ids)
 	require.Len(t, out, 3, "a on each day, b")
 
 	type reading struct {
