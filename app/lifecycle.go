@@ -49,7 +49,16 @@ func (a *App) Run(ctx context.Context, p *Pipeline) (err error) {
 	// Served until the group ends: a runner that fails stops the server too,
 	// or Wait would wait for it until a signal came.
 	g.Go(telemetry.Serve(gctx, ln, a.Registry, a.Health, a.Log))
-	g.Go(func() error { telemetry.ReportProgress(gctx, a.Registry, a.Config.ProgressInterval, a.Log); return nil })
+	// Progress runs until every runner has returned, so that its last line
+	// counts what the runners finished while they stopped (the batches in
+	// flight at the signal): the totals a user compares with the tables.
+	pctx, pstop := context.WithCancel(context.WithoutCancel(ctx))
+	pdone := make(chan struct{})
+	go func() {
+		defer close(pdone)
+		telemetry.ReportProgress(pctx, a.Registry, a.Config.ProgressInterval, a.Log)
+	}()
+	defer func() { pstop(); <-pdone }()
 	if d := a.Config.Health.UnhealthyExitAfter; d > 0 {
 		g.Go(func() error { return a.Health.ExitWhenUnhealthyFor(gctx, d, time.Second) })
 	}

@@ -3,6 +3,8 @@ package app_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/app/config"
 	"github.com/heartbeat/heartbeat/app/telemetry"
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 )
 
 // A runner that fails stops the process: Run returns its error, naming it,
@@ -35,4 +38,45 @@ func TestRunStopsWhenARunnerFails(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after a runner failed")
 	}
+}
+
+// The last progress line is logged once every runner has returned: the
+// batches a runner commits while it stops (after the signal) are in it,
+// so its totals equal the tables'.
+func TestFinalTotalsCountWhatRunnersFinishWhileStopping(t *testing.T) {
+	cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{"METRICS_ADDR": "127.0.0.1:0"}))
+	require.NoError(t, err)
+	var logs telemetrytest.LogBuffer
+	reg := telemetry.NewRegistry()
+	m := telemetry.NewMetrics(reg)
+	a := &app.App{Config: cfg, Log: slog.New(slog.NewTextHandler(&logs, nil)), Registry: reg}
+	stopping := make(chan struct{})
+	p := &app.Pipeline{}
+	p.Add(app.Runner{Name: "persist", Run: func(ctx context.Context) error {
+		m.DBInserts.Add(10)
+		<-ctx.Done()
+		close(stopping)
+		// The batch in flight at the signal commits while the runner stops,
+		// after progress would have seen the signal.
+		time.Sleep(50 * time.Millisecond)
+		m.DBInserts.Add(2)
+		return nil
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, p) }()
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	<-stopping
+	final := logs.Lines(`msg="final totals"`)
+	require.Len(t, final, 1, logs.String())
+	require.Contains(t, final[0], "persisted=12")
+	stopped := logs.Lines("msg=stopped")
+	require.Len(t, stopped, 1)
+	require.Less(t, strings.Index(logs.String(), final[0]), strings.Index(logs.String(), stopped[0]), "final totals before the last line")
 }
