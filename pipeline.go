@@ -52,7 +52,7 @@ func newPipeline(ctx context.Context, a *app.App) (_ *app.Pipeline, err error) {
 		if err != nil {
 			return nil, err
 		}
-		p.Add(app.Runner{Name: config.HandlerSimulate, Run: sim.Run,
+		p.Add(app.Runner{Name: config.HandlerSimulate, Run: sim.Run, StopsFirst: true,
 			Ends: !cfg.Runs(config.HandlerPersist) && !cfg.Runs(config.HandlerDetect)})
 	}
 	if !cfg.Runs(config.HandlerPersist) && !cfg.Runs(config.HandlerDetect) {
@@ -99,6 +99,14 @@ func newPipeline(ctx context.Context, a *app.App) (_ *app.Pipeline, err error) {
 	for _, h := range []struct{ name, group string }{{config.HandlerPersist, cfg.Kafka.GroupDB}, {config.HandlerDetect, cfg.Kafka.GroupAnomaly}} {
 		if cfg.Runs(h.name) {
 			groups = append(groups, h.group)
+		}
+	}
+	if a.OwnsBrokerData() {
+		// The records of the in-process broker die with the process: on a
+		// signal the simulator stops first and the consumers catch up.
+		p.Drain = func(ctx context.Context) error {
+			log.Info("stopping: consuming what the in-process broker holds first")
+			return a.Kafka.WaitConsumed(ctx, cfg.Kafka.TopicRaw, 50*time.Millisecond, groups...)
 		}
 	}
 	p.Add(app.Runner{Name: "router", Run: func(ctx context.Context) error {

@@ -107,6 +107,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error)
 	return a, nil
 }
 
+// OwnsBrokerData reports whether the process runs the Kafka broker itself
+// (KAFKA_BOOTSTRAP_SERVERS empty), holding its records in memory: what its
+// consumers have not consumed when it stops is gone.
+func (a *App) OwnsBrokerData() bool { return a.broker != nil }
+
 // Close releases what New opened.
 func (a *App) Close() {
 	if a.metricsLn != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/heartbeat/heartbeat/app/telemetry"
@@ -17,6 +18,9 @@ type Runner struct {
 	// Ends, when set, means the process is done once this runner returns
 	// nil (the simulator alone, with SIM_TOTAL_EVENTS).
 	Ends bool
+	// StopsFirst, when set, stops this runner on a signal before the
+	// pipeline drains (Pipeline.Drain) and the others stop: a producer.
+	StopsFirst bool
 }
 
 // Run serves /metrics and /healthz, logs progress, and runs the runners
@@ -26,6 +30,7 @@ type Runner struct {
 // happened.
 func (a *App) Run(ctx context.Context, p *Pipeline) (err error) {
 	runners := p.Runners
+	signalled := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer func() {
@@ -62,9 +67,23 @@ func (a *App) Run(ctx context.Context, p *Pipeline) (err error) {
 	if d := a.Config.Health.UnhealthyExitAfter; d > 0 {
 		g.Go(func() error { return a.Health.ExitWhenUnhealthyFor(gctx, d, time.Second) })
 	}
+	// The runners marked StopsFirst run on gctx; the others on rest, which
+	// ends after them and the drain on a signal, and at once when the
+	// group ends otherwise (a runner failed or finished, or health).
+	rest, stopRest := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopRest()
+	var first sync.WaitGroup
 	for _, r := range runners {
+		rctx := rest
+		if r.StopsFirst {
+			rctx = gctx
+			first.Add(1)
+		}
 		g.Go(func() error {
-			err := r.Run(gctx)
+			if r.StopsFirst {
+				defer first.Done()
+			}
+			err := r.Run(rctx)
 			if err != nil && !errors.Is(err, context.Canceled) {
 				return fmt.Errorf("%s: %w", r.Name, err)
 			}
@@ -75,5 +94,17 @@ func (a *App) Run(ctx context.Context, p *Pipeline) (err error) {
 			return nil
 		})
 	}
+	go func() {
+		<-gctx.Done()
+		if signalled.Err() != nil && p.Drain != nil {
+			first.Wait()
+			dctx, dcancel := context.WithTimeout(rest, a.Config.ShutdownTimeout/2)
+			if err := p.Drain(dctx); err != nil {
+				a.Log.Warn("stopping without draining", "err", err)
+			}
+			dcancel()
+		}
+		stopRest()
+	}()
 	return g.Wait()
 }

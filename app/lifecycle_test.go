@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,4 +80,64 @@ func TestFinalTotalsCountWhatRunnersFinishWhileStopping(t *testing.T) {
 	stopped := logs.Lines("msg=stopped")
 	require.Len(t, stopped, 1)
 	require.Less(t, strings.Index(logs.String(), final[0]), strings.Index(logs.String(), stopped[0]), "final totals before the last line")
+}
+
+// On a signal the producers (StopsFirst) stop, then the pipeline drains
+// while the consumers still run, then the consumers stop; when a runner
+// fails instead, nothing drains.
+func TestSignalStopsProducersThenDrainsThenConsumers(t *testing.T) {
+	cfg, err := config.LoadConfig(context.Background(), envconfig.MapLookuper(map[string]string{"METRICS_ADDR": "127.0.0.1:0"}))
+	require.NoError(t, err)
+	for _, signal := range []bool{true, false} {
+		a := &app.App{Config: cfg, Log: telemetry.NewLogger("error"), Registry: telemetry.NewRegistry()}
+		var (
+			mu     sync.Mutex
+			events []string
+		)
+		record := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+		consumerRunning := make(chan struct{})
+		fail := make(chan struct{})
+		p := &app.Pipeline{}
+		p.Add(app.Runner{Name: "simulate", StopsFirst: true, Run: func(ctx context.Context) error {
+			<-ctx.Done()
+			record("producer stopped")
+			return nil
+		}}, app.Runner{Name: "router", Run: func(ctx context.Context) error {
+			close(consumerRunning)
+			select {
+			case <-ctx.Done():
+				record("consumer stopped")
+				return nil
+			case <-fail:
+				return errors.New("cannot write")
+			}
+		}})
+		p.Drain = func(ctx context.Context) error {
+			require.NoError(t, ctx.Err())
+			record("drained")
+			return nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx, p) }()
+		<-consumerRunning
+		if signal {
+			cancel()
+		} else {
+			close(fail)
+		}
+		select {
+		case err := <-done:
+			if signal {
+				require.NoError(t, err)
+				require.Equal(t, []string{"producer stopped", "drained", "consumer stopped"}, events)
+			} else {
+				require.EqualError(t, err, "router: cannot write")
+				require.Equal(t, []string{"producer stopped"}, events, "no drain after a failure")
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run did not return")
+		}
+		cancel()
+	}
 }

@@ -9,6 +9,11 @@ import (
 // once they have stopped.
 type Pipeline struct {
 	Runners []Runner
+	// Drain, when set, runs on a signal after the runners marked
+	// StopsFirst have returned and before the others are stopped, for at
+	// most half of SHUTDOWN_TIMEOUT: the consumers catch up with what the
+	// producers left (see [App.OwnsBrokerData]).
+	Drain   func(ctx context.Context) error
 	closers []func(context.Context)
 }
 

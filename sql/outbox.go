@@ -109,6 +109,24 @@ type Forwarder struct {
 	fwd  *forwarder.Forwarder
 	pool *pgxpool.Pool
 	cfg  ForwarderConfig
+	// stop ends the outbox subscriber's polls, mid-query: only when the
+	// forwarder is abandoned (its drain deadline), not on a graceful stop.
+	stop context.CancelFunc
+}
+
+// closedNotCancelled is the outbox subscriber as the forwarder's router
+// sees it: its polls run on ctx, not on the router's context. Closing
+// Watermill's router cancels the subscription's context while it closes
+// the subscriber; a poll cancelled mid-transaction loses its connection,
+// and watermill-sql logs the failed commit as an error on every clean
+// stop. Closed, the subscriber finishes the poll it is in and stops.
+type closedNotCancelled struct {
+	message.Subscriber
+	ctx context.Context
+}
+
+func (s closedNotCancelled) Subscribe(_ context.Context, topic string) (<-chan *message.Message, error) {
+	return s.Subscriber.Subscribe(s.ctx, topic)
 }
 
 // ForwarderConfig tunes a Forwarder.
@@ -137,11 +155,14 @@ func NewForwarder(ctx context.Context, pool *pgxpool.Pool, pub message.Publisher
 	if err != nil {
 		return nil, fmt.Errorf("outbox subscriber: %w", err)
 	}
-	fwd, err := forwarder.NewForwarder(sub, newForwardedOnce(pub, cfg.Log), cfg.WLog, forwarder.Config{ForwarderTopic: OutboxTopic, CloseTimeout: cfg.ShutdownTimeout})
+	polls, stop := context.WithCancel(context.Background())
+	fwd, err := forwarder.NewForwarder(closedNotCancelled{sub, polls}, newForwardedOnce(pub, cfg.Log), cfg.WLog,
+		forwarder.Config{ForwarderTopic: OutboxTopic, CloseTimeout: cfg.ShutdownTimeout})
 	if err != nil {
+		stop()
 		return nil, err
 	}
-	return &Forwarder{fwd: fwd, pool: pool, cfg: cfg}, nil
+	return &Forwarder{fwd: fwd, pool: pool, cfg: cfg, stop: stop}, nil
 }
 
 // Run forwards until ctx ends, and then on until writersDone is closed (no
@@ -150,7 +171,8 @@ func NewForwarder(ctx context.Context, pool *pgxpool.Pool, pub message.Publisher
 // cancel a batch already published to Kafka before its offset committed,
 // and the next start would publish it again.
 func (f *Forwarder) Run(ctx context.Context, writersDone <-chan struct{}) error {
-	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	fctx, cancelRouter := context.WithCancel(context.WithoutCancel(ctx))
+	cancel := func() { f.stop(); cancelRouter() } // abandoned, mid-poll if need be
 	defer cancel()
 	go func() {
 		<-ctx.Done()
@@ -171,7 +193,8 @@ func (f *Forwarder) Run(ctx context.Context, writersDone <-chan struct{}) error 
 				if err != nil {
 					f.cfg.Log.Warn("outbox not drained before stopping", "err", err)
 				}
-				cancel()
+				// Closed, not cancelled (closedNotCancelled).
+				_ = f.fwd.Close()
 				return
 			}
 			select {

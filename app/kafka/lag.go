@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -188,4 +189,41 @@ func (c *Client) newAdmin() (*kadm.Client, func(), error) {
 		return nil, nil, err
 	}
 	return kadm.NewClient(cl), cl.Close, nil
+}
+
+// WaitConsumed waits until every one of groups has committed the end
+// offsets of topic (its lag is zero), polling every interval, or ctx ends;
+// then it reports what is left.
+func (c *Client) WaitConsumed(ctx context.Context, topic string, interval time.Duration, groups ...string) error {
+	lags := make([]func(context.Context) (int64, error), len(groups))
+	for i, g := range groups {
+		lag, closeLag, err := c.GroupLag(g, topic)
+		if err != nil {
+			return err
+		}
+		defer closeLag()
+		lags[i] = lag
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	left := make([]string, 0, len(groups))
+	for {
+		left = left[:0]
+		for i, lag := range lags {
+			n, err := lag(ctx)
+			if err != nil {
+				left = append(left, fmt.Sprintf("%s: %v", groups[i], err))
+			} else if n > 0 {
+				left = append(left, fmt.Sprintf("%s: %d records", groups[i], n))
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not consumed: %s", topic, strings.Join(left, ", "))
+		case <-t.C:
+		}
+	}
 }
