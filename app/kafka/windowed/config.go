@@ -49,7 +49,11 @@ type Config struct {
 	// Default 10000.
 	MaxPollRecords int
 	// CommitInterval is how often acknowledged offsets are committed to the
-	// group. Default 1s.
+	// group. Default 200ms: one request per member five times a second,
+	// and what a crash redelivers, what a stopping process waits for
+	// before its group's lag shows what it consumed (draining an in-process
+	// broker), and what detect's history rebuild waits for on persist's
+	// group are each at most that much behind.
 	CommitInterval time.Duration
 	// NackResendSleep is how long a nacked message waits before it is
 	// delivered again. Default 100ms, as watermill-kafka.
@@ -71,7 +75,7 @@ func (c *Config) setDefaults() {
 		c.MaxPollRecords = 10000
 	}
 	if c.CommitInterval <= 0 {
-		c.CommitInterval = time.Second
+		c.CommitInterval = 200 * time.Millisecond
 	}
 	if c.NackResendSleep <= 0 {
 		c.NackResendSleep = 100 * time.Millisecond
