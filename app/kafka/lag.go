@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,9 @@ type LagWatch struct {
 // heartbeat_consumer_stalled_partitions{group}, logged with its owner, and
 // makes /healthz fail until the group progresses again.
 func (c *Client) WatchLag(ctx context.Context, w LagWatch) error {
-	groups, interval := w.Groups, w.Interval
+	// kadm's Lag rewrites the slice of groups it is given, in place: a
+	// copy of our own, so that the caller's slice stays theirs.
+	groups, interval := slices.Clone(w.Groups), w.Interval
 	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "heartbeat_consumer_lag",
 		Help: "Records of a partition not yet consumed by a group: end offset minus the group's committed offset.",
