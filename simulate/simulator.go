@@ -155,11 +155,23 @@ func (s *Simulator) drain(ctx context.Context, q <-chan Event) {
 // maxPublishBatch bounds the events one Publish call carries.
 const maxPublishBatch = 256
 
+// publishGrace bounds how long a publish under way at the stop may take.
+const publishGrace = 5 * time.Second
+
 // publish sends evs in one Publish call, in order, retrying with backoff
 // until they are acknowledged or ctx ends, so a broker hiccup delays the
 // stream instead of dropping events. A retry may publish some of them
 // twice; their event ids are the same, and persist stores each once.
 func (s *Simulator) publish(ctx context.Context, evs []Event) {
+	if ctx.Err() != nil {
+		return // stopped: nothing new starts
+	}
+	// A publish under way when ctx ends is finished, for up to
+	// publishGrace, not abandoned: abandoned, its records can still reach
+	// the broker, stored downstream but never counted as produced.
+	inflight, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(publishGrace, cancel) })()
 	backoff := 50 * time.Millisecond
 	msgs := make([]*message.Message, len(evs))
 	for {
@@ -167,7 +179,7 @@ func (s *Simulator) publish(ctx context.Context, evs []Event) {
 			msg := message.NewMessage(ev.ID, ev.Payload)
 			msg.Metadata.Set(messages.KeyMetadata, ev.Key)
 			msg.Metadata.Set(wmmw.CorrelationIDMetadataKey, ev.CorrelationID)
-			msg.SetContext(ctx)
+			msg.SetContext(inflight)
 			msgs[i] = msg
 		}
 		err := s.Publisher.Publish(s.Topic, msgs...)
