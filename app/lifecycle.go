@@ -85,6 +85,7 @@ func (a *App) Run(ctx context.Context, p *Pipeline) (err error) {
 			}
 			err := r.Run(rctx)
 			if err != nil && !errors.Is(err, context.Canceled) {
+				stopRest() // a drain under way cannot finish
 				return fmt.Errorf("%s: %w", r.Name, err)
 			}
 			if r.Ends && err == nil {
@@ -94,17 +95,22 @@ func (a *App) Run(ctx context.Context, p *Pipeline) (err error) {
 			return nil
 		})
 	}
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		<-gctx.Done()
 		if signalled.Err() != nil && p.Drain != nil {
 			first.Wait()
 			dctx, dcancel := context.WithTimeout(rest, a.Config.ShutdownTimeout/2)
-			if err := p.Drain(dctx); err != nil {
+			if err := p.Drain(dctx); err != nil && rest.Err() == nil {
 				a.Log.Warn("stopping without draining", "err", err)
 			}
 			dcancel()
 		}
 		stopRest()
 	}()
-	return g.Wait()
+	err = g.Wait()
+	stopRest()
+	<-drained // before cleanup closes what the drain reads
+	return err
 }

@@ -113,7 +113,9 @@ func TestSignalStopsProducersThenDrainsThenConsumers(t *testing.T) {
 			}
 		}})
 		p.Drain = func(ctx context.Context) error {
-			require.NoError(t, ctx.Err())
+			if ctx.Err() != nil {
+				record("drain cancelled before it began")
+			}
 			record("drained")
 			return nil
 		}

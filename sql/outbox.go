@@ -189,10 +189,14 @@ func (f *Forwarder) Run(ctx context.Context, writersDone <-chan struct{}) error 
 			qctx, qcancel := context.WithTimeout(fctx, time.Second)
 			n, err := OutboxPending(qctx, f.pool)
 			qcancel()
-			if err != nil || n == 0 {
-				if err != nil {
-					f.cfg.Log.Warn("outbox not drained before stopping", "err", err)
-				}
+			if err != nil {
+				// PostgreSQL does not answer: a poll may hang as well, so
+				// it is abandoned, not waited for.
+				f.cfg.Log.Warn("outbox not drained before stopping", "err", err)
+				cancel()
+				return
+			}
+			if n == 0 {
 				// Closed, not cancelled (closedNotCancelled).
 				_ = f.fwd.Close()
 				return

@@ -38,9 +38,7 @@ type LagWatch struct {
 // heartbeat_consumer_stalled_partitions{group}, logged with its owner, and
 // makes /healthz fail until the group progresses again.
 func (c *Client) WatchLag(ctx context.Context, w LagWatch) error {
-	// kadm's Lag rewrites the slice of groups it is given, in place: a
-	// copy of our own, so that the caller's slice stays theirs.
-	groups, interval := slices.Clone(w.Groups), w.Interval
+	groups, interval := w.Groups, w.Interval
 	gauge := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "heartbeat_consumer_lag",
 		Help: "Records of a partition not yet consumed by a group: end offset minus the group's committed offset.",
@@ -67,7 +65,10 @@ func (c *Client) WatchLag(ctx context.Context, w LagWatch) error {
 	defer t.Stop()
 	for {
 		qctx, cancel := context.WithTimeout(ctx, interval)
-		lags, err := adm.Lag(qctx, groups...)
+		// kadm's Lag rewrites the slice of groups it is given, in place
+		// (twice when a group cannot be described, which can leave one
+		// group in it twice): a fresh copy each call.
+		lags, err := adm.Lag(qctx, slices.Clone(groups)...)
 		cancel()
 		if ctx.Err() != nil {
 			return nil
