@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wmsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -20,15 +19,8 @@ import (
 // episodeDB is a migrated database with the outbox table.
 func episodeDB(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	pool := database(t)
-	_, err := hbsql.Migrate(context.Background(), pool)
-	require.NoError(t, err)
-	sub, err := wmsql.NewSubscriber(wmsql.BeginnerFromPgx(pool), wmsql.SubscriberConfig{
-		SchemaAdapter: hbsql.OutboxSchema(), OffsetsAdapter: hbsql.OutboxOffsets(), InitializeSchema: true,
-	}, watermill.NopLogger{})
-	require.NoError(t, err)
-	require.NoError(t, sub.SubscribeInitialize(hbsql.OutboxTopic))
-	require.NoError(t, sub.Close())
+	pool := migrated(t)
+	require.NoError(t, hbsql.InitOutbox(context.Background(), pool))
 	return pool
 }
 

@@ -19,12 +19,10 @@ import (
 // staging merge a batch holding a stored reading falls back to — store each
 // reading once and keep the rollups equal to the readings.
 func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
-	pool := database(t)
+	pool := migrated(t)
 	ctx := context.Background()
-	_, err := hbsql.Migrate(ctx, pool)
-	require.NoError(t, err)
 	base := time.Now().UTC().Truncate(time.Minute).Add(-10 * time.Minute)
-	_, err = hbsql.EnsurePartitions(ctx, pool, base, time.Hour)
+	_, err := hbsql.EnsurePartitions(ctx, pool, base, time.Hour)
 	require.NoError(t, err)
 	w := hbsql.NewEventWriter(pool, "g")
 
@@ -92,10 +90,8 @@ func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
 // of its paths, and writes again a batch whose day's partition was dropped
 // behind its back.
 func TestEventWriterCreatesTheDaysItNeeds(t *testing.T) {
-	pool := database(t)
+	pool := migrated(t)
 	ctx := context.Background()
-	_, err := hbsql.Migrate(ctx, pool)
-	require.NoError(t, err)
 	old := time.Date(2016, 3, 14, 23, 59, 59, 0, time.UTC)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	offset := int64(0)
@@ -157,10 +153,8 @@ func TestEventWriterCreatesTheDaysItNeeds(t *testing.T) {
 // create what is missing, and no batch fails because another replica
 // created a partition first.
 func TestEventWritersCreatePartitionsConcurrently(t *testing.T) {
-	pool := database(t)
+	pool := migrated(t)
 	ctx := context.Background()
-	_, err := hbsql.Migrate(ctx, pool)
-	require.NoError(t, err)
 	days := make([]time.Time, 12)
 	for i := range days {
 		days[i] = time.Date(2015+rand.IntN(10), time.Month(1+rand.IntN(12)), 1+rand.IntN(28), rand.IntN(24), 0, 0, 0, time.UTC)

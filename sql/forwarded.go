@@ -17,7 +17,9 @@ import (
 // commit and selects the same batch again on its next poll: every message of
 // it would reach Kafka a second time. Published is published (the producer
 // reports success only once the brokers have the record), so the copy is
-// skipped here. The set is bounded (the most recent ids), which covers a
+// skipped here. Watermill's Deduplicator does not fit: it marks an id when
+// it first sees it, before the publish succeeds, so the retry of a failed
+// publish would be dropped and the message lost. The set is bounded (the most recent ids), which covers a
 // batch selected again by the same process; a process killed in that window
 // still publishes the batch again on its next start (the forwarder is
 // at-least-once; the copy carries the same message id).

@@ -38,10 +38,8 @@ func storedUpTo(part int32, next int64) func(context.Context, string, int32) (in
 // window — across batches, a batch split over two UTC days, and a batch
 // written again (redelivered), as persist writes them.
 func TestHistoryPreviousReading(t *testing.T) {
-	pool := database(t)
+	pool := migrated(t)
 	ctx := context.Background()
-	_, err := hbsql.Migrate(ctx, pool)
-	require.NoError(t, err)
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	w := hbsql.NewEventWriter(pool, "cg.db")
 
@@ -88,10 +86,8 @@ func TestHistoryPreviousReading(t *testing.T) {
 // customer_history holds exactly the stored readings, each once, whichever
 // path stored them, and the rows of a day go with the day's partition.
 func TestHistoryMatchesStoredReadings(t *testing.T) {
-	pool := database(t)
+	pool := migrated(t)
 	ctx := context.Background()
-	_, err := hbsql.Migrate(ctx, pool)
-	require.NoError(t, err)
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	w := hbsql.NewEventWriter(pool, "cg.db")
 	var rows []messages.Ingest

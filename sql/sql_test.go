@@ -21,6 +21,15 @@ func database(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
+// migrated is database(t) with every migration applied.
+func migrated(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	pool := database(t)
+	_, err := hbsql.Migrate(context.Background(), pool)
+	require.NoError(t, err)
+	return pool
+}
+
 func partitions(t *testing.T, pool *pgxpool.Pool) []string {
 	t.Helper()
 	rows, err := pool.Query(context.Background(), `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -46,10 +55,8 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 // transaction; retention drops whole days; a relation of a partition's name
 // that is not a partition is an error, not a partition to assume.
 func TestPartitionsAheadAndRetention(t *testing.T) {
-	pool := database(t)
+	pool := migrated(t)
 	ctx := context.Background()
-	_, err := hbsql.Migrate(ctx, pool)
-	require.NoError(t, err)
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	require.Empty(t, partitions(t, pool), "no default partition: a day without one is created on demand")
 

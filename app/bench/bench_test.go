@@ -25,18 +25,7 @@ import (
 // checks the JSON line: every number reported, positive, nothing lost or
 // duplicated.
 func TestBenchSmoke(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs the pipeline")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ServerURL())
-	if err != nil {
-		pgtest.Need(t, "PostgreSQL", err)
-	}
-	require.NoError(t, conn.Close(ctx))
-
-	bin := buildBinary(ctx, t)
+	ctx, bin := benchSetup(t)
 
 	o := bench.DefaultOptions()
 	o.Binary, o.DatabaseURL, o.JSON = bin, pgtest.ServerURL(), true
@@ -77,7 +66,7 @@ func TestBenchSmoke(t *testing.T) {
 	// The bench dropped its database.
 	name := regexp.MustCompile(`database (heartbeat_bench_[0-9a-f]+) created`).FindStringSubmatch(stderr.String())
 	require.NotNil(t, name, "stderr names the bench database:\n%s", stderr.String())
-	conn, err = pgx.Connect(ctx, pgtest.ServerURL())
+	conn, err := pgx.Connect(ctx, pgtest.ServerURL())
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	var left bool
@@ -85,15 +74,26 @@ func TestBenchSmoke(t *testing.T) {
 	require.False(t, left, "database %s left behind", name[1])
 }
 
-// buildBinary builds the heartbeat binary the bench's children run.
-func buildBinary(ctx context.Context, t *testing.T) string {
+// benchSetup skips under -short, needs PostgreSQL, and builds the heartbeat
+// binary the bench's children run; the context bounds the test.
+func benchSetup(t *testing.T) (context.Context, string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary and runs the pipeline")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	conn, err := pgx.Connect(ctx, pgtest.ServerURL())
+	if err != nil {
+		pgtest.Need(t, "PostgreSQL", err)
+	}
+	require.NoError(t, conn.Close(ctx))
 	bin := filepath.Join(t.TempDir(), "heartbeat")
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
 	build.Dir = "../.."
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
-	return bin
+	return ctx, bin
 }
 
 // The drain phase runs on a Kafka of its own (-drain-brokers): an empty
@@ -101,17 +101,7 @@ func buildBinary(ctx context.Context, t *testing.T) string {
 // as another sink would drain them) is drained as it is, in a fresh
 // consumer group, every reading stored once.
 func TestBenchDrainsAnExistingTopic(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs the pipeline")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, pgtest.ServerURL())
-	if err != nil {
-		pgtest.Need(t, "PostgreSQL", err)
-	}
-	require.NoError(t, conn.Close(ctx))
-	bin := buildBinary(ctx, t)
+	ctx, bin := benchSetup(t)
 	cluster, err := kafka.StartBroker("127.0.0.1:0", "", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
 	defer cluster.Close()

@@ -1,8 +1,6 @@
 package kafka_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,32 +16,21 @@ import (
 	"time"
 
 	"github.com/heartbeat/heartbeat/app/kafka"
+	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// lockedBuffer collects a logger's output from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+// brokerLog collects the broker's JSON log from several goroutines.
+type brokerLog struct{ telemetrytest.LogBuffer }
 
 // records returns the JSON log records whose message contains msg.
-func (b *lockedBuffer) records(msg string) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+func (b *brokerLog) records(msg string) []map[string]any {
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
+	for _, line := range b.Lines(msg) {
 		var r map[string]any
-		if json.Unmarshal(sc.Bytes(), &r) == nil && strings.Contains(fmt.Sprint(r["msg"]), msg) {
+		if json.Unmarshal([]byte(line), &r) == nil && strings.Contains(fmt.Sprint(r["msg"]), msg) {
 			out = append(out, r)
 		}
 	}
@@ -52,9 +39,9 @@ func (b *lockedBuffer) records(msg string) []map[string]any {
 
 // testBroker starts the in-process broker with a topic of partitions and
 // returns it with an admin client and the broker's log.
-func testBroker(t *testing.T, topic string, partitions int32) (*kafka.Broker, *kadm.Client, *lockedBuffer) {
+func testBroker(t *testing.T, topic string, partitions int32) (*kafka.Broker, *kadm.Client, *brokerLog) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &brokerLog{}
 	b, err := kafka.StartBroker("127.0.0.1:0", "", slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
