@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/heartbeat/heartbeat/app/dashbench"
 	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
 	"github.com/heartbeat/heartbeat/grafana"
 	"github.com/heartbeat/heartbeat/sql/pgtest"
@@ -185,6 +186,53 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 		eachTarget(t, panels, func(tg grafana.Target) bool { return tg.RawSQL != "" }, func(t *testing.T, p grafana.Panel, tg grafana.Target) {
 			checkSQLTarget(t, ctx, conn, p, tg, tr)
 		})
+	})
+
+	// The rollups answer as the readings would: every reading of the run is
+	// younger than the panels' five minutes, where whole-minute windows and
+	// exact ones hold the same readings.
+	t.Run("rollups equal the readings", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, run.readerURL)
+		require.NoError(t, err)
+		defer conn.Close(context.Background())
+		values := func(t *testing.T, sql string) [][]float64 {
+			sql, err := grafana.ExpandSQL(sql, tr, grafana.Interval(tr, time.Minute))
+			require.NoError(t, err)
+			rows, err := conn.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol)
+			require.NoError(t, err, "\n%s", sql)
+			var out [][]float64
+			for rows.Next() {
+				vals, err := rows.Values()
+				require.NoError(t, err)
+				row := make([]float64, len(vals))
+				for i, v := range vals {
+					row[i] = asEpoch(t, v)
+				}
+				out = append(out, row)
+			}
+			require.NoError(t, rows.Err())
+			return out
+		}
+		var compared int
+		for _, p := range panels {
+			raw, ok := dashbench.RawPanels[p.Title]
+			if !ok {
+				continue
+			}
+			compared++
+			t.Run(p.Title, func(t *testing.T) {
+				require.Len(t, p.Targets, 1)
+				got, want := values(t, p.Targets[0].RawSQL), values(t, raw)
+				require.NotEmpty(t, want)
+				require.Len(t, got, len(want))
+				for i := range want {
+					require.InDeltaSlice(t, want[i], got[i], 1e-9, "row %d", i)
+				}
+			})
+		}
+		require.Len(t, dashbench.RawPanels, compared, "every raw panel names a dashboard panel")
 	})
 
 	t.Run("promql", func(t *testing.T) {
@@ -374,12 +422,16 @@ func asEpoch(t *testing.T, v any) float64 {
 		return v
 	case int64:
 		return float64(v)
+	case int32:
+		return float64(v)
+	case int16:
+		return float64(v)
 	case pgtype.Numeric:
 		f, err := v.Float64Value()
 		require.NoError(t, err)
 		return f.Float64
 	}
-	t.Fatalf("time column has type %T", v)
+	t.Fatalf("a time or number column has type %T", v)
 	return 0
 }
 

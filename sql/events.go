@@ -8,6 +8,8 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,7 +33,7 @@ var stagingColumns = []string{"event_id", "customer_id", "event_time", "heart_ra
 
 // mergeStaging moves a batch into heartbeat_events and, for the rows that
 // were new (not redelivered), writes their customer_history rows and
-// maintains the per-minute rollups and each customer's last reading in the
+// maintains the per-minute rollups and each customer's last minute in the
 // same statement. Rollup rows are written in key order, so concurrent
 // writers lock them in the same order. The history rows are packed as
 // historyRows packs them.
@@ -52,10 +54,11 @@ const mergeStaging = `WITH ins AS (
 	SELECT date_trunc('minute', event_time), heart_rate, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
 	ON CONFLICT (minute, heart_rate) DO UPDATE SET events = heartbeat_minute_rates.events + EXCLUDED.events
 ), seen AS (
-	INSERT INTO customer_last_seen (customer_id, last_event_time, last_heart_rate)
-	SELECT DISTINCT ON (customer_id) customer_id, event_time, heart_rate FROM ins ORDER BY customer_id, event_time DESC
-	ON CONFLICT (customer_id) DO UPDATE SET last_event_time = EXCLUDED.last_event_time, last_heart_rate = EXCLUDED.last_heart_rate
-	WHERE customer_last_seen.last_event_time < EXCLUDED.last_event_time
+	INSERT INTO customer_last_seen (customer_id, last_minute)
+	SELECT customer_id, max(date_bin('1 minute', event_time, timestamptz '2000-01-01 00:00:00+00')) FROM ins
+	GROUP BY customer_id ORDER BY customer_id
+	ON CONFLICT (customer_id) DO UPDATE SET last_minute = EXCLUDED.last_minute
+	WHERE customer_last_seen.last_minute < EXCLUDED.last_minute
 )
 SELECT count(*) FROM ins`
 
@@ -66,18 +69,18 @@ const uniqueViolation = "23505"
 var eventColumns = stagingColumns
 
 // upsertRollups adds a batch's new readings, counted by the writer, to the
-// per-minute rollup and moves each customer's last reading forward: the
-// fast path's counterpart of mergeStaging's rollups, with keys in the same
+// per-minute rollup and moves customers' last minute forward: the fast
+// path's counterpart of mergeStaging's rollups, with keys in the same
 // order.
 const upsertRollups = `WITH minutes AS (
 	INSERT INTO heartbeat_minute_rates (minute, heart_rate, events)
 	SELECT * FROM unnest($1::timestamptz[], $2::smallint[], $3::bigint[])
 	ON CONFLICT (minute, heart_rate) DO UPDATE SET events = heartbeat_minute_rates.events + EXCLUDED.events
 )
-INSERT INTO customer_last_seen (customer_id, last_event_time, last_heart_rate)
-SELECT * FROM unnest($4::text[], $5::timestamptz[], $6::smallint[])
-ON CONFLICT (customer_id) DO UPDATE SET last_event_time = EXCLUDED.last_event_time, last_heart_rate = EXCLUDED.last_heart_rate
-WHERE customer_last_seen.last_event_time < EXCLUDED.last_event_time`
+INSERT INTO customer_last_seen (customer_id, last_minute)
+SELECT * FROM unnest($4::text[], $5::timestamptz[])
+ON CONFLICT (customer_id) DO UPDATE SET last_minute = EXCLUDED.last_minute
+WHERE customer_last_seen.last_minute < EXCLUDED.last_minute`
 
 // The checkpoint only moves forward: batches of one partition may commit out
 // of order when several writers run.
@@ -91,6 +94,7 @@ const upsertCheckpoint = `INSERT INTO ingest_checkpoint (consumer_group, topic, 
 type EventWriter struct {
 	pool  *pgxpool.Pool
 	group string
+	seen  *seenMinutes
 	// Partitions creates the daily partitions the batches need; partition
 	// maintenance shares it, so that the days it drops are forgotten.
 	Partitions *Partitions
@@ -98,7 +102,7 @@ type EventWriter struct {
 
 // NewEventWriter returns a writer checkpointing for consumer group group.
 func NewEventWriter(pool *pgxpool.Pool, group string) *EventWriter {
-	return &EventWriter{pool: pool, group: group, Partitions: NewPartitions(pool)}
+	return &EventWriter{pool: pool, group: group, seen: newSeenMinutes(maxSeenCustomers), Partitions: NewPartitions(pool)}
 }
 
 // Write stores rows and advances the checkpoint of every partition they
@@ -147,9 +151,32 @@ func batchDays(rows []messages.Ingest) []Day {
 }
 
 func (w *EventWriter) write(ctx context.Context, rows []messages.Ingest) (inserted int64, err error) {
+	ids, err := eventIDs(rows)
+	if err != nil {
+		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
+	}
+	ru := newRollups(rows, w.seen)
+	inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (int64, error) { return copyRows(ctx, tx, rows, ids, ru) })
+	if err == nil {
+		w.seen.remember(ru.customers, ru.lastMinutes)
+	}
+	if isUniqueViolation(err) {
+		// A reading of the batch is stored already (a redelivery or a
+		// replay): the transaction is gone, the batch is merged in a new one.
+		inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (int64, error) { return mergeRows(ctx, tx, rows, ids) })
+	}
+	if err != nil {
+		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
+	}
+	return inserted, nil
+}
+
+// writeTx stores rows' readings with store and advances the checkpoint, in
+// one transaction.
+func (w *EventWriter) writeTx(ctx context.Context, rows []messages.Ingest, store func(pgx.Tx) (int64, error)) (inserted int64, err error) {
 	err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		var err error
-		if inserted, err = store(ctx, tx, rows); err != nil {
+		if inserted, err = store(tx); err != nil {
 			return err
 		}
 		topics, parts, offs := checkpoints(rows)
@@ -158,66 +185,56 @@ func (w *EventWriter) write(ctx context.Context, rows []messages.Ingest) (insert
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
-	}
-	return inserted, nil
+	return inserted, err
 }
 
-// store writes the readings of rows in tx and returns how many were new.
-//
-// Fast path: COPY straight into heartbeat_events, inside a savepoint, then
-// the rows' customer_history rows by COPY and the rollups, computed here
-// from the rows. A batch holding a reading already
-// stored (a redelivery) fails that COPY with a unique violation; it is then
-// rolled back to the savepoint and merged through the staging table, which
-// skips what is stored.
-func store(ctx context.Context, tx pgx.Tx, rows []messages.Ingest) (int64, error) {
-	valid := 0
-	for _, r := range rows {
-		if !r.Refused {
-			valid++
-		}
-	}
+// isUniqueViolation reports whether err is PostgreSQL's duplicate key error.
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == uniqueViolation
+}
+
+// copyRows, the fast path, COPYs rows' readings straight into
+// heartbeat_events, then their customer_history rows, and upserts ru, the
+// rollups computed here from the rows. A batch holding a reading already
+// stored fails the COPY with a unique violation, which fails the
+// transaction: the caller then writes the batch with mergeRows. (A
+// savepoint around the COPY would save the checkpoint's round trip on that
+// rare path, but makes every batch a subtransaction.)
+func copyRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]byte, ru rollups) (int64, error) {
+	valid := validRows(rows)
 	if valid == 0 {
 		return 0, nil
 	}
-	ids, err := eventIDs(rows)
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows, ids))
 	if err != nil {
-		return 0, err
-	}
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("savepoint: %w", err)
-	}
-	n, err := sp.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows, ids))
-	if err == nil {
-		if err := sp.Commit(ctx); err != nil {
-			return 0, fmt.Errorf("release savepoint: %w", err)
-		}
-		scratch := historyScratches.Get().(*historyScratch)
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(historyRows(scratch, rows, ids)))
-		scratch.release()
-		if err != nil {
-			return 0, fmt.Errorf("history of %d rows: %w", n, err)
-		}
-		if _, err := tx.Exec(ctx, upsertRollups, rollupArgs(rows)...); err != nil {
-			return 0, fmt.Errorf("rollups of %d rows: %w", n, err)
-		}
-		return n, nil
-	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != uniqueViolation {
-		_ = sp.Rollback(ctx)
 		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
 	}
-	if err := sp.Rollback(ctx); err != nil {
-		return 0, fmt.Errorf("roll back to savepoint: %w", err)
+	scratch := historyScratches.Get().(*historyScratch)
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(historyRows(scratch, rows, ids)))
+	scratch.release()
+	if err != nil {
+		return 0, fmt.Errorf("history of %d rows: %w", n, err)
+	}
+	if _, err := tx.Exec(ctx, upsertRollups, ru.args()...); err != nil {
+		return 0, fmt.Errorf("rollups of %d rows: %w", n, err)
+	}
+	return n, nil
+}
+
+// mergeRows writes rows' readings through the staging table: those
+// already stored are skipped, and the history and rollups cover the new
+// ones only.
+func mergeRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]byte) (int64, error) {
+	valid := validRows(rows)
+	if valid == 0 {
+		return 0, nil
 	}
 	if _, err := tx.Exec(ctx, createStaging); err != nil {
 		return 0, fmt.Errorf("create staging table: %w", err)
 	}
-	if n, err = tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows, ids)); err != nil {
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows, ids))
+	if err != nil {
 		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
 	}
 	var inserted int64
@@ -227,27 +244,44 @@ func store(ctx context.Context, tx pgx.Tx, rows []messages.Ingest) (int64, error
 	return inserted, nil
 }
 
-// rollupArgs are upsertRollups' arguments for rows, all new: readings
-// counted per minute and rate, and each customer's latest, in key order.
-func rollupArgs(rows []messages.Ingest) []any {
+// validRows counts the rows that carry a reading (not refused).
+func validRows(rows []messages.Ingest) int {
+	valid := 0
+	for _, r := range rows {
+		if !r.Refused {
+			valid++
+		}
+	}
+	return valid
+}
+
+// rollups are upsertRollups' arguments for a batch of new readings:
+// readings counted per minute and rate, and the customers whose latest
+// minute in the batch the writer has not stored yet, with that minute; both
+// in key order.
+type rollups struct {
+	minutes     []time.Time
+	rates       []int16
+	events      []int64
+	customers   []string
+	lastMinutes []time.Time
+}
+
+func newRollups(rows []messages.Ingest, seen *seenMinutes) rollups {
 	type minuteRate struct {
 		minute time.Time
 		rate   int16
 	}
-	type last struct {
-		at   time.Time
-		rate int16
-	}
 	counts := make(map[minuteRate]int64, 256)
-	latest := make(map[string]last, 1024)
+	latest := make(map[string]time.Time, 1024)
 	for _, r := range rows {
 		if r.Refused {
 			continue
 		}
-		at, rate := r.Reading.Timestamp, int16(r.Reading.HeartRate)
-		counts[minuteRate{at.Truncate(time.Minute), rate}]++
-		if l, ok := latest[r.Reading.CustomerID]; !ok || at.After(l.at) {
-			latest[r.Reading.CustomerID] = last{at, rate}
+		minute := r.Reading.Timestamp.Truncate(time.Minute)
+		counts[minuteRate{minute, int16(r.Reading.HeartRate)}]++
+		if l, ok := latest[r.Reading.CustomerID]; !ok || minute.After(l) {
+			latest[r.Reading.CustomerID] = minute
 		}
 	}
 	keys := slices.SortedFunc(maps.Keys(counts), func(a, b minuteRate) int {
@@ -256,16 +290,69 @@ func rollupArgs(rows []messages.Ingest) []any {
 		}
 		return cmp.Compare(a.rate, b.rate)
 	})
-	minutes, rates, events := make([]time.Time, len(keys)), make([]int16, len(keys)), make([]int64, len(keys))
+	ru := rollups{minutes: make([]time.Time, len(keys)), rates: make([]int16, len(keys)), events: make([]int64, len(keys))}
 	for i, k := range keys {
-		minutes[i], rates[i], events[i] = k.minute, k.rate, counts[k]
+		ru.minutes[i], ru.rates[i], ru.events[i] = k.minute, k.rate, counts[k]
 	}
-	customers := slices.Sorted(maps.Keys(latest))
-	ats, lastRates := make([]time.Time, len(customers)), make([]int16, len(customers))
+	seen.drop(latest)
+	ru.customers = slices.Sorted(maps.Keys(latest))
+	ru.lastMinutes = make([]time.Time, len(ru.customers))
+	for i, c := range ru.customers {
+		ru.lastMinutes[i] = latest[c]
+	}
+	return ru
+}
+
+func (ru rollups) args() []any {
+	return []any{ru.minutes, ru.rates, ru.events, ru.customers, ru.lastMinutes}
+}
+
+// maxSeenCustomers bounds seenMinutes: about 60 bytes a customer.
+const maxSeenCustomers = 1 << 21
+
+// seenMinutes remembers, for each customer, the latest minute a writer has
+// committed to customer_last_seen, so that a customer is written there
+// once a minute instead of once a batch. A minute remembered is stored (the
+// table's minute only moves forward), so skipping it is safe whatever other
+// writers do. Past max customers it starts again empty: each is then
+// written once more.
+type seenMinutes struct {
+	max int
+	mu  sync.Mutex
+	m   map[string]int64 // Unix seconds of the minute
+}
+
+func newSeenMinutes(max int) *seenMinutes {
+	return &seenMinutes{max: max, m: map[string]int64{}}
+}
+
+// drop removes from latest the customers whose minute there is stored.
+func (s *seenMinutes) drop(latest map[string]time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c, minute := range latest {
+		if stored, ok := s.m[c]; ok && stored >= minute.Unix() {
+			delete(latest, c)
+		}
+	}
+}
+
+// remember records that customers' minutes are committed.
+func (s *seenMinutes) remember(customers []string, minutes []time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i, c := range customers {
-		ats[i], lastRates[i] = latest[c].at, latest[c].rate
+		m := minutes[i].Unix()
+		if stored, ok := s.m[c]; ok {
+			s.m[c] = max(stored, m)
+			continue
+		}
+		if len(s.m) >= s.max {
+			clear(s.m)
+		}
+		// The id may be a slice of a larger decoded buffer: keep a copy.
+		s.m[strings.Clone(c)] = m
 	}
-	return []any{minutes, rates, events, customers, ats, lastRates}
 }
 
 // checkpoints returns the highest offset per source partition of rows, in

@@ -73,16 +73,76 @@ func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
 	require.NoError(t, rows.Err())
 	require.Equal(t, []minuteRate{{base, 70, 2}, {base, 90, 1}, {base.Add(time.Minute), 80, 1}}, got)
 
-	for customer, want := range map[string]messages.Ingest{"a": a2, "b": b2} {
-		var at time.Time
-		var rate int
-		require.NoError(t, pool.QueryRow(ctx, `SELECT last_event_time, last_heart_rate FROM customer_last_seen WHERE customer_id = $1`, customer).Scan(&at, &rate))
-		require.True(t, at.Equal(want.Reading.Timestamp), "customer %s last seen %s, want %s", customer, at, want.Reading.Timestamp)
-		require.Equal(t, want.Reading.HeartRate, rate)
-	}
+	require.Equal(t, map[string]time.Time{"a": base.Add(time.Minute), "b": base}, lastSeen(t, pool))
 	cp, err := checkpoint(ctx, pool, "g", "raw")
 	require.NoError(t, err)
 	require.Equal(t, map[int32]int64{3: 99}, cp)
+}
+
+// customer_last_seen holds the minute of each customer's latest reading. A
+// writer stores a customer's minute once: a batch whose readings fall in a
+// minute already stored does not write the row again, and no batch — late
+// readings, a writer started afresh, the merge path — moves it back.
+func TestEventWriterStoresEachCustomersLastMinuteOnce(t *testing.T) {
+	pool := migrated(t)
+	ctx := context.Background()
+	base := time.Now().UTC().Truncate(time.Minute).Add(-10 * time.Minute)
+	_, err := hbsql.EnsurePartitions(ctx, pool, base, time.Hour)
+	require.NoError(t, err)
+	offset := int64(0)
+	row := func(customer string, at time.Duration) messages.Ingest {
+		offset++
+		return messages.Ingest{
+			Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: customer, Timestamp: base.Add(at), HeartRate: 70},
+			Source:  messages.Source{Topic: "raw", Partition: 0, Offset: offset},
+		}
+	}
+	// version is the transactions that wrote and last locked a customer's
+	// row: an upsert that finds the minute stored does not update the row
+	// but still locks it.
+	version := func(customer string) string {
+		var v string
+		require.NoError(t, pool.QueryRow(ctx, `SELECT xmin::text || '/' || xmax::text FROM customer_last_seen WHERE customer_id = $1`, customer).Scan(&v))
+		return v
+	}
+	write := func(w *hbsql.EventWriter, rows ...messages.Ingest) {
+		_, err := w.Write(ctx, rows)
+		require.NoError(t, err)
+	}
+	w := hbsql.NewEventWriter(pool, "g")
+
+	write(w, row("a", 10*time.Second), row("b", 20*time.Second))
+	require.Equal(t, map[string]time.Time{"a": base, "b": base}, lastSeen(t, pool))
+	stored := version("a")
+
+	write(w, row("a", 50*time.Second), row("b", 61*time.Second))
+	require.Equal(t, map[string]time.Time{"a": base, "b": base.Add(time.Minute)}, lastSeen(t, pool))
+	require.Equal(t, stored, version("a"), "a's minute was stored: its row is not written or locked again")
+
+	write(w, row("a", 5*time.Second), row("b", 3*time.Second)) // late readings
+	fresh := hbsql.NewEventWriter(pool, "g")                   // remembers nothing
+	write(fresh, row("a", 30*time.Second), row("b", 40*time.Second))
+	require.Equal(t, map[string]time.Time{"a": base, "b": base.Add(time.Minute)}, lastSeen(t, pool))
+
+	// The merge path (a stored reading in the batch) moves minutes forward
+	// too, and a new customer appears.
+	stale := row("a", 15*time.Second)
+	write(w, stale)
+	write(w, stale, row("a", 2*time.Minute+time.Second), row("c", 59*time.Second))
+	require.Equal(t, map[string]time.Time{"a": base.Add(2 * time.Minute), "b": base.Add(time.Minute), "c": base}, lastSeen(t, pool))
+}
+
+// lastSeen returns customer_last_seen, by customer.
+func lastSeen(t *testing.T, pool *pgxpool.Pool) map[string]time.Time {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT customer_id, last_minute FROM customer_last_seen`)
+	require.NoError(t, err)
+	out := map[string]time.Time{}
+	var c string
+	var m time.Time
+	_, err = pgx.ForEachRow(rows, []any{&c, &m}, func() error { out[c] = m.UTC(); return nil })
+	require.NoError(t, err)
+	return out
 }
 
 // A batch may hold readings of days years apart (a backfill beside live

@@ -22,9 +22,10 @@ import (
 	hbsql "github.com/heartbeat/heartbeat/sql"
 )
 
-// rawPanels computes the rollup-backed panels from heartbeat_events, as the
-// original dashboard did: the baseline the rollups are measured against.
-var rawPanels = map[string]string{
+// RawPanels computes the rollup-backed panels from heartbeat_events, as the
+// original dashboard did: the baseline the rollups are measured against
+// (and, when every reading is recent, the answers they must give).
+var RawPanels = map[string]string{
 	"Average heart rate (5 min)": `SELECT avg(heart_rate)::float8 FROM heartbeat_events
 		WHERE event_time BETWEEN $__timeTo()::timestamptz - interval '5 minutes' AND $__timeTo()`,
 	"p95 heart rate (5 min)": `SELECT percentile_disc(0.95) WITHIN GROUP (ORDER BY heart_rate) FROM heartbeat_events
@@ -104,7 +105,7 @@ func Run(ctx context.Context, o Options, out io.Writer) ([]Result, error) {
 			return nil, fmt.Errorf("panel %q: %w", q.Panel, err)
 		}
 		r := Result{Panel: q.Panel, RefID: q.RefID, MS: ms, Rows: n, Source: "dashboard"}
-		if raw, ok := rawPanels[q.Panel]; ok {
+		if raw, ok := RawPanels[q.Panel]; ok {
 			sql, err := grafana.ExpandSQL(raw, tr, interval)
 			if err != nil {
 				return nil, err
@@ -222,7 +223,7 @@ func load(ctx context.Context, pool *pgxpool.Pool, o Options, now time.Time) err
 	}
 	steps := []string{
 		`INSERT INTO heartbeat_minute_rates SELECT date_trunc('minute', event_time), heart_rate, count(*) FROM heartbeat_events GROUP BY 1, 2`,
-		`INSERT INTO customer_last_seen SELECT DISTINCT ON (customer_id) customer_id, event_time, heart_rate FROM heartbeat_events ORDER BY customer_id, event_time DESC`,
+		`INSERT INTO customer_last_seen SELECT customer_id, date_bin('1 minute', max(event_time), timestamptz '2000-01-01 00:00:00+00') FROM heartbeat_events GROUP BY customer_id`,
 		`INSERT INTO anomalies (anomaly_id, event_id, customer_id, anomaly_type, severity, heart_rate, event_time, detected_at, details)
 		 SELECT gen_random_uuid(), event_id, customer_id,
 		        (ARRAY['LOW_HEART_RATE','HIGH_HEART_RATE','SPIKE'])[1 + source_offset % 3],

@@ -1,0 +1,21 @@
+-- customer_last_seen keeps the minute of each customer's latest stored
+-- reading, nothing finer (docs/performance.md, "The persist sink").
+--
+-- Its one reader, the Active customers panel, asks which customers were seen
+-- in the last minutes; holding the exact time and rate of the latest reading
+-- cost one update per customer and batch — at one reading a second and
+-- batches of a few milliseconds, one per reading. Holding the minute, persist
+-- writes a customer once a minute: it remembers which minute it last stored
+-- for each customer and skips those already stored. A customer's exact
+-- latest reading is still one index probe away, in customer_history
+-- (customer_id, last_time).
+--
+-- last_minute stops being generated from last_event_time and keeps its
+-- values; its index stays. The table is one row per customer: rewriting it
+-- costs little.
+ALTER TABLE customer_last_seen ALTER COLUMN last_minute DROP EXPRESSION;
+ALTER TABLE customer_last_seen ALTER COLUMN last_minute SET NOT NULL;
+ALTER TABLE customer_last_seen DROP COLUMN last_event_time, DROP COLUMN last_heart_rate;
+-- The minute moves forward once a minute at most, and every move changes
+-- the indexed value: the free space kept for heap-only updates is not used.
+ALTER TABLE customer_last_seen RESET (fillfactor);
