@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -169,16 +170,46 @@ func newPersist(ctx context.Context, a *app.App, p *app.Pipeline) (*handlers.Per
 			log.Warn("partition maintenance", "err", err)
 		}
 	}))
-	batcher := handlers.NewBatcher(handlers.BatcherConfig{
-		Size: cfg.Persist.BatchSize, Timeout: cfg.Persist.BatchTimeout, Writers: cfg.Persist.Writers,
-		Isolate: func(err error) bool { return !hbmw.IsTransient(err) },
-	}, handlers.EventWrite(events.Write, func(rows, inserted int, took time.Duration) {
+	batcher := handlers.NewBatcher(persistBatching(cfg), handlers.EventWrite(events.Write, func(rows, inserted int, took time.Duration) {
 		m.DBInserts.Add(float64(inserted))
 		m.BatchRows.Observe(float64(rows))
 		m.BatchSeconds.Observe(took.Seconds())
 	}))
 	p.OnClose(batcher.Close)
 	return handlers.NewPersist(cfg.Validation.Limits(), batcher, time.Now)
+}
+
+// persistOrderDelay bounds how long persist's batches take older readings
+// before a batch waiting since: see persistBatching.
+const persistOrderDelay = time.Second
+
+// persistBatching is how persist gathers readings into batches: by
+// PERSIST_BATCH_SIZE and PERSIST_BATCH_TIMEOUT, on PERSIST_WRITERS
+// connections, the readings waiting taken oldest first. A backlog's
+// partitions are consumed unevenly, minutes of event time apart; taken in
+// time order, each batch's keys of heartbeat_events (event_time,
+// event_id) go near the end of the index instead of all over its last
+// minutes (docs/performance.md). A batch failing for one bad reading is
+// retried piece by piece.
+func persistBatching(cfg config.Config) handlers.BatcherConfig[messages.Ingest] {
+	return handlers.BatcherConfig[messages.Ingest]{
+		Size: cfg.Persist.BatchSize, Timeout: cfg.Persist.BatchTimeout, Writers: cfg.Persist.Writers,
+		Isolate:  func(err error) bool { return !hbmw.IsTransient(err) },
+		Order:    firstReadingTime,
+		MaxDelay: persistOrderDelay,
+	}
+}
+
+// firstReadingTime is the time of the first reading of rows, in µs since
+// 1970 (a batch message's readings are in offset order); rows that are all
+// refused, holding only checkpoints, come first.
+func firstReadingTime(rows []messages.Ingest) int64 {
+	for _, r := range rows {
+		if !r.Refused {
+			return r.Reading.Timestamp.UnixMicro()
+		}
+	}
+	return math.MinInt64
 }
 
 // newDetector returns the detect handler of DETECTION_MODE, rebuilding a

@@ -63,8 +63,9 @@ func startTestRouter(t *testing.T, handlers string, env map[string]string, fail 
 	}
 	var closers []func(context.Context)
 	if cfg.Runs(config.HandlerPersist) {
-		batcher := hb.NewBatcher(hb.BatcherConfig{Size: cfg.Persist.BatchSize, Timeout: cfg.Persist.BatchTimeout, Writers: 1,
-			Isolate: func(err error) bool { return !hbmw.IsTransient(err) }},
+		batching := persistBatching(cfg)
+		batching.Writers = 1
+		batcher := hb.NewBatcher(batching,
 			hb.EventWrite(tr.events.Write, func(_, inserted int, _ time.Duration) { tr.metrics.DBInserts.Add(float64(inserted)) }))
 		closers = append(closers, batcher.Close)
 		w.persist, err = hb.NewPersist(cfg.Validation.Limits(), batcher, time.Now)

@@ -1,11 +1,14 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,8 +18,8 @@ var ErrBatcherClosed = errors.New("batcher closed")
 // WriteFunc writes one batch in one transaction.
 type WriteFunc[T any] func(ctx context.Context, items []T) error
 
-// BatcherConfig tunes a Batcher.
-type BatcherConfig struct {
+// BatcherConfig tunes a Batcher of items of type T.
+type BatcherConfig[T any] struct {
 	// Size is the most items in one batch.
 	Size int
 	// Timeout is how long a batch waits for more items after its first.
@@ -27,6 +30,14 @@ type BatcherConfig struct {
 	// one Submit's items at a time, so that one bad item fails alone (or
 	// with the items submitted together with it) instead of its whole batch.
 	Isolate func(error) bool
+	// Order, when set, orders the Submits waiting for a writer: a batch
+	// takes those with the lowest Order of their items first (persist: the
+	// time of their first reading), instead of the earliest submitted.
+	// Submits waiting longer than MaxDelay go first, in the order
+	// submitted, so that a run of low ones (a replay of old readings)
+	// cannot hold others back.
+	Order    func(items []T) int64
+	MaxDelay time.Duration
 }
 
 // pending is one Submit's items: written in one batch, failing or
@@ -34,6 +45,8 @@ type BatcherConfig struct {
 type pending[T any] struct {
 	items []T
 	done  chan error
+	at    time.Time // submitted
+	order int64
 }
 
 // Batcher gathers items submitted by concurrent handlers into batches by size
@@ -41,9 +54,12 @@ type pending[T any] struct {
 // item's batch has committed (or failed), so a handler acks a message only
 // after its row is durable.
 type Batcher[T any] struct {
-	cfg   BatcherConfig
+	cfg   BatcherConfig[T]
 	write WriteFunc[T]
 	in    chan pending[T]
+	out   chan []pending[T] // batches, from dispatch to the writers
+	// waiting counts the Submits not yet handed to a writer.
+	waiting atomic.Int64
 
 	mu     sync.RWMutex
 	closed bool
@@ -53,11 +69,14 @@ type Batcher[T any] struct {
 }
 
 // NewBatcher starts cfg.Writers writers calling write.
-func NewBatcher[T any](cfg BatcherConfig, write WriteFunc[T]) *Batcher[T] {
+func NewBatcher[T any](cfg BatcherConfig[T], write WriteFunc[T]) *Batcher[T] {
 	cfg.Size = max(cfg.Size, 1)
 	cfg.Writers = max(cfg.Writers, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Batcher[T]{cfg: cfg, write: write, in: make(chan pending[T], cfg.Size*cfg.Writers), ctx: ctx, cancel: cancel}
+	b := &Batcher[T]{cfg: cfg, write: write, in: make(chan pending[T], cfg.Size*cfg.Writers), out: make(chan []pending[T]),
+		ctx: ctx, cancel: cancel}
+	b.wg.Add(1)
+	go b.dispatch()
 	for range cfg.Writers {
 		b.wg.Add(1)
 		go b.run()
@@ -79,16 +98,21 @@ func (b *Batcher[T]) SubmitAll(ctx context.Context, items []T) error {
 	if len(items) == 0 {
 		return nil
 	}
-	p := pending[T]{items: items, done: make(chan error, 1)}
+	p := pending[T]{items: items, done: make(chan error, 1), at: time.Now()}
+	if b.cfg.Order != nil {
+		p.order = b.cfg.Order(items)
+	}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
 		return ErrBatcherClosed
 	}
+	b.waiting.Add(1)
 	select {
 	case b.in <- p:
 		b.mu.RUnlock()
 	case <-ctx.Done():
+		b.waiting.Add(-1)
 		b.mu.RUnlock()
 		return ctx.Err()
 	}
@@ -99,6 +123,9 @@ func (b *Batcher[T]) SubmitAll(ctx context.Context, items []T) error {
 		return ctx.Err()
 	}
 }
+
+// Waiting returns how many Submits wait for a writer.
+func (b *Batcher[T]) Waiting() int { return int(b.waiting.Load()) }
 
 // Close stops accepting items, writes what was submitted, and returns when
 // the writers are done or ctx ends (then in-flight writes are cancelled).
@@ -120,35 +147,110 @@ func (b *Batcher[T]) Close(ctx context.Context) {
 	b.cancel()
 }
 
+// dispatch gathers the Submits into batches and hands each to a free
+// writer. A batch is ready when the Submits waiting hold Size items, or
+// when the earliest of them has waited Timeout; it takes up to Size items,
+// in the order of Order when set. Once the input is closed, what waits is
+// written without waiting for more.
+func (b *Batcher[T]) dispatch() {
+	defer b.wg.Done()
+	defer close(b.out)
+	var (
+		waiting []pending[T] // in the order submitted
+		items   int
+		in      = b.in
+		timer   = time.NewTimer(time.Hour)
+		expired bool // the earliest waiting has waited Timeout
+	)
+	timer.Stop()
+	for in != nil || len(waiting) > 0 {
+		var out chan []pending[T]
+		var batch []pending[T]
+		if len(waiting) > 0 && (items >= b.cfg.Size || expired || in == nil) {
+			batch = b.take(waiting)
+			out = b.out
+		}
+		select {
+		case p, ok := <-in:
+			if !ok {
+				in = nil
+				continue
+			}
+			if len(waiting) == 0 {
+				timer.Reset(b.cfg.Timeout)
+				expired = false
+			}
+			waiting = append(waiting, p)
+			items += len(p.items)
+		case out <- batch:
+			b.waiting.Add(-int64(len(batch)))
+			waiting, items = remaining(waiting, batch), items-countItems(batch)
+			timer.Stop()
+			expired = false
+			if len(waiting) > 0 {
+				// The next batch waits from its earliest Submit on.
+				if d := b.cfg.Timeout - time.Since(waiting[0].at); d > 0 {
+					timer.Reset(d)
+				} else {
+					expired = true
+				}
+			}
+		case <-timer.C:
+			expired = true
+		}
+	}
+}
+
+// take picks the next batch from waiting (in the order submitted): Submits
+// waiting longer than MaxDelay, then by Order when set, else in the order
+// submitted, up to Size items (at least one Submit).
+func (b *Batcher[T]) take(waiting []pending[T]) []pending[T] {
+	picked := waiting
+	if b.cfg.Order != nil {
+		picked = slices.Clone(waiting)
+		overdue := time.Now().Add(-b.cfg.MaxDelay)
+		slices.SortStableFunc(picked, func(x, y pending[T]) int {
+			xo, yo := x.at.Before(overdue), y.at.Before(overdue)
+			switch {
+			case xo && yo:
+				return 0 // both overdue: in the order submitted
+			case xo:
+				return -1
+			case yo:
+				return 1
+			}
+			return cmp.Compare(x.order, y.order)
+		})
+	}
+	n, i := 0, 0
+	for ; i < len(picked) && n < b.cfg.Size; i++ {
+		n += len(picked[i].items)
+	}
+	return slices.Clone(picked[:i]) // a writer reads it while waiting changes
+}
+
+// remaining returns waiting without the Submits of batch, in order.
+func remaining[T any](waiting, batch []pending[T]) []pending[T] {
+	taken := make(map[chan error]bool, len(batch))
+	for _, p := range batch {
+		taken[p.done] = true
+	}
+	return slices.DeleteFunc(waiting, func(p pending[T]) bool { return taken[p.done] })
+}
+
+func countItems[T any](batch []pending[T]) int {
+	n := 0
+	for _, p := range batch {
+		n += len(p.items)
+	}
+	return n
+}
+
+// run writes the batches dispatch hands it until there are no more.
 func (b *Batcher[T]) run() {
 	defer b.wg.Done()
-	batch := make([]pending[T], 0, b.cfg.Size)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		first, ok := <-b.in
-		if !ok {
-			return
-		}
-		batch = append(batch[:0], first)
-		n := len(first.items)
-		timer.Reset(b.cfg.Timeout)
-	fill:
-		for n < b.cfg.Size {
-			select {
-			case p, ok := <-b.in:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, p)
-				n += len(p.items)
-			case <-timer.C:
-				break fill
-			}
-		}
-		timer.Stop()
-		b.flush(batch, n)
-		clear(batch)
+	for batch := range b.out {
+		b.flush(batch, countItems(batch))
 	}
 }
 

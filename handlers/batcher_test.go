@@ -45,7 +45,7 @@ func submitAll(t *testing.T, b *handlers.Batcher[int], n int) []error {
 func TestBatcherFillsBatchesBySize(t *testing.T) {
 	r := &recorder{}
 	// A long timeout: only the size can close a batch quickly.
-	b := handlers.NewBatcher(handlers.BatcherConfig{Size: 10, Timeout: time.Minute, Writers: 1}, r.write)
+	b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 10, Timeout: time.Minute, Writers: 1}, r.write)
 	defer b.Close(context.Background())
 	for _, err := range submitAll(t, b, 30) {
 		require.NoError(t, err)
@@ -63,7 +63,7 @@ func TestBatcherFillsBatchesBySize(t *testing.T) {
 
 func TestBatcherFlushesOnTimeout(t *testing.T) {
 	r := &recorder{}
-	b := handlers.NewBatcher(handlers.BatcherConfig{Size: 1000, Timeout: 5 * time.Millisecond, Writers: 2}, r.write)
+	b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 1000, Timeout: 5 * time.Millisecond, Writers: 2}, r.write)
 	defer b.Close(context.Background())
 	require.NoError(t, b.Submit(context.Background(), 7))
 	require.Equal(t, [][]int{{7}}, r.batches)
@@ -78,7 +78,7 @@ func TestBatcherIsolatesTheBadItem(t *testing.T) {
 		}
 		return nil
 	}}
-	b := handlers.NewBatcher(handlers.BatcherConfig{Size: 8, Timeout: time.Minute, Writers: 1,
+	b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 8, Timeout: time.Minute, Writers: 1,
 		Isolate: func(error) bool { return true }}, r.write)
 	defer b.Close(context.Background())
 	errs := submitAll(t, b, 8)
@@ -94,7 +94,7 @@ func TestBatcherIsolatesTheBadItem(t *testing.T) {
 func TestBatcherReportsTransientFailuresToEveryItem(t *testing.T) {
 	outage := errors.New("connection refused")
 	r := &recorder{fail: func([]int) error { return outage }}
-	b := handlers.NewBatcher(handlers.BatcherConfig{Size: 4, Timeout: time.Minute, Writers: 1,
+	b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 4, Timeout: time.Minute, Writers: 1,
 		Isolate: func(err error) bool { return !errors.Is(err, outage) }}, r.write)
 	defer b.Close(context.Background())
 	for _, err := range submitAll(t, b, 4) {
@@ -103,7 +103,7 @@ func TestBatcherReportsTransientFailuresToEveryItem(t *testing.T) {
 }
 
 func TestBatcherRecoversPanics(t *testing.T) {
-	b := handlers.NewBatcher(handlers.BatcherConfig{Size: 1, Timeout: time.Millisecond, Writers: 1},
+	b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 1, Timeout: time.Millisecond, Writers: 1},
 		func(context.Context, []int) error { panic("boom") })
 	defer b.Close(context.Background())
 	require.ErrorContains(t, b.Submit(context.Background(), 1), "panic writing batch of 1: boom")
@@ -112,7 +112,7 @@ func TestBatcherRecoversPanics(t *testing.T) {
 
 func TestBatcherCloseWaitsForInFlightWrites(t *testing.T) {
 	writing, release := make(chan struct{}), make(chan struct{})
-	b := handlers.NewBatcher(handlers.BatcherConfig{Size: 1, Timeout: time.Millisecond, Writers: 1},
+	b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 1, Timeout: time.Millisecond, Writers: 1},
 		func(context.Context, []int) error { close(writing); <-release; return nil })
 	done := make(chan error, 1)
 	go func() { done <- b.Submit(context.Background(), 1) }()
@@ -128,4 +128,87 @@ func TestBatcherCloseWaitsForInFlightWrites(t *testing.T) {
 	<-closed
 	require.NoError(t, <-done, "the in-flight batch committed")
 	require.ErrorIs(t, b.Submit(context.Background(), 2), handlers.ErrBatcherClosed)
+}
+
+// With Order, the Submits waiting for a writer go into batches lowest
+// first: persist writes the oldest readings first.
+func TestBatcherTakesTheLowestOrderFirst(t *testing.T) {
+	r := &recorder{}
+	first, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 2, Timeout: time.Minute, Writers: 1,
+		Order: func(items []int) int64 { return int64(items[0]) }, MaxDelay: time.Hour},
+		func(ctx context.Context, items []int) error {
+			once.Do(func() { close(first); <-release })
+			return r.write(ctx, items)
+		})
+	defer b.Close(context.Background())
+
+	// The writer is busy with the first batch while the others queue up.
+	errs := make(chan error, 7)
+	go func() { errs <- b.SubmitAll(context.Background(), []int{100, 101}) }()
+	<-first
+	for _, v := range []int{50, 10, 40, 20, 30, 60} {
+		go func() { errs <- b.Submit(context.Background(), v) }()
+	}
+	require.Eventually(t, func() bool { return b.Waiting() == 6 }, 5*time.Second, time.Millisecond)
+	close(release)
+	for range 7 {
+		require.NoError(t, <-errs)
+	}
+	require.Equal(t, [][]int{{100, 101}, {10, 20}, {30, 40}, {50, 60}}, r.batches)
+}
+
+// A Submit waiting longer than MaxDelay goes before lower ones, so that
+// a stream of old readings cannot hold recent ones back.
+func TestBatcherTakesOverdueSubmitsFirst(t *testing.T) {
+	r := &recorder{}
+	first, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	const maxDelay = 50 * time.Millisecond
+	b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 1, Timeout: time.Minute, Writers: 1,
+		Order: func(items []int) int64 { return int64(items[0]) }, MaxDelay: maxDelay},
+		func(ctx context.Context, items []int) error {
+			once.Do(func() { close(first); <-release })
+			return r.write(ctx, items)
+		})
+	defer b.Close(context.Background())
+
+	errs := make(chan error, 4)
+	go func() { errs <- b.Submit(context.Background(), 0) }()
+	<-first
+	go func() { errs <- b.Submit(context.Background(), 90) }()
+	require.Eventually(t, func() bool { return b.Waiting() == 1 }, 5*time.Second, time.Millisecond)
+	waiting := time.Now() // 90 was submitted before
+	require.Eventually(t, func() bool { return time.Since(waiting) > maxDelay }, 5*time.Second, time.Millisecond)
+	for _, v := range []int{20, 10} {
+		go func() { errs <- b.Submit(context.Background(), v) }()
+	}
+	require.Eventually(t, func() bool { return b.Waiting() == 3 }, 5*time.Second, time.Millisecond)
+	close(release)
+	for range 4 {
+		require.NoError(t, <-errs)
+	}
+	require.Len(t, r.batches, 4)
+	require.Equal(t, []int{90}, r.batches[1], "the overdue Submit goes before the lower ones")
+	require.ElementsMatch(t, [][]int{{10}, {20}}, r.batches[2:])
+}
+
+// Close writes every Submit still waiting, ordered or not.
+func TestBatcherCloseWritesWhatWaits(t *testing.T) {
+	for _, order := range []func([]int) int64{nil, func(items []int) int64 { return -int64(items[0]) }} {
+		r := &recorder{}
+		b := handlers.NewBatcher(handlers.BatcherConfig[int]{Size: 1000, Timeout: time.Hour, Writers: 2, Order: order, MaxDelay: time.Hour}, r.write)
+		errs := make(chan error, 50)
+		for i := range 50 {
+			go func() { errs <- b.Submit(context.Background(), i) }()
+		}
+		require.Eventually(t, func() bool { return b.Waiting() == 50 }, 5*time.Second, time.Millisecond)
+		b.Close(context.Background())
+		for range 50 {
+			require.NoError(t, <-errs)
+		}
+		require.Len(t, r.batches, 1, "one batch: the timeout never came")
+		require.Len(t, r.batches[0], 50)
+	}
 }
