@@ -35,7 +35,8 @@ type BatcherConfig[T any] struct {
 	// time of their first reading), instead of the earliest submitted.
 	// Submits waiting longer than MaxDelay go first, in the order
 	// submitted, so that a run of low ones (a replay of old readings)
-	// cannot hold others back.
+	// cannot hold others back (a MaxDelay of zero leaves every Submit in
+	// the order submitted).
 	Order    func(items []T) int64
 	MaxDelay time.Duration
 }
