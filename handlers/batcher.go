@@ -58,8 +58,11 @@ type Batcher[T any] struct {
 	cfg   BatcherConfig[T]
 	write WriteFunc[T]
 	in    chan pending[T]
-	out   chan []pending[T] // batches, from dispatch to the writers
-	// waiting counts the Submits not yet handed to a writer.
+	// free receives, from each writer that has nothing to write, the
+	// channel to hand it its next batch on; dispatch closes it when done.
+	free chan chan []pending[T]
+	done chan struct{} // closed when dispatch returns
+	// waiting counts the Submits dispatch holds for a writer.
 	waiting atomic.Int64
 
 	mu     sync.RWMutex
@@ -74,8 +77,8 @@ func NewBatcher[T any](cfg BatcherConfig[T], write WriteFunc[T]) *Batcher[T] {
 	cfg.Size = max(cfg.Size, 1)
 	cfg.Writers = max(cfg.Writers, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Batcher[T]{cfg: cfg, write: write, in: make(chan pending[T], cfg.Size*cfg.Writers), out: make(chan []pending[T]),
-		ctx: ctx, cancel: cancel}
+	b := &Batcher[T]{cfg: cfg, write: write, in: make(chan pending[T]), free: make(chan chan []pending[T]),
+		done: make(chan struct{}), ctx: ctx, cancel: cancel}
 	b.wg.Add(1)
 	go b.dispatch()
 	for range cfg.Writers {
@@ -108,12 +111,10 @@ func (b *Batcher[T]) SubmitAll(ctx context.Context, items []T) error {
 		b.mu.RUnlock()
 		return ErrBatcherClosed
 	}
-	b.waiting.Add(1)
 	select {
 	case b.in <- p:
 		b.mu.RUnlock()
 	case <-ctx.Done():
-		b.waiting.Add(-1)
 		b.mu.RUnlock()
 		return ctx.Err()
 	}
@@ -129,7 +130,9 @@ func (b *Batcher[T]) SubmitAll(ctx context.Context, items []T) error {
 func (b *Batcher[T]) Waiting() int { return int(b.waiting.Load()) }
 
 // Close stops accepting items, writes what was submitted, and returns when
-// the writers are done or ctx ends (then in-flight writes are cancelled).
+// the writers are done. When ctx ends first, it cancels the context of the
+// writes (in flight and still to come: they fail at once unless the write
+// ignores its context) and waits for them.
 func (b *Batcher[T]) Close(ctx context.Context) {
 	b.mu.Lock()
 	if !b.closed {
@@ -150,26 +153,47 @@ func (b *Batcher[T]) Close(ctx context.Context) {
 
 // dispatch gathers the Submits into batches and hands each to a free
 // writer. A batch is ready when the Submits waiting hold Size items, or
-// when the earliest of them has waited Timeout; it takes up to Size items,
-// in the order of Order when set. Once the input is closed, what waits is
-// written without waiting for more.
+// when the earliest of them has waited Timeout; it is made when a writer
+// is free, of up to Size items, in the order of take. Once the input is
+// closed, what waits is written without waiting for more.
 func (b *Batcher[T]) dispatch() {
 	defer b.wg.Done()
-	defer close(b.out)
 	var (
 		waiting []pending[T] // in the order submitted
 		items   int
 		in      = b.in
 		timer   = time.NewTimer(time.Hour)
 		expired bool // the earliest waiting has waited Timeout
+		writers []chan []pending[T]
 	)
 	timer.Stop()
+	defer func() {
+		close(b.done)
+		for _, w := range writers {
+			close(w)
+		}
+	}()
 	for in != nil || len(waiting) > 0 {
-		var out chan []pending[T]
-		var batch []pending[T]
-		if len(waiting) > 0 && (items >= b.cfg.Size || expired || in == nil) {
-			batch = b.take(waiting)
-			out = b.out
+		ready := len(waiting) > 0 && (items >= b.cfg.Size || expired || in == nil)
+		if ready && len(writers) > 0 {
+			w := writers[len(writers)-1]
+			writers = writers[:len(writers)-1]
+			var batch []pending[T]
+			batch, waiting = b.take(waiting)
+			items -= countItems(batch)
+			b.waiting.Store(int64(len(waiting)))
+			w <- batch // buffered: the writer is waiting for it
+			timer.Stop()
+			expired = false
+			if len(waiting) > 0 {
+				// The next batch waits from its earliest Submit on.
+				if d := b.cfg.Timeout - time.Since(waiting[0].at); d > 0 {
+					timer.Reset(d)
+				} else {
+					expired = true
+				}
+			}
+			continue
 		}
 		select {
 		case p, ok := <-in:
@@ -183,35 +207,29 @@ func (b *Batcher[T]) dispatch() {
 			}
 			waiting = append(waiting, p)
 			items += len(p.items)
-		case out <- batch:
-			b.waiting.Add(-int64(len(batch)))
-			waiting, items = remaining(waiting, batch), items-countItems(batch)
-			timer.Stop()
-			expired = false
-			if len(waiting) > 0 {
-				// The next batch waits from its earliest Submit on.
-				if d := b.cfg.Timeout - time.Since(waiting[0].at); d > 0 {
-					timer.Reset(d)
-				} else {
-					expired = true
-				}
-			}
+			b.waiting.Store(int64(len(waiting)))
+		case w := <-b.free:
+			writers = append(writers, w)
 		case <-timer.C:
 			expired = true
 		}
 	}
 }
 
-// take picks the next batch from waiting (in the order submitted): Submits
-// waiting longer than MaxDelay, then by Order when set, else in the order
-// submitted, up to Size items (at least one Submit).
-func (b *Batcher[T]) take(waiting []pending[T]) []pending[T] {
-	picked := waiting
+// take splits waiting (in the order submitted) into the next batch, of up
+// to Size items and at least one Submit, and the Submits left, in the
+// order submitted. The batch takes Submits waiting longer than MaxDelay
+// first, in the order submitted, then the others by Order when set, else
+// in the order submitted.
+func (b *Batcher[T]) take(waiting []pending[T]) (batch, rest []pending[T]) {
+	order := make([]int, len(waiting))
+	for i := range order {
+		order[i] = i
+	}
 	if b.cfg.Order != nil {
-		picked = slices.Clone(waiting)
 		overdue := time.Now().Add(-b.cfg.MaxDelay)
-		slices.SortStableFunc(picked, func(x, y pending[T]) int {
-			xo, yo := x.at.Before(overdue), y.at.Before(overdue)
+		slices.SortStableFunc(order, func(x, y int) int {
+			xo, yo := waiting[x].at.Before(overdue), waiting[y].at.Before(overdue)
 			switch {
 			case xo && yo:
 				return 0 // both overdue: in the order submitted
@@ -220,23 +238,23 @@ func (b *Batcher[T]) take(waiting []pending[T]) []pending[T] {
 			case yo:
 				return 1
 			}
-			return cmp.Compare(x.order, y.order)
+			return cmp.Compare(waiting[x].order, waiting[y].order)
 		})
 	}
-	n, i := 0, 0
-	for ; i < len(picked) && n < b.cfg.Size; i++ {
-		n += len(picked[i].items)
+	taken := make([]bool, len(waiting))
+	for n, i := 0, 0; i < len(order) && n < b.cfg.Size; i++ {
+		batch = append(batch, waiting[order[i]])
+		taken[order[i]] = true
+		n += len(waiting[order[i]].items)
 	}
-	return slices.Clone(picked[:i]) // a writer reads it while waiting changes
-}
-
-// remaining returns waiting without the Submits of batch, in order.
-func remaining[T any](waiting, batch []pending[T]) []pending[T] {
-	taken := make(map[chan error]bool, len(batch))
-	for _, p := range batch {
-		taken[p.done] = true
+	rest = waiting[:0]
+	for i, p := range waiting {
+		if !taken[i] {
+			rest = append(rest, p)
+		}
 	}
-	return slices.DeleteFunc(waiting, func(p pending[T]) bool { return taken[p.done] })
+	clear(waiting[len(rest):])
+	return batch, rest
 }
 
 func countItems[T any](batch []pending[T]) int {
@@ -247,10 +265,20 @@ func countItems[T any](batch []pending[T]) int {
 	return n
 }
 
-// run writes the batches dispatch hands it until there are no more.
+// run writes the batches dispatch hands it until dispatch is done.
 func (b *Batcher[T]) run() {
 	defer b.wg.Done()
-	for batch := range b.out {
+	next := make(chan []pending[T], 1)
+	for {
+		select {
+		case b.free <- next:
+		case <-b.done:
+			return
+		}
+		batch, ok := <-next
+		if !ok {
+			return
+		}
 		b.flush(batch, countItems(batch))
 	}
 }

@@ -132,3 +132,27 @@ func TestMigrationMovesExistingReadingsAndBackfillsRollups(t *testing.T) {
 	require.Equal(t, 2, minutes)
 	require.True(t, last.Equal(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)), "the minute of the latest reading, got %s", last)
 }
+
+// During a rolling upgrade a persist of the previous version writes
+// customer_last_seen beside this one, with the statement it knew: after
+// migration 0006 it still succeeds, and its rows carry the minute of the
+// reading it wrote.
+func TestLastSeenOfThePreviousVersionAfterMigration(t *testing.T) {
+	pool := migrated(t)
+	ctx := context.Background()
+	previous := `INSERT INTO customer_last_seen (customer_id, last_event_time, last_heart_rate) VALUES ($1, $2, 70)
+		ON CONFLICT (customer_id) DO UPDATE SET last_event_time = EXCLUDED.last_event_time, last_heart_rate = EXCLUDED.last_heart_rate
+		WHERE customer_last_seen.last_event_time < EXCLUDED.last_event_time`
+	minute := func() time.Time {
+		var m time.Time
+		require.NoError(t, pool.QueryRow(ctx, `SELECT last_minute FROM customer_last_seen WHERE customer_id = 'old'`).Scan(&m))
+		return m.UTC()
+	}
+	at := time.Date(2026, 12, 6, 10, 0, 30, 0, time.UTC)
+	_, err := pool.Exec(ctx, previous, "old", at)
+	require.NoError(t, err)
+	require.Equal(t, at.Truncate(time.Minute), minute())
+	_, err = pool.Exec(ctx, previous, "old", at.Add(2*time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, at.Add(2*time.Minute).Truncate(time.Minute), minute())
+}

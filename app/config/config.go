@@ -415,8 +415,7 @@ func (c Config) validate() error {
 	durBetween("DETECT_STATE_TTL", a.StateTTL, time.Second, forever)
 	durBetween("DETECT_HISTORY_WAIT", a.HistoryWait, 1, forever)
 	p := c.Persist
-	// The batcher's queue holds PERSIST_BATCH_SIZE × PERSIST_WRITERS
-	// submissions, allocated at start-up.
+	// A batch of PERSIST_BATCH_SIZE rows is one transaction and one COPY.
 	between("PERSIST_BATCH_SIZE", int64(p.BatchSize), 1, 100_000)
 	durBetween("PERSIST_BATCH_TIMEOUT", p.BatchTimeout, 1, time.Minute)
 	between("PERSIST_WRITERS", int64(p.Writers), 1, 64)

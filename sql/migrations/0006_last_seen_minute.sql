@@ -15,7 +15,26 @@
 -- costs little.
 ALTER TABLE customer_last_seen ALTER COLUMN last_minute DROP EXPRESSION;
 ALTER TABLE customer_last_seen ALTER COLUMN last_minute SET NOT NULL;
-ALTER TABLE customer_last_seen DROP COLUMN last_event_time, DROP COLUMN last_heart_rate;
+
+-- A persist of the previous version still running beside this one (a
+-- rolling upgrade) writes last_event_time and last_heart_rate and not
+-- last_minute. The two columns stay, nullable and no longer written by this
+-- version, until a later migration drops them; for the rows that version
+-- writes, this trigger moves last_minute to the minute of last_event_time.
+ALTER TABLE customer_last_seen ALTER COLUMN last_event_time DROP NOT NULL,
+                               ALTER COLUMN last_heart_rate DROP NOT NULL;
+CREATE FUNCTION heartbeat_last_seen_minute() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.last_minute := greatest(NEW.last_minute,
+        date_bin('1 minute', NEW.last_event_time, timestamptz '2000-01-01 00:00:00+00'));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER customer_last_seen_previous_version
+    BEFORE INSERT OR UPDATE OF last_event_time ON customer_last_seen
+    FOR EACH ROW WHEN (NEW.last_event_time IS NOT NULL)
+    EXECUTE FUNCTION heartbeat_last_seen_minute();
+
 -- The minute moves forward once a minute at most, and every move changes
 -- the indexed value: the free space kept for heap-only updates is not used.
 ALTER TABLE customer_last_seen RESET (fillfactor);
