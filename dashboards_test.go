@@ -177,12 +177,18 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 	require.NoError(t, err)
 	tr := grafana.TimeRange{From: from, To: to}
 
-	t.Run("sql", func(t *testing.T) {
+	// reader connects as Grafana's read-only role, for the test's time.
+	reader := func(t *testing.T) (context.Context, *pgx.Conn) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
+		t.Cleanup(cancel)
 		conn, err := pgx.Connect(ctx, run.readerURL)
 		require.NoError(t, err)
-		defer conn.Close(context.Background())
+		t.Cleanup(func() { conn.Close(context.Background()) })
+		return ctx, conn
+	}
+
+	t.Run("sql", func(t *testing.T) {
+		ctx, conn := reader(t)
 		eachTarget(t, panels, func(tg grafana.Target) bool { return tg.RawSQL != "" }, func(t *testing.T, p grafana.Panel, tg grafana.Target) {
 			checkSQLTarget(t, ctx, conn, p, tg, tr)
 		})
@@ -192,11 +198,7 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 	// younger than the panels' five minutes, where whole-minute windows and
 	// exact ones hold the same readings.
 	t.Run("rollups equal the readings", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, run.readerURL)
-		require.NoError(t, err)
-		defer conn.Close(context.Background())
+		ctx, conn := reader(t)
 		values := func(t *testing.T, sql string) [][]float64 {
 			sql, err := grafana.ExpandSQL(sql, tr, grafana.Interval(tr, time.Minute))
 			require.NoError(t, err)
