@@ -59,7 +59,8 @@ type Batcher[T any] struct {
 	write WriteFunc[T]
 	in    chan pending[T]
 	// free receives, from each writer that has nothing to write, the
-	// channel to hand it its next batch on; dispatch closes it when done.
+	// channel to hand it its next batch on; when dispatch is done it closes
+	// those it holds, and done tells the others.
 	free chan chan []pending[T]
 	done chan struct{} // closed when dispatch returns
 	// waiting counts the Submits dispatch holds for a writer.
