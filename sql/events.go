@@ -51,7 +51,7 @@ const mergeStaging = `WITH ins AS (
 	FROM ins GROUP BY customer_id, source_topic, source_partition, (event_time AT TIME ZONE 'UTC')::date
 ), minutes AS (
 	INSERT INTO heartbeat_minute_rates (minute, heart_rate, events)
-	SELECT date_trunc('minute', event_time), heart_rate, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+	SELECT date_bin('1 minute', event_time, timestamptz '2000-01-01 00:00:00+00'), heart_rate, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
 	ON CONFLICT (minute, heart_rate) DO UPDATE SET events = heartbeat_minute_rates.events + EXCLUDED.events
 ), seen AS (
 	INSERT INTO customer_last_seen (customer_id, last_minute)

@@ -19,21 +19,10 @@ import (
 // staging merge a batch holding a stored reading falls back to — store each
 // reading once and keep the rollups equal to the readings.
 func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
-	pool := migrated(t)
+	pool, base := recentDatabase(t)
 	ctx := context.Background()
-	base := time.Now().UTC().Truncate(time.Minute).Add(-10 * time.Minute)
-	_, err := hbsql.EnsurePartitions(ctx, pool, base, time.Hour)
-	require.NoError(t, err)
 	w := hbsql.NewEventWriter(pool, "g")
-
-	offset := int64(0)
-	row := func(customer string, at time.Time, rate int) messages.Ingest {
-		offset++
-		return messages.Ingest{
-			Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: customer, Timestamp: at, HeartRate: rate},
-			Source:  messages.Source{Topic: "raw", Partition: 3, Offset: offset},
-		}
-	}
+	row := readings(3)
 	a1 := row("a", base.Add(5*time.Second), 70)
 	a2 := row("a", base.Add(65*time.Second), 80)
 	b1 := row("b", base.Add(10*time.Second), 70)
@@ -84,19 +73,10 @@ func TestEventWriterStoresOnceAndKeepsRollups(t *testing.T) {
 // minute already stored does not write the row again, and no batch — late
 // readings, a writer started afresh, the merge path — moves it back.
 func TestEventWriterStoresEachCustomersLastMinuteOnce(t *testing.T) {
-	pool := migrated(t)
+	pool, base := recentDatabase(t)
 	ctx := context.Background()
-	base := time.Now().UTC().Truncate(time.Minute).Add(-10 * time.Minute)
-	_, err := hbsql.EnsurePartitions(ctx, pool, base, time.Hour)
-	require.NoError(t, err)
-	offset := int64(0)
-	row := func(customer string, at time.Duration) messages.Ingest {
-		offset++
-		return messages.Ingest{
-			Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: customer, Timestamp: base.Add(at), HeartRate: 70},
-			Source:  messages.Source{Topic: "raw", Partition: 0, Offset: offset},
-		}
-	}
+	reading := readings(0)
+	row := func(customer string, at time.Duration) messages.Ingest { return reading(customer, base.Add(at), 70) }
 	// version is the transactions that wrote and last locked a customer's
 	// row: an upsert that finds the minute stored does not update the row
 	// but still locks it.
@@ -130,6 +110,30 @@ func TestEventWriterStoresEachCustomersLastMinuteOnce(t *testing.T) {
 	write(w, stale)
 	write(w, stale, row("a", 2*time.Minute+time.Second), row("c", 59*time.Second))
 	require.Equal(t, map[string]time.Time{"a": base.Add(2 * time.Minute), "b": base.Add(time.Minute), "c": base}, lastSeen(t, pool))
+}
+
+// recentDatabase returns a migrated database with the partitions of the
+// hour from base, a whole minute ten minutes ago.
+func recentDatabase(t *testing.T) (*pgxpool.Pool, time.Time) {
+	t.Helper()
+	pool := migrated(t)
+	base := time.Now().UTC().Truncate(time.Minute).Add(-10 * time.Minute)
+	_, err := hbsql.EnsurePartitions(context.Background(), pool, base, time.Hour)
+	require.NoError(t, err)
+	return pool, base
+}
+
+// readings returns a maker of readings read from partition of topic "raw",
+// at increasing offsets.
+func readings(partition int32) func(customer string, at time.Time, rate int) messages.Ingest {
+	offset := int64(0)
+	return func(customer string, at time.Time, rate int) messages.Ingest {
+		offset++
+		return messages.Ingest{
+			Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: customer, Timestamp: at, HeartRate: rate},
+			Source:  messages.Source{Topic: "raw", Partition: partition, Offset: offset},
+		}
+	}
 }
 
 // lastSeen returns customer_last_seen, by customer.
