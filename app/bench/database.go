@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -125,4 +126,46 @@ func (d *database) count(ctx context.Context, table string) (int64, error) {
 	var n int64
 	err := d.pool.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n)
 	return n, err
+}
+
+// tableWrites is what persist wrote besides the readings, counted by the
+// server (pg_stat_user_tables, partitions summed): rows inserted into
+// customer_history, rows inserted or updated in customer_last_seen and in
+// heartbeat_minute_rates. They grow with the customers a batch holds, not
+// with its readings: what makes PostgreSQL's work per reading depend on the
+// shape of the data.
+type tableWrites struct {
+	readings, history, lastSeen, minuteRates int64
+}
+
+// writesQuery sums the server's counts per table of persist's writes.
+const writesQuery = `SELECT
+	coalesce(sum(n_tup_ins) FILTER (WHERE relname LIKE 'heartbeat\_events\_p%'), 0)::bigint,
+	coalesce(sum(n_tup_ins) FILTER (WHERE relname LIKE 'customer\_history\_p%'), 0)::bigint,
+	coalesce(sum(n_tup_ins + n_tup_upd) FILTER (WHERE relname = 'customer_last_seen'), 0)::bigint,
+	coalesce(sum(n_tup_ins + n_tup_upd) FILTER (WHERE relname = 'heartbeat_minute_rates'), 0)::bigint
+FROM pg_stat_user_tables`
+
+// writes reads persist's writes once the server has counted all readings
+// (a backend reports its counts when it exits, or within a second while
+// it idles): it polls until the readings' count reaches readings, for at
+// most 10 s.
+func (d *database) writes(ctx context.Context, readings int64) (tableWrites, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		var w tableWrites
+		err := d.pool.QueryRow(ctx, writesQuery).Scan(&w.readings, &w.history, &w.lastSeen, &w.minuteRates)
+		if err == nil && w.readings >= readings {
+			return w, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("the server counts %d of %d readings stored", w.readings, readings)
+		}
+		select {
+		case <-ctx.Done():
+			return w, fmt.Errorf("persist's writes per table: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -110,6 +110,14 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	r.res.DrainCheck = check
 	r.progress("drain: %+v", check)
 	r.stop(persist)
+	writes, err := r.db.writes(ctx, check.Stored)
+	if err != nil {
+		return err
+	}
+	per := func(n int64) float64 { return float64(n) / rows * 1000 }
+	r.res.DrainHistoryRows, r.res.DrainLastSeenWrites, r.res.DrainRollupWrites = per(writes.history), per(writes.lastSeen), per(writes.minuteRates)
+	r.progress("drain: per 1,000 readings persist wrote %.0f customer_history rows, %.0f customer_last_seen rows and %.0f heartbeat_minute_rates rows (%d customers)",
+		r.res.DrainHistoryRows, r.res.DrainLastSeenWrites, r.res.DrainRollupWrites, r.o.Customers)
 
 	bare, err := r.db.bareCopy(ctx, len(want), r.o.Customers)
 	if err != nil {
@@ -133,8 +141,10 @@ func with(ms ...map[string]string) map[string]string {
 
 // preload produces n valid readings of the simulator's generator (keyed by
 // customer, as the simulator publishes them) into topic with franz-go, and
-// returns their event ids. Event times end about now, a millisecond apart
-// at most.
+// returns their event ids. Event times end about now, a second divided by
+// the customers apart (each customer about once a second, as a sensor
+// reports: a millisecond with the default 1,000), closer when that would
+// reach back more than 12 hours.
 func (r *runner) preload(ctx context.Context, b *broker, topic string, n int) (idSet, error) {
 	cl, err := b.client(kgo.DefaultProduceTopic(topic), kgo.MaxBufferedRecords(100_000), uncompressed)
 	if err != nil {
@@ -145,7 +155,7 @@ func (r *runner) preload(ctx context.Context, b *broker, topic string, n int) (i
 		Customers: r.o.Customers, Seed: randUint64(),
 		LateRatio: r.cfg.Sim.LateRatio, AnomalyRatio: r.cfg.Sim.AnomalyRatio,
 	})
-	step := min(time.Millisecond, 12*time.Hour/time.Duration(n))
+	step := min(time.Second/time.Duration(max(r.o.Customers, 1)), 12*time.Hour/time.Duration(n))
 	base := time.Now().Add(-time.Duration(n)*step - 10*time.Second)
 	want := make(idSet, n)
 	var failed atomic.Int64
