@@ -48,7 +48,7 @@ type Result struct {
 	// inserts and updates (the server's counts).
 	DrainHistoryRows, DrainLastSeenWrites, DrainRollupWrites float64
 	BareCopy                                                 float64 // rows/s, COPY into an unindexed table, same run
-	BareCopyPostgresCPU                                 float64 // ms per 1,000 rows
+	BareCopyPostgresCPU                                      float64 // ms per 1,000 rows
 
 	Detect          float64 // events/s
 	DetectConsumed  int64
