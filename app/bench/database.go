@@ -146,16 +146,25 @@ const writesQuery = `SELECT
 	coalesce(sum(n_tup_ins + n_tup_upd) FILTER (WHERE relname = 'heartbeat_minute_rates'), 0)::bigint
 FROM pg_stat_user_tables`
 
-// writes reads persist's writes once the server has counted all readings
-// (a backend reports its counts when it exits, or within a second while
-// it idles): it polls until the readings' count reaches readings, for at
-// most 10 s.
-func (d *database) writes(ctx context.Context, readings int64) (tableWrites, error) {
+// counted reads the server's counts of persist's writes so far. They
+// survive the TRUNCATE between phases: a phase subtracts those it began
+// with (writesSince).
+func (d *database) counted(ctx context.Context) (tableWrites, error) {
+	var w tableWrites
+	err := d.pool.QueryRow(ctx, writesQuery).Scan(&w.readings, &w.history, &w.lastSeen, &w.minuteRates)
+	return w, err
+}
+
+// writesSince reads persist's writes since base once the server has
+// counted all readings (a backend reports its counts when it exits, or
+// within a second while it idles): it polls until the readings' count has
+// grown by readings, for at most 10 s.
+func (d *database) writesSince(ctx context.Context, base tableWrites, readings int64) (tableWrites, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		var w tableWrites
-		err := d.pool.QueryRow(ctx, writesQuery).Scan(&w.readings, &w.history, &w.lastSeen, &w.minuteRates)
+		w, err := d.counted(ctx)
+		w = tableWrites{w.readings - base.readings, w.history - base.history, w.lastSeen - base.lastSeen, w.minuteRates - base.minuteRates}
 		if err == nil && w.readings >= readings {
 			return w, nil
 		}

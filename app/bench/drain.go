@@ -63,6 +63,9 @@ func (r *runner) drainPhase(ctx context.Context) error {
 		r.note(PhaseDrain, "drained the %d records %s held on %s (%d invalid)", held, topic, b.addr(), invalid)
 	}
 
+	// The server's counts of what the phases before wrote, which a TRUNCATE
+	// leaves: the drain reports its own.
+	base, baseErr := r.db.counted(ctx)
 	t0 := time.Now()
 	persist, err := r.start(ctx, "drain-persist", r.env(b, with(r.drainEnv, map[string]string{"ROUTER_HANDLERS": config.HandlerPersist})))
 	if err != nil {
@@ -112,7 +115,11 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	r.stop(persist)
 	// A server that counts no table activity (track_counts off) leaves these
 	// figures out; the drain's own figures stand.
-	if writes, err := r.db.writes(ctx, check.Stored); err != nil {
+	writes, err := r.db.writesSince(ctx, base, check.Stored)
+	if err == nil {
+		err = baseErr
+	}
+	if err != nil {
 		r.note(PhaseDrain, "rows written besides the readings not counted: %v", err)
 	} else {
 		per := func(n int64) float64 { return float64(n) / rows * 1000 }
