@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -128,48 +129,58 @@ func (d *database) count(ctx context.Context, table string) (int64, error) {
 	return n, err
 }
 
-// tableWrites is what persist wrote besides the readings, counted by the
-// server (pg_stat_user_tables, partitions summed): rows inserted into
-// customer_history, rows inserted or updated in customer_last_seen and in
-// heartbeat_minute_rates. They grow with the customers a batch holds, not
-// with its readings: what makes PostgreSQL's work per reading depend on the
-// shape of the data.
+// tableWrites is what persist wrote besides the readings: rows of
+// customer_history, and rows inserted or updated in customer_last_seen and
+// in heartbeat_minute_rates. They grow with the customers a batch holds,
+// not with its readings: what makes PostgreSQL's work per reading depend on
+// the shape of the data.
 type tableWrites struct {
+	// readings is the server's count of rows inserted into heartbeat_events
+	// (a transaction rolled back by a stored reading included): how far it
+	// has counted what persist did.
 	readings, history, lastSeen, minuteRates int64
 }
 
-// writesQuery sums the server's counts per table of persist's writes.
+// writesQuery reads the history rows stored (committed rows: a batch that
+// fell back to the merge path wrote none in its first attempt) and the
+// server's counts of the other writes (pg_stat_user_tables, partitions
+// summed).
 const writesQuery = `SELECT
 	coalesce(sum(n_tup_ins) FILTER (WHERE relname LIKE 'heartbeat\_events\_p%'), 0)::bigint,
-	coalesce(sum(n_tup_ins) FILTER (WHERE relname LIKE 'customer\_history\_p%'), 0)::bigint,
+	(SELECT count(*) FROM customer_history),
 	coalesce(sum(n_tup_ins + n_tup_upd) FILTER (WHERE relname = 'customer_last_seen'), 0)::bigint,
 	coalesce(sum(n_tup_ins + n_tup_upd) FILTER (WHERE relname = 'heartbeat_minute_rates'), 0)::bigint
 FROM pg_stat_user_tables`
 
-// counted reads the server's counts of persist's writes so far. They
-// survive the TRUNCATE between phases: a phase subtracts those it began
-// with (writesSince).
+// counted reads persist's writes so far. The server's counts survive the
+// TRUNCATE between phases (and the bench truncates customer_history only
+// then): a phase subtracts those it began with (writesSince).
 func (d *database) counted(ctx context.Context) (tableWrites, error) {
 	var w tableWrites
 	err := d.pool.QueryRow(ctx, writesQuery).Scan(&w.readings, &w.history, &w.lastSeen, &w.minuteRates)
 	return w, err
 }
 
-// writesSince reads persist's writes since base once the server has
-// counted all readings (a backend reports its counts when it exits, or
-// within a second while it idles): it polls until the readings' count has
-// grown by readings, for at most 10 s.
+// writesSince reads persist's writes since base, once persist has stopped
+// and the server has counted them: a backend reports its counts when it
+// exits, one table after another. It polls until the readings' count has
+// grown by readings and two reads 100 ms apart agree, for at most 10 s.
 func (d *database) writesSince(ctx context.Context, base tableWrites, readings int64) (tableWrites, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for {
+	var last tableWrites
+	for first := true; ; first = false {
 		w, err := d.counted(ctx)
 		w = tableWrites{w.readings - base.readings, w.history - base.history, w.lastSeen - base.lastSeen, w.minuteRates - base.minuteRates}
-		if err == nil && w.readings >= readings {
+		if err == nil && w.readings >= readings && !first && w == last {
 			return w, nil
 		}
 		if err == nil {
+			last = w
 			err = fmt.Errorf("the server counts %d of %d readings stored", w.readings, readings)
+			if w.readings >= readings {
+				err = errors.New("the server's counts did not settle")
+			}
 		}
 		select {
 		case <-ctx.Done():

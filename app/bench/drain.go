@@ -115,14 +115,15 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	r.stop(persist)
 	// A server that counts no table activity (track_counts off) leaves these
 	// figures out; the drain's own figures stand.
-	writes, err := r.db.writesSince(ctx, base, check.Stored)
+	writes, err := base, baseErr
 	if err == nil {
-		err = baseErr
+		writes, err = r.db.writesSince(ctx, base, check.Stored)
 	}
 	if err != nil {
 		r.note(PhaseDrain, "rows written besides the readings not counted: %v", err)
 	} else {
 		per := func(n int64) float64 { return float64(n) / rows * 1000 }
+		r.res.DrainWritesCounted = true
 		r.res.DrainHistoryRows, r.res.DrainLastSeenWrites, r.res.DrainRollupWrites = per(writes.history), per(writes.lastSeen), per(writes.minuteRates)
 		r.progress("drain: per 1,000 readings persist wrote %.0f customer_history rows, %.0f customer_last_seen rows and %.0f heartbeat_minute_rates rows",
 			r.res.DrainHistoryRows, r.res.DrainLastSeenWrites, r.res.DrainRollupWrites)

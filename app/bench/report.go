@@ -47,6 +47,7 @@ type Result struct {
 	// customer_history inserts, customer_last_seen and heartbeat_minute_rates
 	// inserts and updates (the server's counts).
 	DrainHistoryRows, DrainLastSeenWrites, DrainRollupWrites float64
+	DrainWritesCounted                                       bool    // the three above were counted
 	BareCopy                                                 float64 // rows/s, COPY into an unindexed table, same run
 	BareCopyPostgresCPU                                      float64 // ms per 1,000 rows
 
@@ -193,8 +194,8 @@ func (r *Result) entries() []entry {
 	add(ran(PhaseDrain), entry{key: "drain_sink_cpu_ms_per_1000", value: round2(r.DrainSinkCPU), note: "persist's CPU per 1,000 rows, start-up included"})
 	add(ran(PhaseDrain), entry{key: "drain_postgres_cpu_ms_per_1000", value: round2(r.DrainPostgresCPU), target: atMost(3),
 		note: fmt.Sprintf("bench database's backends + server's shared processes (%.2f ms of it)", r.DrainPostgresShared)})
-	add(ran(PhaseDrain), entry{key: "drain_history_rows_per_1000", value: round1(r.DrainHistoryRows),
-		note: fmt.Sprintf("one per customer and batch; customer_last_seen rows written %.1f, heartbeat_minute_rates %.1f (per 1,000 readings)", r.DrainLastSeenWrites, r.DrainRollupWrites)})
+	add(ran(PhaseDrain) && r.DrainWritesCounted, entry{key: "drain_history_rows_per_1000", value: round1(r.DrainHistoryRows),
+		note: fmt.Sprintf("one per customer, source partition and day of each batch; customer_last_seen rows written %.1f, heartbeat_minute_rates %.1f (per 1,000 readings)", r.DrainLastSeenWrites, r.DrainRollupWrites)})
 	add(ran(PhaseDrain), entry{key: "bare_copy_rows_per_s", value: r.BareCopy,
 		note: fmt.Sprintf("same rows into a table without key, index or partitions, same run; PostgreSQL %.2f ms per 1,000 rows", r.BareCopyPostgresCPU)})
 	add(ran(PhaseDrain), entry{key: "drain_vs_bare_copy", value: ratio(r.Drain, r.BareCopy), note: "the limit any sink writing these rows here has"})
