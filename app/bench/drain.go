@@ -115,7 +115,8 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	r.stop(persist)
 	// A server that counts no table activity (track_counts off) leaves these
 	// figures out; the drain's own figures stand.
-	writes, err := base, baseErr
+	var writes tableWrites
+	err = baseErr
 	if err == nil {
 		writes, err = r.db.writesSince(ctx, base, check.Stored)
 	}
