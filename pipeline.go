@@ -8,6 +8,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/heartbeat/heartbeat/app"
 	"github.com/heartbeat/heartbeat/app/config"
@@ -61,11 +62,18 @@ func newPipeline(ctx context.Context, a *app.App) (_ *app.Pipeline, err error) {
 	}
 
 	w := wiring{cfg: cfg, metrics: m, registry: a.Registry, log: log, wlog: a.WLogger, pub: pub,
-		persistSub: a.Kafka.NewWindowedSubscriber, detectSub: a.Kafka.NewOrderedSubscriber}
+		detectSub: a.Kafka.NewOrderedSubscriber}
 	routerDone := make(chan struct{}) // closed once no handler can write any more
 	if cfg.Runs(config.HandlerPersist) {
-		if w.persist, err = newPersist(ctx, a, p); err != nil {
+		var events *hbsql.EventWriter
+		if w.persist, events, err = newPersist(ctx, a, p); err != nil {
 			return nil, err
+		}
+		// The late customer_history is written before each commit of
+		// persist's offsets: they never pass a reading whose history is
+		// not written.
+		w.persistSub = func(group string) (message.Subscriber, error) {
+			return a.Kafka.NewWindowedSubscriber(group, events.FlushHistory)
 		}
 	}
 	if cfg.Runs(config.HandlerDetect) {
@@ -158,12 +166,13 @@ func newSimulator(a *app.App, p *app.Pipeline) (*simulate.Simulator, error) {
 
 // newPersist returns the persist handler: its batcher writing COPY batches
 // with the checkpoint, and the daily partitions of heartbeat_events
-// maintained.
-func newPersist(ctx context.Context, a *app.App, p *app.Pipeline) (*handlers.Persist, error) {
+// maintained; and its writer, whose FlushHistory must run before persist's
+// offsets are committed.
+func newPersist(ctx context.Context, a *app.App, p *app.Pipeline) (*handlers.Persist, *hbsql.EventWriter, error) {
 	cfg, m, log := a.Config, a.Metrics, a.Log
 	events := hbsql.NewEventWriter(a.Pool, cfg.Kafka.GroupDB)
 	if err := events.Partitions.Maintain(ctx, time.Now(), cfg.Persist.RetentionDays, log); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p.Add(app.Every("partition maintenance", time.Hour, func(ctx context.Context) {
 		if err := events.Partitions.Maintain(ctx, time.Now(), cfg.Persist.RetentionDays, log); err != nil && ctx.Err() == nil {
@@ -176,7 +185,8 @@ func newPersist(ctx context.Context, a *app.App, p *app.Pipeline) (*handlers.Per
 		m.BatchSeconds.Observe(took.Seconds())
 	}))
 	p.OnClose(batcher.Close)
-	return handlers.NewPersist(cfg.Validation.Limits(), batcher, time.Now)
+	persist, err := handlers.NewPersist(cfg.Validation.Limits(), batcher, time.Now)
+	return persist, events, err
 }
 
 // persistOrderDelay bounds how long persist's batches take older readings

@@ -269,8 +269,10 @@ func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, sr
 	}
 	// A row's readings are in offset order, and rows come in first-offset
 	// order, but batches written concurrently may interleave a customer's
-	// offsets: sort them all.
+	// offsets: sort them all. A record redelivered after a crash may have
+	// its reading in two rows (see lateHistory): it counts once.
 	slices.SortFunc(stored, func(a, b historyReading) int { return cmp.Compare(a.offset, b.offset) })
+	stored = slices.CompactFunc(stored, func(a, b historyReading) bool { return a.offset == b.offset })
 	for _, r := range stored {
 		rs = append(rs, messages.Reading{EventID: uuid.UUID(r.id).String(), Time: r.at, Rate: int(r.rate)})
 	}

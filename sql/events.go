@@ -23,32 +23,33 @@ import (
 // stagingTable receives each batch by COPY before it is merged into
 // heartbeat_events, so a redelivered reading is skipped instead of failing
 // the batch. It is a temporary table, one per connection, emptied at commit.
+// batch_index is the row's index in the batch.
 const stagingTable = "hb_staging"
 
 const createStaging = `CREATE TEMP TABLE IF NOT EXISTS ` + stagingTable + ` (
 	event_id uuid, customer_id text, event_time timestamptz, heart_rate smallint,
-	source_topic text, source_partition integer, source_offset bigint) ON COMMIT DELETE ROWS`
+	source_topic text, source_partition integer, source_offset bigint, batch_index integer) ON COMMIT DELETE ROWS`
 
-var stagingColumns = []string{"event_id", "customer_id", "event_time", "heart_rate", "source_topic", "source_partition", "source_offset"}
+var stagingColumns = append(slices.Clip(eventColumns), "batch_index")
 
-// mergeStaging moves a batch into heartbeat_events and, for the rows that
-// were new (not redelivered), writes their customer_history rows and
-// maintains the per-minute rollups and each customer's last minute in the
-// same statement. Rollup rows are written in key order, so concurrent
-// writers lock them in the same order. The history rows are packed as
-// historyRows packs them.
+// mergeStaging moves a batch into heartbeat_events, skipping the readings
+// stored already, and maintains the per-minute rollups and each customer's
+// last minute for the new ones in the same statement. Rollup rows are
+// written in key order, so concurrent writers lock them in the same order.
+// It returns, with the number of readings inserted, the batch index of each
+// reading that goes to customer_history — the new ones and those stored
+// before from the same record (a redelivery: their history may not have
+// been written, see lateHistory), a record in the batch twice once — but
+// not a copy of a stored reading from another record (a replay, or a
+// duplicate sent twice), whose history is its first record's. (Every
+// statement of the WITH reads the table as it was before it: the JOIN with
+// heartbeat_events finds the readings stored before only.)
 const mergeStaging = `WITH ins AS (
 	INSERT INTO heartbeat_events
 		(event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
 	SELECT event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset FROM ` + stagingTable + `
 	ON CONFLICT DO NOTHING
 	RETURNING event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset
-), history AS (
-	INSERT INTO customer_history
-	SELECT customer_id, source_topic, source_partition, min(event_time), max(event_time), min(source_offset), max(source_offset),
-		string_agg(uuid_send(event_id) || int8send((extract(epoch FROM event_time) * 1000000)::bigint)
-			|| int2send(heart_rate) || int8send(source_offset), ''::bytea ORDER BY source_offset)
-	FROM ins GROUP BY customer_id, source_topic, source_partition, (event_time AT TIME ZONE 'UTC')::date
 ), minutes AS (
 	INSERT INTO heartbeat_minute_rates (minute, heart_rate, events)
 	SELECT date_bin('1 minute', event_time, timestamptz '2000-01-01 00:00:00+00'), heart_rate, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
@@ -59,14 +60,19 @@ const mergeStaging = `WITH ins AS (
 	GROUP BY customer_id ORDER BY customer_id
 	ON CONFLICT (customer_id) DO UPDATE SET last_minute = EXCLUDED.last_minute
 	WHERE customer_last_seen.last_minute < EXCLUDED.last_minute
+), history AS (
+	SELECT s.* FROM ` + stagingTable + ` s JOIN ins USING (event_time, event_id, source_topic, source_partition, source_offset)
+	UNION ALL
+	SELECT s.* FROM ` + stagingTable + ` s JOIN heartbeat_events e USING (event_time, event_id, source_topic, source_partition, source_offset)
 )
-SELECT count(*) FROM ins`
+SELECT min(batch_index), (SELECT count(*) FROM ins) FROM history
+GROUP BY event_time, event_id, source_topic, source_partition, source_offset`
 
 // uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.
 const uniqueViolation = "23505"
 
 // eventColumns are the columns a batch writes, in eventSource's order.
-var eventColumns = stagingColumns
+var eventColumns = []string{"event_id", "customer_id", "event_time", "heart_rate", "source_topic", "source_partition", "source_offset"}
 
 // upsertRollups adds a batch's new readings, counted by the writer, to the
 // per-minute rollup and moves customers' last minute forward: the fast
@@ -90,11 +96,13 @@ const upsertCheckpoint = `INSERT INTO ingest_checkpoint (consumer_group, topic, 
 	SET last_offset = GREATEST(ingest_checkpoint.last_offset, EXCLUDED.last_offset), updated_at = now()`
 
 // EventWriter writes batches of readings and the checkpoint of a consumer
-// group in one transaction.
+// group in one transaction, and the readings' customer_history rows late,
+// when FlushHistory is called (see lateHistory).
 type EventWriter struct {
-	pool  *pgxpool.Pool
-	group string
-	seen  *seenMinutes
+	pool    *pgxpool.Pool
+	group   string
+	seen    *seenMinutes
+	history *lateHistory
 	// Partitions creates the daily partitions the batches need; partition
 	// maintenance shares it, so that the days it drops are forgotten.
 	Partitions *Partitions
@@ -102,12 +110,28 @@ type EventWriter struct {
 
 // NewEventWriter returns a writer checkpointing for consumer group group.
 func NewEventWriter(pool *pgxpool.Pool, group string) *EventWriter {
-	return &EventWriter{pool: pool, group: group, seen: newSeenMinutes(maxSeenCustomers), Partitions: NewPartitions(pool)}
+	return &EventWriter{pool: pool, group: group, seen: newSeenMinutes(maxSeenCustomers), history: newLateHistory(),
+		Partitions: NewPartitions(pool)}
 }
+
+// FlushHistory writes the customer_history rows of the readings Write
+// committed before it was called. Persist's consumer calls it before it
+// commits its offsets (a failure leaves them uncommitted), so that a
+// committed offset never passes a reading whose history is not written.
+// While it fails, it keeps the rows for the next call; past
+// maxHeldHistory readings held, Write waits for a call to succeed.
+func (w *EventWriter) FlushHistory(ctx context.Context) error {
+	return w.history.flush(ctx, w.pool, w.Partitions)
+}
+
+// HistoryHeld is the number of readings committed whose customer_history
+// is not written yet.
+func (w *EventWriter) HistoryHeld() int { return w.history.heldReadings() }
 
 // Write stores rows and advances the checkpoint of every partition they
 // came from, atomically. It returns how many rows were new; rows whose
-// event id is already stored are skipped.
+// event id is already stored are skipped. Their customer_history rows it
+// holds for FlushHistory.
 //
 // The daily partitions of the rows' days are created first, outside the
 // batch's transaction (creating one locks heartbeat_events, which the
@@ -118,6 +142,9 @@ func NewEventWriter(pool *pgxpool.Pool, group string) *EventWriter {
 func (w *EventWriter) Write(ctx context.Context, rows []messages.Ingest) (inserted int64, err error) {
 	if len(rows) == 0 {
 		return 0, nil
+	}
+	if err := w.history.room(ctx); err != nil {
+		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
 	}
 	days := batchDays(rows)
 	if _, err := w.Partitions.Ensure(ctx, days...); err != nil {
@@ -159,16 +186,23 @@ func (w *EventWriter) write(ctx context.Context, rows []messages.Ingest) (insert
 	inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (int64, error) { return copyRows(ctx, tx, rows, ids, ru) })
 	if err == nil {
 		w.seen.remember(ru.customers, ru.lastMinutes)
+		w.history.add(rows, ids, nil)
+		return inserted, nil
 	}
 	if isUniqueViolation(err) {
 		// A reading of the batch is stored already (a redelivery or a
 		// replay): the transaction is gone, the batch is merged in a new one.
-		inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (int64, error) { return mergeRows(ctx, tx, rows, ids) })
+		var history []int
+		inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (n int64, err error) {
+			n, history, err = mergeRows(ctx, tx, rows, ids)
+			return n, err
+		})
+		if err == nil {
+			w.history.add(rows, ids, history)
+			return inserted, nil
+		}
 	}
-	if err != nil {
-		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
-	}
-	return inserted, nil
+	return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
 }
 
 // writeTx stores rows' readings with store and advances the checkpoint, in
@@ -195,26 +229,20 @@ func isUniqueViolation(err error) bool {
 }
 
 // copyRows, the fast path, COPYs rows' readings straight into
-// heartbeat_events, then their customer_history rows, and upserts ru, the
-// rollups computed here from the rows. A batch holding a reading already
-// stored fails the COPY with a unique violation, which fails the
-// transaction: the caller then writes the batch with mergeRows. (A
-// savepoint around the COPY would save the checkpoint's round trip on that
-// rare path, but makes every batch a subtransaction.)
+// heartbeat_events and upserts ru, the rollups computed here from the
+// rows. A batch holding a reading already stored fails the COPY with a
+// unique violation, which fails the transaction: the caller then writes
+// the batch with mergeRows. (A savepoint around the COPY would save the
+// checkpoint's round trip on that rare path, but makes every batch a
+// subtransaction.)
 func copyRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]byte, ru rollups) (int64, error) {
 	valid := validRows(rows)
 	if valid == 0 {
 		return 0, nil
 	}
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows, ids))
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows, ids, false))
 	if err != nil {
 		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
-	}
-	scratch := historyScratches.Get().(*historyScratch)
-	_, err = tx.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(historyRows(scratch, rows, ids)))
-	scratch.release()
-	if err != nil {
-		return 0, fmt.Errorf("history of %d rows: %w", n, err)
 	}
 	if _, err := tx.Exec(ctx, upsertRollups, ru.args()...); err != nil {
 		return 0, fmt.Errorf("rollups of %d rows: %w", n, err)
@@ -223,25 +251,38 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]
 }
 
 // mergeRows writes rows' readings through the staging table: those
-// already stored are skipped, and the history and rollups cover the new
-// ones only.
-func mergeRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]byte) (int64, error) {
+// already stored are skipped, and the rollups cover the new ones only. It
+// returns how many were new and the indexes in rows of the readings whose
+// history is to be written (see mergeStaging).
+func mergeRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]byte) (int64, []int, error) {
 	valid := validRows(rows)
 	if valid == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	if _, err := tx.Exec(ctx, createStaging); err != nil {
-		return 0, fmt.Errorf("create staging table: %w", err)
+		return 0, nil, fmt.Errorf("create staging table: %w", err)
 	}
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows, ids))
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows, ids, true))
 	if err != nil {
-		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
+		return 0, nil, fmt.Errorf("copy %d rows: %w", valid, err)
 	}
-	var inserted int64
-	if err := tx.QueryRow(ctx, mergeStaging).Scan(&inserted); err != nil {
-		return 0, fmt.Errorf("merge %d rows: %w", n, err)
+	merged, err := tx.Query(ctx, mergeStaging)
+	if err != nil {
+		return 0, nil, fmt.Errorf("merge %d rows: %w", n, err)
 	}
-	return inserted, nil
+	var (
+		inserted int64
+		history  = make([]int, 0, n)
+		idx      int32
+	)
+	_, err = pgx.ForEachRow(merged, []any{&idx, &inserted}, func() error {
+		history = append(history, int(idx))
+		return nil
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("merge %d rows: %w", n, err)
+	}
+	return inserted, history, nil
 }
 
 // validRows counts the rows that carry a reading (not refused).
@@ -421,14 +462,15 @@ func eventIDs(rows []messages.Ingest) ([][16]byte, error) {
 	return ids, nil
 }
 
-// eventSource is rows' readings as COPY rows of eventColumns, in event
+// eventSource is rows' readings as COPY rows of eventColumns (with
+// indexed, of stagingColumns: the row's index in rows last), in event
 // time order, each value of the Go type pgx encodes to its column's type
 // directly. In time order, nearly every key of heartbeat_events' primary
 // key (event_time, event_id) goes after the last one, to the rightmost
 // leaf page, which PostgreSQL then finds without descending the tree; in
 // the batch's own order (its partitions' records interleaved) about every
 // insert descended it.
-func eventSource(rows []messages.Ingest, ids [][16]byte) pgx.CopyFromSource {
+func eventSource(rows []messages.Ingest, ids [][16]byte, indexed bool) pgx.CopyFromSource {
 	order := make([]int, 0, len(rows))
 	for i := range rows {
 		if !rows[i].Refused {
@@ -437,7 +479,10 @@ func eventSource(rows []messages.Ingest, ids [][16]byte) pgx.CopyFromSource {
 	}
 	slices.SortFunc(order, func(a, b int) int { return rows[a].Reading.Timestamp.Compare(rows[b].Reading.Timestamp) })
 	next := 0
-	vals := make([]any, len(eventColumns))
+	vals := make([]any, len(eventColumns), len(stagingColumns))
+	if indexed {
+		vals = vals[:len(stagingColumns)]
+	}
 	return pgx.CopyFromFunc(func() ([]any, error) {
 		if next == len(order) {
 			return nil, nil
@@ -447,6 +492,9 @@ func eventSource(rows []messages.Ingest, ids [][16]byte) pgx.CopyFromSource {
 		r := &rows[i]
 		vals[0], vals[1], vals[2], vals[3] = ids[i], r.Reading.CustomerID, r.Reading.Timestamp, int16(r.Reading.HeartRate)
 		vals[4], vals[5], vals[6] = r.Source.Topic, r.Source.Partition, r.Source.Offset
+		if indexed {
+			vals[7] = int32(i)
+		}
 		return vals, nil
 	})
 }

@@ -11,11 +11,11 @@ import (
 	"github.com/heartbeat/heartbeat/messages"
 )
 
-// historyRows groups a batch by customer, partition and UTC day, each
-// row's readings in offset order whatever the batch's order, and packs
-// them so that eachReading gives them back (times at PostgreSQL's
-// microseconds).
-func TestHistoryRowsPackAndUnpack(t *testing.T) {
+// A historyLog groups readings by customer, partition and UTC day, each
+// row's readings in offset order whatever the order they were added in,
+// and packs them so that eachReading gives them back (times at
+// PostgreSQL's microseconds); keep selects the readings added.
+func TestHistoryLogPacksAndUnpacks(t *testing.T) {
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	row := func(c string, at time.Time, off int64, rate int) messages.Ingest {
 		return messages.Ingest{Reading: messages.Heartbeat{EventID: uuid.NewString(), CustomerID: c, Timestamp: at, HeartRate: rate},
@@ -30,15 +30,21 @@ func TestHistoryRowsPackAndUnpack(t *testing.T) {
 	}
 	ids, err := eventIDs(rows)
 	require.NoError(t, err)
-	// The scratch has served a batch before (other groups, a larger
-	// buffer), as a reused one has.
-	scratch := &historyScratch{idx: map[historyKey]int32{}}
+	// The log has served before (other groups, a larger buffer), as a
+	// reused one has.
+	log := newHistoryLog()
 	before := append(slices.Clone(rows), rows...)
 	before[0].Reading.CustomerID = "c"
-	_ = historyRows(scratch, before, append(slices.Clone(ids), ids...))
-	scratch.reset()
-	out := historyRows(scratch, rows, ids)
+	log.add(before, append(slices.Clone(ids), ids...), nil)
+	_ = log.rows()
+	log.reset()
+	// Added in two parts, out of offset order, the second picking rows.
+	log.add(rows, ids, []int{0, 2})
+	log.add(rows, ids, []int{1, 3, 4})
+	require.Equal(t, 4, log.readings(), "the refused row adds none")
+	out := log.rows()
 	require.Len(t, out, 3, "a on each day, b")
+	require.ElementsMatch(t, []Day{DayOf(midnight), DayOf(midnight.Add(-time.Second))}, log.days(nil))
 
 	type reading struct {
 		id     string

@@ -53,6 +53,7 @@ func TestHistoryPreviousReading(t *testing.T) {
 		_, err := w.Write(ctx, batch)
 		require.NoError(t, err)
 	}
+	require.NoError(t, w.FlushHistory(ctx))
 	h := hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second)
 	rec := messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 6}
 
@@ -83,8 +84,10 @@ func TestHistoryPreviousReading(t *testing.T) {
 	require.False(t, found)
 }
 
-// customer_history holds exactly the stored readings, each once, whichever
-// path stored them, and the rows of a day go with the day's partition.
+// customer_history holds exactly the stored readings, whichever path
+// stored them — a record written again (redelivered) maybe twice, a copy
+// of a stored reading from another record (a replay) not — once
+// FlushHistory has run, and the rows of a day go with the day's partition.
 func TestHistoryMatchesStoredReadings(t *testing.T) {
 	pool := migrated(t)
 	ctx := context.Background()
@@ -94,20 +97,32 @@ func TestHistoryMatchesStoredReadings(t *testing.T) {
 	for i := range 300 {
 		rows = append(rows, historyRow([]string{"a", "b", "c"}[i%3], midnight, i-150, 60+i%50, int64(i)))
 	}
+	// A copy of a stored reading from another record: a replay.
+	replayed := rows[10]
+	replayed.Source.Offset = 1000
 	// Fast path, then the merge path (a redelivery overlapping new rows).
-	for _, batch := range [][]messages.Ingest{rows[:100], rows[50:200], rows[200:], rows} {
+	for _, batch := range [][]messages.Ingest{rows[:100], rows[50:200], rows[200:], append(rows, replayed)} {
 		_, err := w.Write(ctx, batch)
 		require.NoError(t, err)
 	}
+	var packed int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM customer_history`).Scan(&packed))
+	require.Zero(t, packed, "written late")
+	require.NoError(t, w.FlushHistory(ctx))
 	compare := func() {
 		t.Helper()
-		var events, packed, readings int
-		require.NoError(t, pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM heartbeat_events),
-			(SELECT sum(length(readings)) / 34 FROM customer_history),
+		var events, distinct, readings, offsets int
+		require.NoError(t, pool.QueryRow(ctx, `WITH packed AS (
+				SELECT substring(readings FROM i * 34 + 1 FOR 16) AS id, substring(readings FROM i * 34 + 27 FOR 8) AS off
+				FROM customer_history, generate_series(0, length(readings) / 34 - 1) AS i)
+			SELECT (SELECT count(*) FROM heartbeat_events),
+			(SELECT count(DISTINCT id) FROM packed),
 			(SELECT count(*) FROM heartbeat_events e WHERE EXISTS (SELECT 1 FROM customer_history h
-				WHERE h.customer_id = e.customer_id AND position(uuid_send(e.event_id) IN h.readings) > 0))`).Scan(&events, &packed, &readings))
-		require.Equal(t, events, packed, "as many readings in customer_history as in heartbeat_events")
+				WHERE h.customer_id = e.customer_id AND position(uuid_send(e.event_id) IN h.readings) > 0)),
+			(SELECT count(DISTINCT (id, off)) FROM packed)`).Scan(&events, &distinct, &readings, &offsets))
+		require.Equal(t, events, distinct, "as many readings in customer_history as in heartbeat_events")
 		require.Equal(t, events, readings, "every stored reading is in its customer's history")
+		require.Equal(t, events, offsets, "each at its record's offset only, not the replay's")
 	}
 	compare()
 	var n int
@@ -162,9 +177,11 @@ func TestMigrationToLeanSink(t *testing.T) {
 	require.NoError(t, rows.Err())
 	require.Equal(t, []string{"heartbeat_events_pkey"}, indexes)
 
-	n, err := hbsql.NewEventWriter(pool, "cg.db").Write(ctx, stored[3:5])
+	w := hbsql.NewEventWriter(pool, "cg.db")
+	n, err := w.Write(ctx, stored[3:5])
 	require.NoError(t, err)
 	require.Zero(t, n, "stored before the migration: redelivered, not stored again")
+	require.NoError(t, w.FlushHistory(ctx))
 
 	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second))
 	prime, rs, err := hs.Readings(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
@@ -178,4 +195,86 @@ func TestMigrationToLeanSink(t *testing.T) {
 	}
 	require.Equal(t, []string{stored[4].Reading.EventID, stored[5].Reading.EventID, stored[6].Reading.EventID, stored[7].Reading.EventID}, got,
 		"from midnight on, before offset 8, in offset order")
+}
+
+// The history is written late, and what a crash loses of it comes back
+// with the redelivery: a writer that stored readings and stopped before
+// writing their history (its offsets uncommitted) leaves them to the next
+// writer, which is given their records again from the last committed
+// offset — some of them with their history written already — and the
+// detector then reads every reading once. A history write that fails keeps
+// its rows for the next, and one whose day's partition was dropped
+// meanwhile creates it again.
+func TestHistoryWrittenLateComesBackWithTheRedelivery(t *testing.T) {
+	pool := migrated(t)
+	ctx := context.Background()
+	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	var rows []messages.Ingest
+	for i := range 40 {
+		rows = append(rows, historyRow("c1", midnight, i*10, 60+i, int64(i)))
+	}
+	crashed := hbsql.NewEventWriter(pool, "cg.db")
+	_, err := crashed.Write(ctx, rows[:15])
+	require.NoError(t, err)
+	require.NoError(t, crashed.FlushHistory(ctx))
+	_, err = crashed.Write(ctx, rows[15:30])
+	require.NoError(t, err)
+	require.Equal(t, 15, crashed.HistoryHeld(), "stored, history not written: the crash loses it")
+
+	// Its last commit was at offset 10: the next writer gets 10 onwards.
+	next := hbsql.NewEventWriter(pool, "cg.db")
+	n, err := next.Write(ctx, rows[10:])
+	require.NoError(t, err)
+	require.Equal(t, int64(10), n, "only 30–39 are new")
+	require.Equal(t, 30, next.HistoryHeld())
+
+	// Its first history write fails (the table is away); the rows wait.
+	_, err = pool.Exec(ctx, `ALTER TABLE customer_history RENAME TO customer_history_away`)
+	require.NoError(t, err)
+	err = next.FlushHistory(ctx)
+	require.ErrorContains(t, err, "write customer_history of 30 readings")
+	_, err = pool.Exec(ctx, `ALTER TABLE customer_history_away RENAME TO customer_history`)
+	require.NoError(t, err)
+	require.Equal(t, 30, next.HistoryHeld())
+
+	require.NoError(t, next.FlushHistory(ctx))
+	require.Zero(t, next.HistoryHeld())
+
+	history := hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second)
+	readings := func(before int64) []string {
+		t.Helper()
+		prime, rs, err := hbsql.NewEpisodeHistory(history).Readings(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
+			messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: before}, midnight)
+		require.NoError(t, err)
+		require.Nil(t, prime)
+		var got []string
+		for _, r := range rs {
+			got = append(got, r.EventID)
+		}
+		return got
+	}
+	ids := func(rows []messages.Ingest) (out []string) {
+		for _, r := range rows {
+			out = append(out, r.Reading.EventID)
+		}
+		return out
+	}
+	require.Equal(t, ids(rows), readings(40), "every reading once, in offset order")
+	at, rate, found, err := history.Previous(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
+		messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 40})
+	require.NoError(t, err)
+	require.True(t, found)
+	require.True(t, at.Equal(rows[39].Reading.Timestamp))
+	require.Equal(t, 99, rate)
+
+	// Retention dropped the day's history after readings of it were
+	// stored, before their history was written: the partition is made
+	// again.
+	more := []messages.Ingest{historyRow("c1", midnight, 500, 70, 40), historyRow("c1", midnight, 510, 71, 41)}
+	_, err = next.Write(ctx, more)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `DROP TABLE customer_history_p20261126`)
+	require.NoError(t, err)
+	require.NoError(t, next.FlushHistory(ctx))
+	require.Equal(t, ids(more), readings(42))
 }

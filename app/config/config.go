@@ -145,6 +145,12 @@ type PersistConfig struct {
 	// MaxInFlightPerPartition bounds the records of one partition that
 	// persist holds at once (delivered, not yet acknowledged).
 	MaxInFlightPerPartition int `env:"PERSIST_MAX_IN_FLIGHT_PER_PARTITION, default=1000"`
+	// CommitInterval is how often persist writes the detector's history
+	// (customer_history) of the readings it stored and then commits its
+	// Kafka offsets. Longer: fewer, fuller history rows (less work for
+	// PostgreSQL with many customers), more redelivered after a crash,
+	// and a detector restoring a customer's state waits longer.
+	CommitInterval time.Duration `env:"PERSIST_COMMIT_INTERVAL, default=1s"`
 	// RetentionDays drops daily partitions of heartbeat_events older than
 	// that many days; 0 keeps everything.
 	RetentionDays int `env:"HEARTBEAT_RETENTION_DAYS, default=0"`
@@ -420,6 +426,7 @@ func (c Config) validate() error {
 	durBetween("PERSIST_BATCH_TIMEOUT", p.BatchTimeout, 1, time.Minute)
 	between("PERSIST_WRITERS", int64(p.Writers), 1, 64)
 	between("PERSIST_MAX_IN_FLIGHT_PER_PARTITION", int64(p.MaxInFlightPerPartition), 1, 1_000_000)
+	durBetween("PERSIST_COMMIT_INTERVAL", p.CommitInterval, time.Millisecond, time.Minute)
 	switch {
 	case p.RetentionDays < 0 || int64(p.RetentionDays) > maxDays:
 		bad("HEARTBEAT_RETENTION_DAYS", "must be 0 (keep everything) or a number of days up to %d, got %d", maxDays, p.RetentionDays)

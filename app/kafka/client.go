@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -130,12 +131,16 @@ const (
 // NewWindowedSubscriber returns the high-throughput subscriber of the persist
 // path (package windowed): a partition's records in batch messages, many in
 // flight per partition so that persist's COPY batches fill, and offsets
-// committed only over contiguously acknowledged records.
-func (c *Client) NewWindowedSubscriber(group string) (message.Subscriber, error) {
+// committed only over contiguously acknowledged records, every
+// PERSIST_COMMIT_INTERVAL, each time after beforeCommit (nil: none)
+// succeeded — persist writes its late customer_history there.
+func (c *Client) NewWindowedSubscriber(group string, beforeCommit func(context.Context) error) (message.Subscriber, error) {
 	return c.newWindowed(group, windowed.Config{
 		BatchRecords:                    persistBatchRecords,
 		MaxMessagesInFlightPerPartition: persistBatchesInFlight,
 		MaxInFlightPerPartition:         c.cfg.Persist.MaxInFlightPerPartition,
+		CommitInterval:                  c.cfg.Persist.CommitInterval,
+		BeforeCommit:                    beforeCommit,
 	})
 }
 

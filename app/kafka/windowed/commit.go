@@ -15,13 +15,21 @@ import (
 // commitTimeout bounds one commit request.
 const commitTimeout = 10 * time.Second
 
+// commitFailureLogEvery bounds how often a run of failing periodic commits
+// is logged: its first failure is, then one a minute, then its end.
+const commitFailureLogEvery = time.Minute
+
 // commitLoop commits the acknowledged prefix of every assigned partition each
 // CommitInterval.
 func (s *Subscriber) commitLoop() {
 	defer s.loops.Done()
 	ticker := time.NewTicker(s.cfg.CommitInterval)
 	defer ticker.Stop()
-	var parts []*partition
+	var (
+		parts    []*partition
+		failures int
+		logged   time.Time
+	)
 	for {
 		select {
 		case <-s.closing:
@@ -29,15 +37,25 @@ func (s *Subscriber) commitLoop() {
 		case <-ticker.C:
 		}
 		parts = s.assigned(parts[:0])
-		if err := s.commit(parts, false); err != nil {
-			s.logger.Error("Periodic commit failed", err, nil)
-		}
+		err := s.commit(parts, false)
 		clear(parts)
+		switch {
+		case err != nil:
+			failures++
+			if failures == 1 || time.Since(logged) >= commitFailureLogEvery {
+				s.logger.Error("Periodic commit failed", err, watermill.LogFields{"failures": failures})
+				logged = time.Now()
+			}
+		case failures > 0:
+			s.logger.Info("Periodic commit succeeded again", watermill.LogFields{"failures": failures})
+			failures = 0
+		}
 	}
 }
 
 // commit commits, for each of parts, the offset after its contiguous
-// acknowledged prefix if that moved since the last commit. Revoked partitions
+// acknowledged prefix if that moved since the last commit, once
+// BeforeCommit (if any) succeeded. Revoked partitions
 // are skipped unless final is set: only the revoke itself commits them, once,
 // after their in-flight messages settled.
 func (s *Subscriber) commit(parts []*partition, final bool) error {
@@ -54,6 +72,14 @@ func (s *Subscriber) commit(parts []*partition, final bool) error {
 			}
 		}
 		p.mu.Unlock()
+	}
+	if s.cfg.BeforeCommit != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		err := s.cfg.BeforeCommit(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("before committing offsets of %d partitions: %w", len(offsets), err)
+		}
 	}
 	if len(offsets) == 0 {
 		return nil

@@ -1,6 +1,7 @@
 package windowed
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -55,6 +56,13 @@ type Config struct {
 	// broker), and what detect's history rebuild waits for on persist's
 	// group are each at most that much behind.
 	CommitInterval time.Duration
+	// BeforeCommit, when set, runs before each commit (periodic, or of
+	// revoked partitions), after the offsets to commit were taken, and
+	// the commit waits for it: what the consumer must make durable for
+	// the records it acknowledged before their offsets are committed, it
+	// does there. When it fails, nothing is committed that time. It runs
+	// each CommitInterval even when no offset moved (to retry what failed).
+	BeforeCommit func(ctx context.Context) error
 	// NackResendSleep is how long a nacked message waits before it is
 	// delivered again. Default 100ms, as watermill-kafka.
 	NackResendSleep time.Duration

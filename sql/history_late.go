@@ -1,0 +1,157 @@
+package sql
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heartbeat/heartbeat/messages"
+)
+
+// maxHeldHistory bounds the readings whose customer_history rows an
+// EventWriter holds while writing them fails (about 40 bytes each): past
+// it, writes wait for a history write to succeed. While they succeed,
+// nothing waits, however many readings a FlushHistory interval brings.
+const maxHeldHistory = 500_000
+
+// lateHistory holds the customer_history rows of the readings an
+// EventWriter committed until FlushHistory writes them.
+//
+// Why late: written in the readings' transaction, each batch wrote a row
+// per customer it held, and from 10,000 customers on that was a row for
+// about every reading, more than half of PostgreSQL's work per reading
+// (docs/performance.md). Gathered for a second, a row holds every reading
+// the customer sent meanwhile.
+//
+// Why nothing is lost: the rows are written before persist commits its
+// Kafka offsets, never after (the windowed subscriber's BeforeCommit), so
+// the offsets committed never pass a reading whose history is not
+// written. After a crash, the records from the committed offset on come
+// again; their readings are stored already, and the merge hands those
+// stored from the same record back to the history (a reading can then
+// be in two rows; the readers count it once). The detector waits for
+// persist's committed offsets before it reads the history, so it never
+// reads a history that lacks a reading persist has finished with.
+type lateHistory struct {
+	mu      sync.Mutex
+	pending *historyLog
+	held    int  // readings pending or unwritten
+	failing bool // the last write failed
+	// written is closed, and replaced, when a write succeeds.
+	written chan struct{}
+
+	// flushMu makes flushes one at a time; it guards unwritten and spare.
+	flushMu   sync.Mutex
+	unwritten []*historyLog // taken from pending, not written yet
+	spare     *historyLog   // a written log, reset, for the next pending
+}
+
+func newLateHistory() *lateHistory {
+	return &lateHistory{pending: newHistoryLog(), written: make(chan struct{})}
+}
+
+// add holds the readings of rows that keep selects (all when nil).
+func (h *lateHistory) add(rows []messages.Ingest, ids [][16]byte, keep []int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := h.pending.readings()
+	h.pending.add(rows, ids, keep)
+	h.held += h.pending.readings() - n
+}
+
+// room waits, while the last write failed and more than maxHeldHistory
+// readings are held, for a write to succeed or ctx to end.
+func (h *lateHistory) room(ctx context.Context) error {
+	for {
+		h.mu.Lock()
+		if !h.failing || h.held <= maxHeldHistory {
+			h.mu.Unlock()
+			return nil
+		}
+		written := h.written
+		h.mu.Unlock()
+		select {
+		case <-written:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for customer_history to be written: %w", ctx.Err())
+		}
+	}
+}
+
+// heldReadings is how many readings' customer_history is not written yet.
+func (h *lateHistory) heldReadings() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held
+}
+
+// flush writes, in one COPY, the rows of every reading added before it
+// began and not written yet. A failed write keeps them for the next.
+func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Partitions) error {
+	h.flushMu.Lock()
+	defer h.flushMu.Unlock()
+	h.mu.Lock()
+	if h.pending.readings() > 0 {
+		h.unwritten = append(h.unwritten, h.pending)
+		h.pending, h.spare = h.spare, nil
+		if h.pending == nil {
+			h.pending = newHistoryLog()
+		}
+	}
+	h.mu.Unlock()
+	if len(h.unwritten) == 0 {
+		return nil
+	}
+
+	n, err := h.write(ctx, pool, parts)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.failing = true
+		return err
+	}
+	h.held -= n
+	h.failing = false
+	close(h.written)
+	h.written = make(chan struct{})
+	h.spare = h.unwritten[0]
+	h.spare.reset()
+	clear(h.unwritten)
+	h.unwritten = h.unwritten[:0]
+	return nil
+}
+
+// write COPYs the unwritten logs' rows into customer_history and returns
+// how many readings they hold. The days' partitions exist (the readings
+// are stored in them) unless one was dropped since: then it is created
+// again and the rows written again once, as EventWriter.Write does.
+func (h *lateHistory) write(ctx context.Context, pool *pgxpool.Pool, parts *Partitions) (int, error) {
+	var (
+		days   []Day
+		groups = make([][]historyGroup, len(h.unwritten))
+		n      int
+	)
+	for i, l := range h.unwritten {
+		days = l.days(days)
+		groups[i] = l.rows()
+		n += l.readings()
+	}
+	copyRows := func() error {
+		_, err := pool.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(groups...))
+		return err
+	}
+	err := copyRows()
+	if isNoPartition(err) {
+		parts.forget(days...)
+		if _, err = parts.Ensure(ctx, days...); err == nil {
+			err = copyRows()
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("write customer_history of %d readings: %w", n, err)
+	}
+	return n, nil
+}
