@@ -40,8 +40,10 @@ func TestWritesSinceCountsOnlyWhatCameAfter(t *testing.T) {
 				Source: messages.Source{Topic: "events.raw.v1", Partition: 0, Offset: offset + int64(i)},
 			}
 		}
-		_, err = hbsql.NewEventWriter(p, "bench").Write(ctx, rows)
+		w := hbsql.NewEventWriter(p, "bench")
+		_, err = w.Write(ctx, rows)
 		require.NoError(t, err)
+		require.NoError(t, w.FlushHistory(ctx))
 	}
 
 	write("before-", 50, 500, 0) // a phase before the drain

@@ -147,3 +147,36 @@ func (b *broker) readAll(ctx context.Context, topic string, f func(*kgo.Record))
 	}
 	return nil
 }
+
+// waitCommitted waits until group has committed every partition of topic
+// up to ends, for at most a minute.
+func (b *broker) waitCommitted(ctx context.Context, group, topic string, ends map[int32]int64) error {
+	cl, err := b.client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		offsets, err := adm.FetchOffsets(ctx, group)
+		behind := len(ends)
+		if err == nil {
+			behind = 0
+			for p, end := range ends {
+				if o, ok := offsets.Lookup(topic, p); end > 0 && (!ok || o.Err != nil || o.At < end) {
+					behind++
+				}
+			}
+		}
+		if behind == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("group %s has not committed %d partitions of %s to their end within a minute (last error: %v)", group, behind, topic, err)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
