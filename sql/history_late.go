@@ -12,10 +12,14 @@ import (
 )
 
 // maxHeldHistory bounds the readings whose customer_history rows an
-// EventWriter holds while writing them fails (about 40 bytes each): past
+// EventWriter holds while writing them fails (about 96 bytes each): past
 // it, writes wait for a history write to succeed. While they succeed,
 // nothing waits, however many readings a FlushHistory interval brings.
 const maxHeldHistory = 500_000
+
+// maxSpareHistory bounds the readings a written log may have room for to
+// be reused as the next (1.2 MB): at higher rates a log is allocated anew.
+const maxSpareHistory = 1 << 14
 
 // lateHistory holds the customer_history rows of the readings an
 // EventWriter committed until FlushHistory writes them.
@@ -117,8 +121,11 @@ func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Part
 	h.failing = false
 	close(h.written)
 	h.written = make(chan struct{})
-	h.spare = h.unwritten[0]
-	h.spare.reset()
+	// A log grown by a burst is left to the collector.
+	if l := h.unwritten[0]; cap(l.entries) <= maxSpareHistory {
+		l.reset()
+		h.spare = l
+	}
 	clear(h.unwritten)
 	h.unwritten = h.unwritten[:0]
 	return nil
@@ -130,17 +137,16 @@ func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Part
 // again and the rows written again once, as EventWriter.Write does.
 func (h *lateHistory) write(ctx context.Context, pool *pgxpool.Pool, parts *Partitions) (int, error) {
 	var (
-		days   []Day
-		groups = make([][]historyGroup, len(h.unwritten))
-		n      int
+		days []Day
+		n    int
 	)
-	for i, l := range h.unwritten {
+	for _, l := range h.unwritten {
 		days = l.days(days)
-		groups[i] = l.rows()
+		l.sort()
 		n += l.readings()
 	}
 	copyRows := func() error {
-		_, err := pool.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(groups...))
+		_, err := pool.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(h.unwritten...))
 		return err
 	}
 	err := copyRows()

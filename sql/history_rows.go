@@ -1,9 +1,11 @@
 package sql
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"time"
 
@@ -19,55 +21,61 @@ const readingSize = 16 + 8 + 2 + 8
 // historyColumns are the columns of customer_history, in historySource's order.
 var historyColumns = []string{"customer_id", "source_topic", "source_partition", "first_time", "last_time", "first_offset", "last_offset", "readings"}
 
-// historyKey is one customer_history row of a historyLog: a customer's
-// readings of one source partition and one UTC day (the row's partition).
-type historyKey struct {
-	customer string
-	topic    string
-	part     int32
-	day      Day
-}
-
-// historyGroup is one customer_history row.
-type historyGroup struct {
-	key                  historyKey
-	first, last          time.Time
-	firstOffset, lastOff int64
-	readings             []byte // a window of historyLog's one buffer, once packed
-	n                    int    // readings in the row
-	sorted               bool   // added in offset order
-}
-
-// historyEntry is one reading of a historyLog, packed, with its row.
+// historyEntry is one reading of a historyLog: its row's key (customer,
+// source topic and partition; the UTC day comes from its time) and the
+// reading as customer_history.readings packs it. It holds no pointer (the
+// customer id is in the log's names, the topic in its topics), so the
+// garbage collector never scans a log's readings.
 type historyEntry struct {
-	group  int32
-	packed [readingSize]byte
+	row     uint64 // a hash of the row's key, which the log sorts by
+	name    uint32 // the customer id: names[name:name+nameLen]
+	part    int32
+	nameLen uint16
+	topic   uint16 // in topics
+	packed  [readingSize]byte
 }
 
-// historyLog gathers readings into customer_history rows: one per
-// customer, source partition and UTC day, its readings packed in offset
-// order. Persist adds each batch's stored readings as it commits them and
-// writes the rows every few seconds (lateHistory); with many customers
-// that is a row for many readings instead of one for about each. It
-// allocates per log, not per reading or row: the readings are appended to
-// one slice and, when packed, sorted by row into one buffer (a counting
-// sort). A log is reused once written (reset).
+func (e *historyEntry) micros() int64 { return int64(binary.BigEndian.Uint64(e.packed[16:24])) }
+func (e *historyEntry) offset() int64 { return int64(binary.BigEndian.Uint64(e.packed[26:34])) }
+func (e *historyEntry) day() Day      { return DayOf(time.UnixMicro(e.micros())) }
+
+// historyLog gathers readings for customer_history rows: one per customer,
+// source partition and UTC day, its readings packed in offset order.
+// Persist adds each batch's stored readings as it commits them and writes
+// the rows every PERSIST_COMMIT_INTERVAL (lateHistory); with many
+// customers that is a row for many readings instead of one for about
+// each. It holds the readings only, about 70 bytes each with the customer
+// id, and no per-customer index (with 100,000 customers an index cost more
+// than the readings): they are sorted into rows when written. A log is
+// reused once written (reset).
 type historyLog struct {
-	idx     map[historyKey]int32
-	groups  []historyGroup
+	seed    maphash.Seed
 	entries []historyEntry
-	buf     []byte
+	names   []byte     // the entries' customer ids, one after the other
+	topics  []string   // the entries' source topics, each once
+	order   []rowOrder // entries in row order, once sorted
+	buf     []byte     // the readings of the row being written
 }
 
-func newHistoryLog() *historyLog { return &historyLog{idx: map[historyKey]int32{}} }
+// rowOrder is an entry's place in the sort: by the hash of its row's key,
+// then offset. Sorting these, not the entries, keeps the sort in one
+// small array. Two rows whose keys hash alike (one chance in 2⁶⁴ a pair)
+// have their readings interleaved by offset and are written as more rows
+// of each: more rows, nothing lost.
+type rowOrder struct {
+	row    uint64
+	offset int64
+	i      int32
+}
+
+func newHistoryLog() *historyLog { return &historyLog{seed: maphash.MakeSeed()} }
 
 // readings is the number of readings added since the last reset.
 func (l *historyLog) readings() int { return len(l.entries) }
 
 func (l *historyLog) reset() {
-	clear(l.idx)
-	clear(l.groups) // drop the customer ids they hold
-	l.groups, l.entries, l.buf = l.groups[:0], l.entries[:0], l.buf[:0]
+	clear(l.topics)
+	l.entries, l.names, l.topics, l.order = l.entries[:0], l.names[:0], l.topics[:0], l.order[:0]
 }
 
 // add adds the readings of rows (ids their parsed event ids) that keep
@@ -91,104 +99,91 @@ func (l *historyLog) add(rows []messages.Ingest, ids [][16]byte, keep []int) {
 }
 
 func (l *historyLog) addOne(r *messages.Ingest, id [16]byte) {
-	k := historyKey{r.Reading.CustomerID, r.Source.Topic, r.Source.Partition, DayOf(r.Reading.Timestamp)}
-	g, ok := l.idx[k]
-	if !ok {
-		g = int32(len(l.groups))
-		l.idx[k] = g
-		l.groups = append(l.groups, historyGroup{key: k, first: r.Reading.Timestamp, last: r.Reading.Timestamp,
-			firstOffset: r.Source.Offset, lastOff: r.Source.Offset, sorted: true})
+	topic := slices.Index(l.topics, r.Source.Topic)
+	if topic < 0 {
+		topic = len(l.topics)
+		l.topics = append(l.topics, r.Source.Topic)
 	}
-	gr := &l.groups[g]
-	gr.n++
-	gr.first, gr.last = minTime(gr.first, r.Reading.Timestamp), maxTime(gr.last, r.Reading.Timestamp)
-	if r.Source.Offset < gr.lastOff {
-		gr.sorted = false
-	}
-	gr.firstOffset, gr.lastOff = min(gr.firstOffset, r.Source.Offset), max(gr.lastOff, r.Source.Offset)
-	l.entries = append(l.entries, historyEntry{group: g})
-	packReading(l.entries[len(l.entries)-1].packed[:0], id, r.Reading.Timestamp, int16(r.Reading.HeartRate), r.Source.Offset)
+	day := DayOf(r.Reading.Timestamp)
+	row := maphash.String(l.seed, r.Reading.CustomerID) ^ uint64(topic+1)*0xbf58476d1ce4e5b9 ^
+		(uint64(day)<<32|uint64(uint32(r.Source.Partition)))*0x9e3779b97f4a7c15
+	l.entries = append(l.entries, historyEntry{row: row, name: uint32(len(l.names)), part: r.Source.Partition,
+		nameLen: uint16(len(r.Reading.CustomerID)), topic: uint16(topic)})
+	l.names = append(l.names, r.Reading.CustomerID...)
+	e := &l.entries[len(l.entries)-1]
+	packReading(e.packed[:0], id, r.Reading.Timestamp, int16(r.Reading.HeartRate), r.Source.Offset)
 }
 
-// rows packs the readings added into their rows and returns the rows,
-// valid until the next add or reset.
-func (l *historyLog) rows() []historyGroup {
-	buf := slices.Grow(l.buf[:0], len(l.entries)*readingSize)
-	for g := range l.groups {
-		size := l.groups[g].n * readingSize
-		l.groups[g].readings, buf = buf[len(buf):len(buf):len(buf)+size], buf[:len(buf)+size]
-	}
-	l.buf = buf
+// customer is e's customer id.
+func (l *historyLog) customer(e *historyEntry) []byte {
+	return l.names[e.name : e.name+uint32(e.nameLen)]
+}
+
+// sort orders the readings by row — customer, topic, partition, day —
+// and, within a row, by offset.
+func (l *historyLog) sort() {
+	l.order = slices.Grow(l.order[:0], len(l.entries))[:len(l.entries)]
 	for i := range l.entries {
-		gr := &l.groups[l.entries[i].group]
-		gr.readings = append(gr.readings, l.entries[i].packed[:]...)
+		l.order[i] = rowOrder{l.entries[i].row, l.entries[i].offset(), int32(i)}
 	}
-	for g := range l.groups {
-		if !l.groups[g].sorted {
-			// A partition's readings came out of offset order: rare.
-			sortReadings(l.groups[g].readings)
+	slices.SortFunc(l.order, func(a, b rowOrder) int {
+		if c := cmp.Compare(a.row, b.row); c != 0 {
+			return c
 		}
-	}
-	return l.groups
+		return cmp.Compare(a.offset, b.offset)
+	})
 }
 
-// days returns the UTC days of the log's rows, each once.
+// sameRow reports whether two of its entries go to one customer_history
+// row.
+func (l *historyLog) sameRow(x, y *historyEntry) bool {
+	return x.row == y.row && x.topic == y.topic && x.part == y.part && x.day() == y.day() &&
+		bytes.Equal(l.customer(x), l.customer(y))
+}
+
+// days returns the UTC days of the log's readings, each once.
 func (l *historyLog) days(days []Day) []Day {
-	for g := range l.groups {
-		if d := l.groups[g].key.day; !slices.Contains(days, d) {
+	for i := range l.entries {
+		// A log's readings are mostly of one day: the one before is the
+		// usual answer.
+		if d := l.entries[i].day(); len(days) == 0 || d != days[len(days)-1] && !slices.Contains(days, d) {
 			days = append(days, d)
 		}
 	}
 	return days
 }
 
-// sortReadings sorts packed readings by offset.
-func sortReadings(b []byte) {
-	n := len(b) / readingSize
-	tmp := make([][readingSize]byte, n)
-	for i := range tmp {
-		copy(tmp[i][:], b[i*readingSize:])
-	}
-	slices.SortStableFunc(tmp, func(x, y [readingSize]byte) int {
-		return cmp.Compare(int64(binary.BigEndian.Uint64(x[26:])), int64(binary.BigEndian.Uint64(y[26:])))
-	})
-	for i := range tmp {
-		copy(b[i*readingSize:], tmp[i][:])
-	}
-}
-
-// historySource is the rows of groups, one slice after the other, as COPY
-// rows of historyColumns.
-func historySource(groups ...[]historyGroup) pgx.CopyFromSource {
-	i := -1
+// historySource is the rows of logs, sorted, one log after the other, as
+// COPY rows of historyColumns. A row's readings are packed into the log's
+// buf, reused for the next row: pgx encodes a row before it asks for the
+// next.
+func historySource(logs ...*historyLog) pgx.CopyFromSource {
+	next := 0 // in logs[0].order
 	vals := make([]any, len(historyColumns))
 	return pgx.CopyFromFunc(func() ([]any, error) {
-		i++
-		for len(groups) > 0 && i >= len(groups[0]) {
-			groups, i = groups[1:], 0
+		for len(logs) > 0 && next >= len(logs[0].order) {
+			logs, next = logs[1:], 0
 		}
-		if len(groups) == 0 {
+		if len(logs) == 0 {
 			return nil, nil
 		}
-		g := &groups[0][i]
-		vals[0], vals[1], vals[2], vals[3] = g.key.customer, g.key.topic, g.key.part, g.first
-		vals[4], vals[5], vals[6], vals[7] = g.last, g.firstOffset, g.lastOff, g.readings
+		l := logs[0]
+		first := &l.entries[l.order[next].i]
+		l.buf = l.buf[:0]
+		from, to := first.micros(), first.micros()
+		last := first
+		for ; next < len(l.order); next++ {
+			e := &l.entries[l.order[next].i]
+			if !l.sameRow(first, e) {
+				break
+			}
+			l.buf = append(l.buf, e.packed[:]...)
+			from, to, last = min(from, e.micros()), max(to, e.micros()), e
+		}
+		vals[0], vals[1], vals[2], vals[3] = string(l.customer(first)), l.topics[first.topic], first.part, time.UnixMicro(from)
+		vals[4], vals[5], vals[6], vals[7] = time.UnixMicro(to), first.offset(), last.offset(), l.buf
 		return vals, nil
 	})
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
 
 // packReading appends one reading to b packed as customer_history.readings

@@ -11,10 +11,11 @@ import (
 	"github.com/heartbeat/heartbeat/messages"
 )
 
-// A historyLog groups readings by customer, partition and UTC day, each
-// row's readings in offset order whatever the order they were added in,
-// and packs them so that eachReading gives them back (times at
-// PostgreSQL's microseconds); keep selects the readings added.
+// A historyLog's COPY rows group its readings by customer, partition and
+// UTC day, each row's readings in offset order whatever the order they were
+// added in, packed so that eachReading gives them back (times at
+// PostgreSQL's microseconds), with the row's first and last times and
+// offsets; keep selects the readings added.
 func TestHistoryLogPacksAndUnpacks(t *testing.T) {
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	row := func(c string, at time.Time, off int64, rate int) messages.Ingest {
@@ -30,21 +31,19 @@ func TestHistoryLogPacksAndUnpacks(t *testing.T) {
 	}
 	ids, err := eventIDs(rows)
 	require.NoError(t, err)
-	// The log has served before (other groups, a larger buffer), as a
-	// reused one has.
+	// The log has served before (other rows, more readings), as a reused
+	// one has.
 	log := newHistoryLog()
 	before := append(slices.Clone(rows), rows...)
 	before[0].Reading.CustomerID = "c"
 	log.add(before, append(slices.Clone(ids), ids...), nil)
-	_ = log.rows()
 	log.reset()
 	// Added in two parts, out of offset order, the second picking rows.
 	log.add(rows, ids, []int{0, 2})
 	log.add(rows, ids, []int{1, 3, 4})
 	require.Equal(t, 4, log.readings(), "the refused row adds none")
-	out := log.rows()
-	require.Len(t, out, 3, "a on each day, b")
 	require.ElementsMatch(t, []Day{DayOf(midnight), DayOf(midnight.Add(-time.Second))}, log.days(nil))
+	log.sort()
 
 	type reading struct {
 		id     string
@@ -52,28 +51,36 @@ func TestHistoryLogPacksAndUnpacks(t *testing.T) {
 		rate   int16
 		offset int64
 	}
-	got := map[string][]reading{}
-	for _, r := range out {
-		key := r.key.customer + " " + r.first.Format(time.DateOnly)
-		require.NoError(t, eachReading(r.readings, func(h historyReading) bool {
-			got[key] = append(got[key], reading{uuid.UUID(h.id).String(), h.at, h.rate, h.offset})
+	type historyRow struct {
+		first, last time.Time
+		offsets     [2]int64
+		readings    []reading
+	}
+	got := map[string]historyRow{}
+	src := historySource(log)
+	for src.Next() {
+		vals, err := src.Values()
+		require.NoError(t, err)
+		require.Len(t, vals, len(historyColumns))
+		r := historyRow{first: vals[3].(time.Time).UTC(), last: vals[4].(time.Time).UTC(), offsets: [2]int64{vals[5].(int64), vals[6].(int64)}}
+		require.NoError(t, eachReading(vals[7].([]byte), func(h historyReading) bool {
+			r.readings = append(r.readings, reading{uuid.UUID(h.id).String(), h.at, h.rate, h.offset})
 			return true
 		}))
+		key := vals[0].(string) + " " + r.first.Format(time.DateOnly)
+		require.NotContains(t, got, key, "one row per customer, partition and day")
+		got[key] = r
 	}
+	require.NoError(t, src.Err())
 	want := func(r messages.Ingest) reading {
 		return reading{r.Reading.EventID, r.Reading.Timestamp.Truncate(time.Microsecond), int16(r.Reading.HeartRate), r.Source.Offset}
 	}
-	require.Equal(t, map[string][]reading{
-		"a 2026-11-26": {want(rows[1]), want(rows[0])},
-		"b 2026-11-26": {want(rows[2])},
-		"a 2026-11-25": {want(rows[4])},
+	at := func(r messages.Ingest) time.Time { return r.Reading.Timestamp.Truncate(time.Microsecond) }
+	require.Equal(t, map[string]historyRow{
+		"a 2026-11-26": {first: at(rows[1]), last: at(rows[0]), offsets: [2]int64{11, 12}, readings: []reading{want(rows[1]), want(rows[0])}},
+		"b 2026-11-26": {first: at(rows[2]), last: at(rows[2]), offsets: [2]int64{13, 13}, readings: []reading{want(rows[2])}},
+		"a 2026-11-25": {first: at(rows[4]), last: at(rows[4]), offsets: [2]int64{10, 10}, readings: []reading{want(rows[4])}},
 	}, got)
-	for _, r := range out {
-		if r.key.customer == "a" && r.first.Equal(rows[1].Reading.Timestamp) {
-			require.True(t, r.last.Equal(rows[0].Reading.Timestamp), "last_time is the latest reading's")
-			require.Equal(t, []int64{11, 12}, []int64{r.firstOffset, r.lastOff}, "first and last offsets")
-		}
-	}
 
 	require.ErrorContains(t, eachReading(make([]byte, readingSize+1), func(historyReading) bool { return true }),
 		"not a whole number of 34-byte readings")

@@ -120,6 +120,7 @@ func (r *Result) setPipelineSettings(c config.Config) {
 		Setting{"PERSIST_BATCH_TIMEOUT", c.Persist.BatchTimeout.String()},
 		Setting{"PERSIST_WRITERS", strconv.Itoa(c.Persist.Writers)},
 		Setting{"PERSIST_MAX_IN_FLIGHT_PER_PARTITION", strconv.Itoa(c.Persist.MaxInFlightPerPartition)},
+		Setting{"PERSIST_COMMIT_INTERVAL", c.Persist.CommitInterval.String()},
 		Setting{"POSTGRES_MAX_CONNS", strconv.Itoa(int(c.Postgres.MaxConns))},
 		Setting{"OUTBOX_POLL_INTERVAL", c.OutboxPoll.String()},
 		Setting{"DETECT_HISTORY_WAIT", c.Anomaly.HistoryWait.String()},
