@@ -12,7 +12,7 @@ import (
 )
 
 // maxHeldHistory bounds the readings whose customer_history rows an
-// EventWriter holds while writing them fails (about 96 bytes each): past
+// EventWriter holds while writing them fails (about 70 bytes each): past
 // it, writes wait for a history write to succeed. While they succeed,
 // nothing waits, however many readings a FlushHistory interval brings.
 const maxHeldHistory = 500_000
