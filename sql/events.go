@@ -36,20 +36,13 @@ var stagingColumns = append(slices.Clip(eventColumns), "batch_index")
 // stored already, and maintains the per-minute rollups and each customer's
 // last minute for the new ones in the same statement. Rollup rows are
 // written in key order, so concurrent writers lock them in the same order.
-// It returns, with the number of readings inserted, the batch index of each
-// reading that goes to customer_history — the new ones and those stored
-// before from the same record (a redelivery: their history may not have
-// been written, see lateHistory), a record in the batch twice once — but
-// not a copy of a stored reading from another record (a replay, or a
-// duplicate sent twice), whose history is its first record's. (Every
-// statement of the WITH reads the table as it was before it: the JOIN with
-// heartbeat_events finds the readings stored before only.)
+// It returns the number of readings inserted.
 const mergeStaging = `WITH ins AS (
 	INSERT INTO heartbeat_events
 		(event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
 	SELECT event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset FROM ` + stagingTable + `
 	ON CONFLICT DO NOTHING
-	RETURNING event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset
+	RETURNING event_id, customer_id, event_time, heart_rate
 ), minutes AS (
 	INSERT INTO heartbeat_minute_rates (minute, heart_rate, events)
 	SELECT date_bin('1 minute', event_time, timestamptz '2000-01-01 00:00:00+00'), heart_rate, count(*) FROM ins GROUP BY 1, 2 ORDER BY 1, 2
@@ -60,13 +53,22 @@ const mergeStaging = `WITH ins AS (
 	GROUP BY customer_id ORDER BY customer_id
 	ON CONFLICT (customer_id) DO UPDATE SET last_minute = EXCLUDED.last_minute
 	WHERE customer_last_seen.last_minute < EXCLUDED.last_minute
-), history AS (
-	SELECT s.* FROM ` + stagingTable + ` s JOIN ins USING (event_time, event_id, source_topic, source_partition, source_offset)
-	UNION ALL
-	SELECT s.* FROM ` + stagingTable + ` s JOIN heartbeat_events e USING (event_time, event_id, source_topic, source_partition, source_offset)
 )
-SELECT min(batch_index), (SELECT count(*) FROM ins) FROM history
-GROUP BY event_time, event_id, source_topic, source_partition, source_offset`
+SELECT count(*) FROM ins`
+
+// stagedHistory returns, after mergeStaging in the same transaction, the
+// batch index of each reading that goes to customer_history: each stored
+// from the same record (topic, partition, offset) — the ones just inserted,
+// and those stored before (a redelivery: their history may not have been
+// written, see lateHistory), a record in the batch twice once — but not a
+// copy of a stored reading from another record (a replay, or a duplicate
+// sent twice), whose history is its first record's. A statement of its own,
+// so that it reads the table afresh (READ COMMITTED): a reading another
+// writer committed while the merge waited on it, which the merge skipped,
+// is found too.
+const stagedHistory = `SELECT min(s.batch_index) FROM ` + stagingTable + ` s
+	JOIN heartbeat_events e USING (event_time, event_id, source_topic, source_partition, source_offset)
+	GROUP BY event_time, event_id, source_topic, source_partition, source_offset`
 
 // uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.
 const uniqueViolation = "23505"
@@ -253,7 +255,7 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]
 // mergeRows writes rows' readings through the staging table: those
 // already stored are skipped, and the rollups cover the new ones only. It
 // returns how many were new and the indexes in rows of the readings whose
-// history is to be written (see mergeStaging).
+// history is to be written (see stagedHistory).
 func mergeRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]byte) (int64, []int, error) {
 	valid := validRows(rows)
 	if valid == 0 {
@@ -266,21 +268,24 @@ func mergeRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16
 	if err != nil {
 		return 0, nil, fmt.Errorf("copy %d rows: %w", valid, err)
 	}
-	merged, err := tx.Query(ctx, mergeStaging)
-	if err != nil {
+	var inserted int64
+	if err := tx.QueryRow(ctx, mergeStaging).Scan(&inserted); err != nil {
 		return 0, nil, fmt.Errorf("merge %d rows: %w", n, err)
 	}
+	stored, err := tx.Query(ctx, stagedHistory)
+	if err != nil {
+		return 0, nil, fmt.Errorf("history of %d merged rows: %w", n, err)
+	}
 	var (
-		inserted int64
-		history  = make([]int, 0, n)
-		idx      int32
+		history = make([]int, 0, n)
+		idx     int32
 	)
-	_, err = pgx.ForEachRow(merged, []any{&idx, &inserted}, func() error {
+	_, err = pgx.ForEachRow(stored, []any{&idx}, func() error {
 		history = append(history, int(idx))
 		return nil
 	})
 	if err != nil {
-		return 0, nil, fmt.Errorf("merge %d rows: %w", n, err)
+		return 0, nil, fmt.Errorf("history of %d merged rows: %w", n, err)
 	}
 	return inserted, history, nil
 }

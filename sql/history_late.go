@@ -17,6 +17,12 @@ import (
 // nothing waits, however many readings a FlushHistory interval brings.
 const maxHeldHistory = 500_000
 
+// maxLogReadings bounds the readings of one COPY (about 18 MB of them):
+// past it, the readings held go on in another, so that a write is never
+// too large to finish within the commit's timeout, and each write that
+// succeeds leaves less to write.
+const maxLogReadings = 1 << 18
+
 // maxSpareHistory bounds the readings a written log may have room for to
 // be reused as the next (1.2 MB): at higher rates a log is allocated anew.
 const maxSpareHistory = 1 << 14
@@ -42,8 +48,9 @@ const maxSpareHistory = 1 << 14
 type lateHistory struct {
 	mu      sync.Mutex
 	pending *historyLog
-	held    int  // readings pending or unwritten
-	failing bool // the last write failed
+	full    []*historyLog // pending logs that reached maxLogReadings
+	held    int           // readings pending, full or unwritten
+	failing bool          // the last write failed
 	// written is closed, and replaced, when a write succeeds.
 	written chan struct{}
 
@@ -64,6 +71,10 @@ func (h *lateHistory) add(rows []messages.Ingest, ids [][16]byte, keep []int) {
 	n := h.pending.readings()
 	h.pending.add(rows, ids, keep)
 	h.held += h.pending.readings() - n
+	if h.pending.readings() >= maxLogReadings {
+		h.full = append(h.full, h.pending)
+		h.pending = newHistoryLog()
+	}
 }
 
 // room waits, while the last write failed and more than maxHeldHistory
@@ -92,12 +103,16 @@ func (h *lateHistory) heldReadings() int {
 	return h.held
 }
 
-// flush writes, in one COPY, the rows of every reading added before it
-// began and not written yet. A failed write keeps them for the next.
+// flush writes the rows of every reading added before it began and not
+// written yet, a COPY per log. A failed write keeps what it did not write
+// for the next.
 func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Partitions) error {
 	h.flushMu.Lock()
 	defer h.flushMu.Unlock()
 	h.mu.Lock()
+	h.unwritten = append(h.unwritten, h.full...)
+	clear(h.full)
+	h.full = h.full[:0]
 	if h.pending.readings() > 0 {
 		h.unwritten = append(h.unwritten, h.pending)
 		h.pending, h.spare = h.spare, nil
@@ -106,47 +121,44 @@ func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Part
 		}
 	}
 	h.mu.Unlock()
-	if len(h.unwritten) == 0 {
-		return nil
-	}
 
-	n, err := h.write(ctx, pool, parts)
+	for len(h.unwritten) > 0 {
+		l := h.unwritten[0]
+		err := writeLog(ctx, pool, parts, l)
+		h.mu.Lock()
+		if err != nil {
+			h.failing = true
+			h.mu.Unlock()
+			return err
+		}
+		h.held -= l.readings()
+		h.mu.Unlock()
+		h.unwritten[0] = nil
+		h.unwritten = h.unwritten[1:]
+		// A log grown by a burst is left to the collector.
+		if cap(l.entries) <= maxSpareHistory {
+			l.reset()
+			h.spare = l
+		}
+	}
+	h.unwritten = nil
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if err != nil {
-		h.failing = true
-		return err
-	}
-	h.held -= n
 	h.failing = false
 	close(h.written)
 	h.written = make(chan struct{})
-	// A log grown by a burst is left to the collector.
-	if l := h.unwritten[0]; cap(l.entries) <= maxSpareHistory {
-		l.reset()
-		h.spare = l
-	}
-	clear(h.unwritten)
-	h.unwritten = h.unwritten[:0]
 	return nil
 }
 
-// write COPYs the unwritten logs' rows into customer_history and returns
-// how many readings they hold. The days' partitions exist (the readings
-// are stored in them) unless one was dropped since: then it is created
-// again and the rows written again once, as EventWriter.Write does.
-func (h *lateHistory) write(ctx context.Context, pool *pgxpool.Pool, parts *Partitions) (int, error) {
-	var (
-		days []Day
-		n    int
-	)
-	for _, l := range h.unwritten {
-		days = l.days(days)
-		l.sort()
-		n += l.readings()
-	}
+// writeLog COPYs l's rows into customer_history. The days' partitions
+// exist (the readings are stored in them) unless one was dropped since:
+// then it is created again and the rows written again once, as
+// EventWriter.Write does.
+func writeLog(ctx context.Context, pool *pgxpool.Pool, parts *Partitions, l *historyLog) error {
+	days := l.days(nil)
+	l.sort()
 	copyRows := func() error {
-		_, err := pool.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(h.unwritten...))
+		_, err := pool.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(l))
 		return err
 	}
 	err := copyRows()
@@ -157,7 +169,7 @@ func (h *lateHistory) write(ctx context.Context, pool *pgxpool.Pool, parts *Part
 		}
 	}
 	if err != nil {
-		return 0, fmt.Errorf("write customer_history of %d readings: %w", n, err)
+		return fmt.Errorf("write customer_history of %d readings: %w", l.readings(), err)
 	}
-	return n, nil
+	return nil
 }

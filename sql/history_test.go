@@ -278,3 +278,52 @@ func TestHistoryWrittenLateComesBackWithTheRedelivery(t *testing.T) {
 	require.NoError(t, next.FlushHistory(ctx))
 	require.Equal(t, ids(more), readings(42))
 }
+
+// A record another writer (the partition's previous owner) is still
+// committing when this one, given it again, merges its batch: the merge
+// waits for that commit and skips the reading, and its history is written
+// all the same — the previous owner may never write it.
+func TestHistoryOfAReadingAnotherWriterCommittedDuringTheMerge(t *testing.T) {
+	pool := migrated(t)
+	ctx := context.Background()
+	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	stored := historyRow("c1", midnight, 10, 70, 1)   // stored before: sends the batch to the merge
+	inFlight := historyRow("c1", midnight, 20, 80, 2) // in the previous owner's open transaction
+	w := hbsql.NewEventWriter(pool, "cg.db")
+	_, err := w.Write(ctx, []messages.Ingest{stored})
+	require.NoError(t, err)
+	require.NoError(t, w.FlushHistory(ctx))
+
+	previous, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = previous.Rollback(ctx) }()
+	_, err = previous.Exec(ctx, `INSERT INTO heartbeat_events (event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, inFlight.Reading.EventID, inFlight.Reading.CustomerID, inFlight.Reading.Timestamp,
+		inFlight.Reading.HeartRate, inFlight.Source.Topic, inFlight.Source.Partition, inFlight.Source.Offset)
+	require.NoError(t, err)
+
+	next := hbsql.NewEventWriter(pool, "cg.db")
+	done := make(chan error, 1)
+	go func() {
+		_, err := next.Write(ctx, []messages.Ingest{stored, inFlight})
+		done <- err
+	}()
+	// The merge waits on the previous owner's row lock; then it commits.
+	require.Eventually(t, func() bool {
+		var waiting int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%ON CONFLICT DO NOTHING%'`).Scan(&waiting)
+		return err == nil && waiting > 0
+	}, 10*time.Second, 10*time.Millisecond, "the merge never waited for the other writer")
+	require.NoError(t, previous.Commit(ctx))
+	require.NoError(t, <-done)
+	require.Equal(t, 2, next.HistoryHeld(), "both readings, the one it did not insert included")
+	require.NoError(t, next.FlushHistory(ctx))
+
+	at, rate, found, err := hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second).Previous(ctx,
+		messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Minute)}, messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 3})
+	require.NoError(t, err)
+	require.True(t, found)
+	require.True(t, at.Equal(inFlight.Reading.Timestamp), "the reading the merge skipped is in the history")
+	require.Equal(t, 80, rate)
+}

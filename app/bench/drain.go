@@ -88,7 +88,7 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	// The rate counts the readings stored; the CPU, all of persist's work
 	// for them: up to its last commit, before which it writes their
 	// history (customer_history).
-	if err := b.waitCommitted(ctx, r.drainEnv["KAFKA_CONSUMER_GROUP_DB"], topic, ends); err != nil {
+	if err := b.waitCommitted(ctx, r.drainEnv["KAFKA_CONSUMER_GROUP_DB"], topic, ends, time.Minute+2*r.cfg.Persist.CommitInterval); err != nil {
 		return err
 	}
 	r.res.DrainCommitted = time.Since(t0).Seconds()
@@ -111,7 +111,9 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	r.res.DrainPostgresCPU = (use.Postgres + use.PostgresShared) * secs / rows * 1e6
 	r.res.DrainPostgresShared = use.PostgresShared * secs / rows * 1e6
 	if cores := use.Children["drain-persist"] + use.Postgres + use.PostgresShared; cores > 0 {
-		r.res.DrainPerCore = r.res.Drain / cores
+		// Rows per CPU-second: the meter ran to the last commit, past
+		// the last row.
+		r.res.DrainPerCore = rows / (cores * use.Seconds)
 	}
 	r.progress("drain: %d rows in %.2fs from persist's start (first row after %.2fs, all committed after %.2fs): %.0f rows/s; CPU per 1,000 rows: persist %.2f ms, PostgreSQL %.2f ms",
 		len(want), r.res.DrainSeconds, r.res.DrainFirstRow, r.res.DrainCommitted, r.res.Drain, r.res.DrainSinkCPU, r.res.DrainPostgresCPU)

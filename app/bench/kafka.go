@@ -149,15 +149,15 @@ func (b *broker) readAll(ctx context.Context, topic string, f func(*kgo.Record))
 }
 
 // waitCommitted waits until group has committed every partition of topic
-// up to ends, for at most a minute.
-func (b *broker) waitCommitted(ctx context.Context, group, topic string, ends map[int32]int64) error {
+// up to ends, for at most wait.
+func (b *broker) waitCommitted(ctx context.Context, group, topic string, ends map[int32]int64, wait time.Duration) error {
 	cl, err := b.client()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(wait)
 	for {
 		offsets, err := adm.FetchOffsets(ctx, group)
 		behind := len(ends)
@@ -173,7 +173,7 @@ func (b *broker) waitCommitted(ctx context.Context, group, topic string, ends ma
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("group %s has not committed %d partitions of %s to their end within a minute (last error: %v)", group, behind, topic, err)
+			return fmt.Errorf("group %s has not committed %d partitions of %s to their end within %s (last error: %v)", group, behind, topic, wait, err)
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
 			return err
