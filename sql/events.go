@@ -148,19 +148,14 @@ func (w *EventWriter) Write(ctx context.Context, rows []messages.Ingest) (insert
 	if err := w.history.room(ctx); err != nil {
 		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
 	}
-	days := batchDays(rows)
-	if _, err := w.Partitions.Ensure(ctx, days...); err != nil {
+	err = w.Partitions.writeIn(ctx, batchDays(rows), func() (err error) {
+		inserted, err = w.write(ctx, rows)
+		return err
+	})
+	if err != nil {
 		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
 	}
-	inserted, err = w.write(ctx, rows)
-	if isNoPartition(err) {
-		w.Partitions.forget(days...)
-		if _, err := w.Partitions.Ensure(ctx, days...); err != nil {
-			return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
-		}
-		inserted, err = w.write(ctx, rows)
-	}
-	return inserted, err
+	return inserted, nil
 }
 
 // batchDays returns the UTC days of rows' readings, each once.
@@ -182,7 +177,7 @@ func batchDays(rows []messages.Ingest) []Day {
 func (w *EventWriter) write(ctx context.Context, rows []messages.Ingest) (inserted int64, err error) {
 	ids, err := eventIDs(rows)
 	if err != nil {
-		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
+		return 0, err
 	}
 	ru := newRollups(rows, w.seen)
 	inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (int64, error) { return copyRows(ctx, tx, rows, ids, ru) })
@@ -204,7 +199,7 @@ func (w *EventWriter) write(ctx context.Context, rows []messages.Ingest) (insert
 			return inserted, nil
 		}
 	}
-	return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
+	return 0, err
 }
 
 // writeTx stores rows' readings with store and advances the checkpoint, in

@@ -150,24 +150,15 @@ func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Part
 	return nil
 }
 
-// writeLog COPYs l's rows into customer_history. The days' partitions
-// exist (the readings are stored in them) unless one was dropped since:
-// then it is created again and the rows written again once, as
-// EventWriter.Write does.
+// writeLog COPYs l's rows into customer_history, in the partitions of
+// their days (they exist, the readings being stored in them, unless one
+// was dropped since: see Partitions.writeIn).
 func writeLog(ctx context.Context, pool *pgxpool.Pool, parts *Partitions, l *historyLog) error {
-	days := l.days(nil)
 	l.sort()
-	copyRows := func() error {
+	err := parts.writeIn(ctx, l.days(nil), func() error {
 		_, err := pool.CopyFrom(ctx, pgx.Identifier{"customer_history"}, historyColumns, historySource(l))
 		return err
-	}
-	err := copyRows()
-	if isNoPartition(err) {
-		parts.forget(days...)
-		if _, err = parts.Ensure(ctx, days...); err == nil {
-			err = copyRows()
-		}
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("write customer_history of %d readings: %w", l.readings(), err)
 	}

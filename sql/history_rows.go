@@ -153,21 +153,16 @@ func (l *historyLog) days(days []Day) []Day {
 	return days
 }
 
-// historySource is the rows of logs, sorted, one log after the other, as
-// COPY rows of historyColumns. A row's readings are packed into the log's
-// buf, reused for the next row: pgx encodes a row before it asks for the
-// next.
-func historySource(logs ...*historyLog) pgx.CopyFromSource {
-	next := 0 // in logs[0].order
+// historySource is the rows of l, sorted, as COPY rows of historyColumns.
+// A row's readings are packed into l.buf, reused for the next row: pgx
+// encodes a row before it asks for the next.
+func historySource(l *historyLog) pgx.CopyFromSource {
+	next := 0 // in l.order
 	vals := make([]any, len(historyColumns))
 	return pgx.CopyFromFunc(func() ([]any, error) {
-		for len(logs) > 0 && next >= len(logs[0].order) {
-			logs, next = logs[1:], 0
-		}
-		if len(logs) == 0 {
+		if next >= len(l.order) {
 			return nil, nil
 		}
-		l := logs[0]
 		first := &l.entries[l.order[next].i]
 		l.buf = l.buf[:0]
 		from, to := first.micros(), first.micros()

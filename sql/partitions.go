@@ -91,6 +91,25 @@ func (p *Partitions) EnsureRange(ctx context.Context, first, last time.Time) (in
 	return p.Ensure(ctx, days...)
 }
 
+// writeIn runs write, whose rows fall on days, once the days' partitions
+// exist. A partition dropped since it was made (retention, by this process
+// or another) fails write with "no partition of relation found for row":
+// the partition is made again and write run again, once.
+func (p *Partitions) writeIn(ctx context.Context, days []Day, write func() error) error {
+	if _, err := p.Ensure(ctx, days...); err != nil {
+		return err
+	}
+	err := write()
+	if isNoPartition(err) {
+		p.forget(days...)
+		if _, err := p.Ensure(ctx, days...); err != nil {
+			return err
+		}
+		err = write()
+	}
+	return err
+}
+
 // forget drops days from what p knows exists: their partitions were
 // dropped, by this process or another.
 func (p *Partitions) forget(days ...Day) {
