@@ -63,11 +63,6 @@ func (r *runner) drainPhase(ctx context.Context) error {
 		r.note(PhaseDrain, "drained the %d records %s held on %s (%d invalid)", held, topic, b.addr(), invalid)
 	}
 
-	ends, _, err := b.endOffsets(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("end offsets of %s: %w", topic, err)
-	}
-
 	// The server's counts of what the phases before wrote, which a TRUNCATE
 	// leaves: the drain reports its own.
 	base, baseErr := r.db.counted(ctx)
@@ -88,7 +83,7 @@ func (r *runner) drainPhase(ctx context.Context) error {
 	// The rate counts the readings stored; the CPU, all of persist's work
 	// for them: up to its last commit, before which it writes their
 	// history (customer_history).
-	if err := b.waitCommitted(ctx, r.drainEnv["KAFKA_CONSUMER_GROUP_DB"], topic, ends, time.Minute+2*r.cfg.Persist.CommitInterval); err != nil {
+	if err := b.waitConsumed(ctx, r.cfg, r.drainEnv["KAFKA_CONSUMER_GROUP_DB"], topic, time.Minute+2*r.cfg.Persist.CommitInterval); err != nil {
 		return err
 	}
 	r.res.DrainCommitted = time.Since(t0).Seconds()

@@ -148,35 +148,14 @@ func (b *broker) readAll(ctx context.Context, topic string, f func(*kgo.Record))
 	return nil
 }
 
-// waitCommitted waits until group has committed every partition of topic
-// up to ends, for at most wait.
-func (b *broker) waitCommitted(ctx context.Context, group, topic string, ends map[int32]int64, wait time.Duration) error {
-	cl, err := b.client()
+// waitConsumed waits until group has committed every record of topic (the
+// pipeline's own wait, kafka.Client.WaitConsumed), for at most wait.
+func (b *broker) waitConsumed(ctx context.Context, cfg config.Config, group, topic string, wait time.Duration) error {
+	c, err := kafka.NewClient(b.addrs, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	deadline := time.Now().Add(wait)
-	for {
-		offsets, err := adm.FetchOffsets(ctx, group)
-		behind := len(ends)
-		if err == nil {
-			behind = 0
-			for p, end := range ends {
-				if o, ok := offsets.Lookup(topic, p); end > 0 && (!ok || o.Err != nil || o.At < end) {
-					behind++
-				}
-			}
-		}
-		if behind == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("group %s has not committed %d partitions of %s to their end within %s (last error: %v)", group, behind, topic, wait, err)
-		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
-			return err
-		}
-	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return c.WaitConsumed(ctx, topic, 20*time.Millisecond, group)
 }
