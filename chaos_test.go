@@ -273,7 +273,7 @@ func (c *chaosRun) expected(cfg config.Config) *chaosExpected {
 				h = ev.Reading
 			}
 			e.valid[ev.ID] = h.Timestamp
-			f, found, apply := engine.Evaluate(h)
+			f, found, apply := engine.Evaluate(rules.Lane{}, h)
 			if found {
 				e.anomalies[messages.AnomalyID(h.EventID, f.Rule)] = chaosAnomaly{typ: f.Rule, customer: h.CustomerID}
 			}

@@ -103,12 +103,13 @@ func (d *Detect) handle(ctx context.Context, r *messages.Record) error {
 	if !ok {
 		return err
 	}
-	if !d.c.Engine.Known(h.CustomerID) && r.Source.Offset >= 0 {
-		if err := d.restore(ctx, h, r.Source); err != nil {
+	ln := rules.LaneOf(r.Source)
+	if !d.c.Engine.Known(ln, h.CustomerID) && r.Source.Offset >= 0 {
+		if err := d.restore(ctx, ln, h, r.Source); err != nil {
 			return err
 		}
 	}
-	f, found, apply := d.c.Engine.Evaluate(h)
+	f, found, apply := d.c.Engine.Evaluate(ln, h)
 	if !found {
 		apply()
 		return nil
@@ -158,7 +159,7 @@ func NewAnomaly(h messages.Heartbeat, f rules.Finding, detectedAt time.Time) (me
 	}, nil
 }
 
-func (d *Detect) restore(ctx context.Context, h messages.Heartbeat, src messages.Source) error {
+func (d *Detect) restore(ctx context.Context, ln rules.Lane, h messages.Heartbeat, src messages.Source) error {
 	at, rate, found, err := d.c.History.Previous(ctx, h, src)
 	outcome := "found"
 	switch {
@@ -168,7 +169,7 @@ func (d *Detect) restore(ctx context.Context, h messages.Heartbeat, src messages
 	case err != nil:
 		return err
 	case found:
-		d.c.Engine.Seed(h.CustomerID, at, rate)
+		d.c.Engine.Seed(ln, h.CustomerID, at, rate)
 	default:
 		outcome = "none"
 	}

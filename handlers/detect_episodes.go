@@ -120,12 +120,12 @@ func (d *DetectEpisodes) evaluate(ctx context.Context, r *messages.Record, now t
 		return ups, nil, err
 	}
 	src := r.Source
-	if !d.c.Engine.Known(src.Partition, h.CustomerID) && src.Offset >= 0 {
+	if !d.c.Engine.Known(rules.LaneOf(src), h.CustomerID) && src.Offset >= 0 {
 		if err := d.restore(ctx, h, src); err != nil {
 			return ups, nil, err
 		}
 	}
-	changes, apply := d.c.Engine.Evaluate(src.Partition, h, now)
+	changes, apply := d.c.Engine.Evaluate(rules.LaneOf(src), h, now)
 	for _, c := range changes {
 		up, err := d.update(c, now, r.CorrelationID(d.c.NewID))
 		if err != nil {
@@ -254,7 +254,7 @@ func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src 
 	case prime == nil && len(readings) == 0:
 		outcome = "none"
 	}
-	open := d.c.Engine.Restore(src.Partition, h.CustomerID, prime, readings, fullFrom, recent)
+	open := d.c.Engine.Restore(rules.LaneOf(src), h.CustomerID, prime, readings, fullFrom, recent)
 	if outcome != "incomplete" {
 		want := map[string]bool{}
 		for _, ep := range recent {

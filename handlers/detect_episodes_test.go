@@ -28,6 +28,8 @@ type detectFixture struct {
 	opened   []messages.Anomaly
 	outcomes []string
 	offset   int64
+	// assignment is the one the next records come in (Source.Assignment).
+	assignment uint64
 }
 
 func newDetectFixture(t *testing.T) *detectFixture {
@@ -59,7 +61,7 @@ func (f *detectFixture) message(t *testing.T, h messages.Heartbeat) *message.Mes
 	m := message.NewMessage(h.EventID, b)
 	m.Metadata.Set(wmmw.CorrelationIDMetadataKey, "corr-"+h.EventID)
 	f.offset++
-	m.SetContext(messages.WithSource(context.Background(), messages.Source{Topic: "events.raw.v1", Partition: 2, Offset: f.offset}))
+	m.SetContext(messages.WithSource(context.Background(), messages.Source{Topic: "events.raw.v1", Partition: 2, Offset: f.offset, Assignment: f.assignment}))
 	return m
 }
 
@@ -163,6 +165,36 @@ func TestDetectEpisodesRebuildsState(t *testing.T) {
 	require.Equal(t, messages.EpisodeID("c1", messages.Spike, jump.EventID), writes(f.store)[0].Episode.AnomalyID)
 	require.NoError(t, f.handle(t, reading("c1", 7*s, 103)))
 	require.Equal(t, 1, f.history.Calls(), "once per customer")
+}
+
+// A partition that comes back to this detector after another one had it:
+// the lane of its customers from before is stale — the other detector
+// evaluated the jump between — so their state is rebuilt from storage, as
+// after a restart, and the jump the other detector saw is confirmed here.
+func TestDetectEpisodesRebuildsAPartitionThatCameBack(t *testing.T) {
+	f := newDetectFixture(t)
+	s := time.Second
+	f.assignment = 1
+	for _, h := range settled("c1") {
+		require.NoError(t, f.handle(t, h))
+	}
+	require.Equal(t, []string{"none"}, f.outcomes)
+	// Another detector had the partition: it evaluated the jump, persist
+	// stored it.
+	prime := rules.ReadingOf(reading("c1", 0, 70))
+	jump := reading("c1", 4*s, 105)
+	f.history.Prime = &prime
+	for _, h := range append(settled("c1")[1:], jump, reading("c1", 5*s, 104)) {
+		f.history.Stored = append(f.history.Stored, rules.ReadingOf(h))
+	}
+	f.offset += 2
+	f.assignment = 2
+	require.NoError(t, f.handle(t, reading("c1", 6*s, 103)))
+	require.Equal(t, []string{"none", "found"}, f.outcomes, "rebuilt when the partition came back")
+	require.Len(t, writes(f.store), 1)
+	require.Equal(t, messages.EpisodeID("c1", messages.Spike, jump.EventID), writes(f.store)[0].Episode.AnomalyID)
+	require.NoError(t, f.handle(t, reading("c1", 7*s, 103)))
+	require.Equal(t, 2, f.history.Calls(), "once per customer and assignment")
 }
 
 // TestDetectEpisodesWithoutHistory: persist not running — the episodes

@@ -33,6 +33,8 @@ type perEvent struct {
 	outcomes []string
 	offset   int64
 	ids      int
+	// assignment is the one the next records come in (Source.Assignment).
+	assignment uint64
 }
 
 func newPerEvent(t *testing.T) *perEvent {
@@ -59,7 +61,7 @@ func (f *perEvent) record(t *testing.T, h messages.Heartbeat) messages.Record {
 	b, err := h.Marshal()
 	require.NoError(t, err)
 	f.offset++
-	return messages.Record{Source: messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: f.offset}, Key: []byte(h.CustomerID), Value: b,
+	return messages.Record{Source: messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: f.offset, Assignment: f.assignment}, Key: []byte(h.CustomerID), Value: b,
 		Headers: []messages.Header{{Key: messages.CorrelationIDMetadata, Value: []byte("corr-" + h.EventID)}}}
 }
 
@@ -259,6 +261,47 @@ func TestDetectRebuildsACustomerFromHistory(t *testing.T) {
 		seen, _ := f.store.Recorded()
 		require.Len(t, seen, 1)
 	})
+}
+
+// A partition that comes back to this detector after another one had it
+// (a second detector joined, then left): the state of its customers from
+// before is stale — the other detector evaluated the readings between — so
+// it is rebuilt from storage, once, as after a restart. Stale, the SPIKE
+// into the drop would be missed, and the return to an unchanged rate
+// raised.
+func TestDetectRebuildsAPartitionThatCameBack(t *testing.T) {
+	s := time.Second
+	for _, tt := range []struct {
+		name            string
+		before, between int // this detector's last rate, and the other one's
+		after           int
+		spike           bool
+	}{
+		{"a drop from the rate the other detector saw", 80, 120, 85, true},
+		{"no change from the rate the other detector saw", 60, 100, 95, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newPerEvent(t)
+			f.assignment = 1
+			f.handle(t, reading("c1", s, tt.before))
+			// The other detector's reading is stored by now.
+			f.history.At, f.history.Rate, f.history.Found = t0.Add(2*s), tt.between, true
+			f.offset++
+			f.assignment = 2
+			after := reading("c1", 3*s, tt.after)
+			f.handle(t, after, reading("c1", 4*s, tt.after+1))
+			require.Equal(t, []string{"none", "found"}, f.outcomes, "rebuilt when the partition came back, once")
+			seen, _ := f.store.Recorded()
+			if !tt.spike {
+				require.Empty(t, seen)
+				return
+			}
+			require.Len(t, seen, 1)
+			a, ok := seen[messages.AnomalyID(after.EventID, messages.Spike)]
+			require.True(t, ok, "the SPIKE into the drop")
+			require.Equal(t, tt.between, *a.PreviousHeartRate)
+		})
+	}
 }
 
 func TestNewDetectorsRefuseMissingDependencies(t *testing.T) {

@@ -29,11 +29,19 @@ type InvalidEvent struct {
 	RejectedAt       time.Time `json:"rejected_at"`
 }
 
-// Source locates a record in Kafka.
+// Source locates a record in Kafka, and says which delivery brought it.
 type Source struct {
 	Topic     string
 	Partition int32
 	Offset    int64
+	// Assignment names the assignment of the partition to this process
+	// that delivered the record (0: unknown, a message of another
+	// pub/sub). Within one assignment a partition's records come in offset
+	// order, none skipped; state built from one assignment's records
+	// (the detectors') is only good for that assignment: between two, the
+	// partition may have been another consumer's, which went on without
+	// this one.
+	Assignment uint64
 }
 
 // NewInvalidEvent builds the envelope for a refused payload.

@@ -254,13 +254,13 @@ func TestGeneratorInjectionsUnderBothModes(t *testing.T) {
 				firstKinds[ev.Kind]++
 			}
 		}
-		f, found, apply := perEvent.Evaluate(h)
+		f, found, apply := perEvent.Evaluate(rules.Lane{}, h)
 		apply()
 		if found {
 			fired["per_event"][f.Rule]++
 		}
 		for mode, e := range map[string]*rules.EpisodeEngine{"episode": episodes, "quick": quickEpisodes} {
-			for _, c := range e.Process(0, h, time.Time{}) {
+			for _, c := range e.Process(rules.Lane{}, h, time.Time{}) {
 				if c.Kind == rules.Opened {
 					fired[mode][c.Episode.Rule]++
 				}

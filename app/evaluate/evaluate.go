@@ -283,7 +283,7 @@ func simulateRun(sc Scenario, readings func(simulate.PhysReading), perEvent bool
 			continue
 		}
 		h := messages.Heartbeat{CustomerID: ids[r.Customer], Timestamp: r.Time, HeartRate: r.Rate}
-		for _, c := range episodes.Process(0, h, time.Time{}) {
+		for _, c := range episodes.Process(rules.Lane{}, h, time.Time{}) {
 			k := key{c.Episode.CustomerID, c.Episode.Start.Time}
 			switch c.Kind {
 			case rules.Opened:
@@ -301,7 +301,7 @@ func simulateRun(sc Scenario, readings func(simulate.PhysReading), perEvent bool
 		if !perEvent {
 			continue
 		}
-		f, found, apply := perEventEngine.Evaluate(h)
+		f, found, apply := perEventEngine.Evaluate(rules.Lane{}, h)
 		apply()
 		if found {
 			alerts[ModePerEvent] = append(alerts[ModePerEvent], Alert{Customer: h.CustomerID, Rule: f.Rule, At: h.Timestamp, RuleAt: h.Timestamp})

@@ -25,7 +25,7 @@ func newTestEngine(clock *fakeClock) *Engine {
 
 func record(t *testing.T, e *Engine, customer string, at time.Time, rate int) (Finding, bool) {
 	t.Helper()
-	f, found, apply := e.Evaluate(messages.Heartbeat{EventID: customer, CustomerID: customer, Timestamp: at, HeartRate: rate})
+	f, found, apply := e.Evaluate(Lane{}, messages.Heartbeat{EventID: customer, CustomerID: customer, Timestamp: at, HeartRate: rate})
 	apply()
 	return f, found
 }
@@ -67,7 +67,7 @@ func TestEvictRefreshedByApply(t *testing.T) {
 	record(t, e, "a", at.Add(time.Second), 72)
 	require.Zero(t, e.Evict(5*time.Minute))
 
-	_, _, apply := e.Evaluate(messages.Heartbeat{CustomerID: "a", Timestamp: at.Add(2 * time.Second), HeartRate: 74})
+	_, _, apply := e.Evaluate(Lane{}, messages.Heartbeat{CustomerID: "a", Timestamp: at.Add(2 * time.Second), HeartRate: 74})
 	clock.Advance(10 * time.Minute)
 	_ = apply // never applied: an evaluation alone does not keep a customer alive
 	require.Equal(t, 1, e.Evict(5*time.Minute))

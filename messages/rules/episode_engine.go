@@ -10,7 +10,8 @@ import (
 
 // EpisodeEngine evaluates readings against the episode rules: SUSTAINED_HIGH,
 // SUSTAINED_LOW, SPIKE confirmed by the following readings, and
-// SIGNAL_LOSS. State is kept per partition ("lane"). SIGNAL_LOSS is decided
+// SIGNAL_LOSS. State is kept per partition, for one assignment of it at a
+// time ([Lane]). SIGNAL_LOSS is decided
 // on event time, never by a wall-clock timer, so replays and evaluations
 // are deterministic: a customer's next reading after a gap of
 // SignalLossAfter records it; and the partition's watermark — the latest
@@ -28,10 +29,11 @@ type EpisodeEngine struct {
 	now func() time.Time // wall clock, for eviction only
 
 	mu    sync.Mutex
-	lanes map[int32]*lane
+	lanes map[int32]*laneState // by partition: the current Lane's state
 }
 
-type lane struct {
+type laneState struct {
+	assignment uint64 // the Lane's
 	mu        sync.Mutex
 	customers map[string]*laneCustomer
 	// silent orders the customers without an open SIGNAL_LOSS by their last
@@ -55,20 +57,26 @@ func NewEpisodeEngine(p EpisodeParams) (*EpisodeEngine, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return &EpisodeEngine{p: p, now: time.Now, lanes: map[int32]*lane{}}, nil
+	return &EpisodeEngine{p: p, now: time.Now, lanes: map[int32]*laneState{}}, nil
 }
 
 // Params returns the engine's parameters.
 func (e *EpisodeEngine) Params() EpisodeParams { return e.p }
 
-func (e *EpisodeEngine) lane(partition int32) *lane {
+// lane returns the state of ln, beginning it if the partition has none or
+// has another assignment's: that one is dropped (see [Lane]).
+func (e *EpisodeEngine) lane(ln Lane) *laneState {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	l := e.lanes[partition]
-	if l == nil {
-		l = &lane{customers: map[string]*laneCustomer{}}
-		e.lanes[partition] = l
+	l := e.lanes[ln.Partition]
+	if l != nil && l.assignment == ln.Assignment {
+		e.mu.Unlock()
+		return l
 	}
+	old := l
+	l = &laneState{assignment: ln.Assignment, customers: map[string]*laneCustomer{}}
+	e.lanes[ln.Partition] = l
+	e.mu.Unlock()
+	old.drop()
 	return l
 }
 
@@ -91,7 +99,7 @@ type pending struct {
 // allocations), those of the customers it declared silent, the watermark.
 type evaluation struct {
 	e      *EpisodeEngine
-	l      *lane
+	l      *laneState
 	own    pending
 	rates  [7]int16
 	tail   [3]reading
@@ -108,7 +116,7 @@ func (ev *evaluation) apply() {
 	}
 }
 
-// Evaluate returns the episodes that reading h, read from partition,
+// Evaluate returns the episodes that reading h, read in lane ln,
 // opens and closes — its customer's, and those of customers of the
 // partition whose silence the reading's time reveals — and apply, which
 // moves the state past them. Call apply only once the changes are durably
@@ -120,8 +128,8 @@ func (ev *evaluation) apply() {
 // sensor whose clock runs ahead cannot declare everyone else silent), and
 // h's customer is live if h arrived within SignalLossAfter of its time.
 // Zero treats every reading as arriving at its own time (evaluations).
-func (e *EpisodeEngine) Evaluate(partition int32, h messages.Heartbeat, notAfter time.Time) (changes []Change, apply func()) {
-	l := e.lane(partition)
+func (e *EpisodeEngine) Evaluate(ln Lane, h messages.Heartbeat, notAfter time.Time) (changes []Change, apply func()) {
+	l := e.lane(ln)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ev := &evaluation{e: e, l: l}
@@ -131,8 +139,8 @@ func (e *EpisodeEngine) Evaluate(partition int32, h messages.Heartbeat, notAfter
 
 // Process evaluates h and applies the result at once: for replays and
 // evaluations, where nothing is written. It changes the state in place.
-func (e *EpisodeEngine) Process(partition int32, h messages.Heartbeat, notAfter time.Time) []Change {
-	l := e.lane(partition)
+func (e *EpisodeEngine) Process(ln Lane, h messages.Heartbeat, notAfter time.Time) []Change {
+	l := e.lane(ln)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lc := l.customers[h.CustomerID]
@@ -194,7 +202,7 @@ func (e *EpisodeEngine) evaluate(ev *evaluation, h messages.Heartbeat, notAfter 
 	return changes
 }
 
-func (e *EpisodeEngine) install(l *lane, p pending, wm int64) {
+func (e *EpisodeEngine) install(l *laneState, p pending, wm int64) {
 	l.watermark = max(l.watermark, wm)
 	lc := p.lc
 	switch {
@@ -225,7 +233,7 @@ func (e *EpisodeEngine) install(l *lane, p pending, wm int64) {
 
 // place keeps lc in the silent heap exactly while it is live and has no
 // open SIGNAL_LOSS.
-func (l *lane) place(lc *laneCustomer) {
+func (l *laneState) place(lc *laneCustomer) {
 	in := lc.st.has() && lc.st.live && !lc.st.lost
 	switch {
 	case in && lc.idx < 0:
@@ -237,16 +245,16 @@ func (l *lane) place(lc *laneCustomer) {
 	}
 }
 
-// Known reports whether the engine holds state for customer on partition.
-func (e *EpisodeEngine) Known(partition int32, customer string) bool {
-	l := e.lane(partition)
+// Known reports whether the engine holds state for customer in lane ln.
+func (e *EpisodeEngine) Known(ln Lane, customer string) bool {
+	l := e.lane(ln)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	_, ok := l.customers[customer]
 	return ok
 }
 
-// Restore rebuilds customer's state on partition from storage, as after a
+// Restore rebuilds customer's state in lane ln from storage, as after a
 // restart, so that it is the state an uninterrupted engine holds: prime is
 // its latest reading before warmFrom (nil if none), readings are its
 // readings from warmFrom on in the order the partition delivered them
@@ -255,7 +263,7 @@ func (e *EpisodeEngine) Known(partition int32, customer string) bool {
 // (storage incomplete), the episodes recorded open are taken as they are.
 // It returns the episodes open after the replay. State the engine already
 // holds for customer is kept.
-func (e *EpisodeEngine) Restore(partition int32, customer string, prime *messages.Reading, readings []messages.Reading, fullFrom time.Time, recorded []messages.Episode) []messages.Episode {
+func (e *EpisodeEngine) Restore(ln Lane, customer string, prime *messages.Reading, readings []messages.Reading, fullFrom time.Time, recorded []messages.Episode) []messages.Episode {
 	var st customerEpisodes
 	if prime != nil {
 		e.p.observe(&st, compact(*prime))
@@ -285,7 +293,7 @@ func (e *EpisodeEngine) Restore(partition int32, customer string, prime *message
 			st.open = openOf(ep)
 		}
 	}
-	l := e.lane(partition)
+	l := e.lane(ln)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lc := l.customers[customer]; lc != nil {
@@ -297,9 +305,9 @@ func (e *EpisodeEngine) Restore(partition int32, customer string, prime *message
 	return e.p.openEpisodes(customer, &st)
 }
 
-// Open returns customer's open episodes on partition.
-func (e *EpisodeEngine) Open(partition int32, customer string) []messages.Episode {
-	l := e.lane(partition)
+// Open returns customer's open episodes in lane ln.
+func (e *EpisodeEngine) Open(ln Lane, customer string) []messages.Episode {
+	l := e.lane(ln)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lc := l.customers[customer]; lc != nil {
@@ -339,12 +347,18 @@ func (e *EpisodeEngine) ForgetPartition(partition int32) {
 	l := e.lanes[partition]
 	delete(e.lanes, partition)
 	e.mu.Unlock()
+	l.drop()
+}
+
+// drop marks the state of a lane the engine no longer holds: applies still
+// pending refuse to install.
+func (l *laneState) drop() {
 	if l == nil {
 		return
 	}
 	l.mu.Lock()
 	for _, lc := range l.customers {
-		lc.evicted = true // applies still pending refuse to install
+		lc.evicted = true
 	}
 	l.mu.Unlock()
 }
@@ -360,10 +374,10 @@ func (e *EpisodeEngine) Customers() int {
 	return n
 }
 
-func (e *EpisodeEngine) allLanes() []*lane {
+func (e *EpisodeEngine) allLanes() []*laneState {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make([]*lane, 0, len(e.lanes))
+	out := make([]*laneState, 0, len(e.lanes))
 	for _, l := range e.lanes {
 		out = append(out, l)
 	}

@@ -133,7 +133,7 @@ func TestRestoredEngineMatchesUninterrupted(t *testing.T) {
 			want := episodeRows{}
 			changes := map[string]int{}
 			for _, h := range stream {
-				cs := whole.Process(0, h, time.Time{})
+				cs := whole.Process(rules.Lane{}, h, time.Time{})
 				for _, c := range cs {
 					changes[c.Kind.String()+" "+c.Episode.Rule+" "+c.Episode.CloseReason]++
 				}
@@ -156,11 +156,11 @@ func TestRestoredEngineMatchesUninterrupted(t *testing.T) {
 					require.NoError(t, err)
 					restarts++
 				}
-				if !e.Known(0, h.CustomerID) {
+				if !e.Known(rules.Lane{}, h.CustomerID) {
 					restores++
 					restore(e, p, h, history[h.CustomerID], got)
 				}
-				got.record(e.Process(0, h, time.Time{}))
+				got.record(e.Process(rules.Lane{}, h, time.Time{}))
 				if !stored[h.EventID] { // heartbeat_events keeps one row per event id
 					stored[h.EventID] = true
 					history[h.CustomerID] = append(history[h.CustomerID], rules.ReadingOf(h))
@@ -201,7 +201,7 @@ func restore(e *rules.EpisodeEngine, p rules.EpisodeParams, h messages.Heartbeat
 		}
 		replay = append(replay, r)
 	}
-	e.Restore(0, h.CustomerID, prime, replay, fullFrom, recent)
+	e.Restore(rules.Lane{}, h.CustomerID, prime, replay, fullFrom, recent)
 }
 
 // restartedAt runs stream through one engine, restarting it (and restoring
@@ -218,10 +218,10 @@ func restartedAt(t *testing.T, p rules.EpisodeParams, stream []messages.Heartbea
 			e, err = rules.NewEpisodeEngine(p)
 			require.NoError(t, err)
 		}
-		if !e.Known(0, h.CustomerID) {
+		if !e.Known(rules.Lane{}, h.CustomerID) {
 			restore(e, p, h, history[h.CustomerID], rows)
 		}
-		rows.record(e.Process(0, h, time.Time{}))
+		rows.record(e.Process(rules.Lane{}, h, time.Time{}))
 		history[h.CustomerID] = append(history[h.CustomerID], rules.ReadingOf(h))
 	}
 	return rows
@@ -285,8 +285,8 @@ func TestEvaluateMatchesProcess(t *testing.T) {
 			require.NoError(t, err)
 			var want, got []rules.Change
 			for _, h := range stream {
-				want = append(want, a.Process(0, h, time.Time{})...)
-				cs, apply := b.Evaluate(0, h, time.Time{})
+				want = append(want, a.Process(rules.Lane{}, h, time.Time{})...)
+				cs, apply := b.Evaluate(rules.Lane{}, h, time.Time{})
 				apply()
 				got = append(got, cs...)
 			}

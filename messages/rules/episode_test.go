@@ -39,7 +39,7 @@ func hb(customer string, at time.Duration, rate int) messages.Heartbeat {
 }
 
 func (f *feed) reading(customer string, at time.Duration, rate int) []rules.Change {
-	cs := f.e.Process(0, hb(customer, at, rate), time.Time{})
+	cs := f.e.Process(rules.Lane{}, hb(customer, at, rate), time.Time{})
 	for range cs {
 		f.at = append(f.at, at)
 	}
@@ -475,10 +475,10 @@ func TestSignalLossByWatermark(t *testing.T) {
 func TestWatermarkNeverPassesTheWallClock(t *testing.T) {
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
-	require.Empty(t, e.Process(0, hb("quiet", 0, 70), t0))
+	require.Empty(t, e.Process(rules.Lane{}, hb("quiet", 0, 70), t0))
 	// a reading from a clock 10 minutes ahead of the detector's
-	require.Empty(t, e.Process(0, hb("skewed", 10*mn, 70), t0.Add(4*mn)))
-	cs := e.Process(0, hb("skewed", 10*mn+sec, 70), t0.Add(5*mn))
+	require.Empty(t, e.Process(rules.Lane{}, hb("skewed", 10*mn, 70), t0.Add(4*mn)))
+	cs := e.Process(rules.Lane{}, hb("skewed", 10*mn+sec, 70), t0.Add(5*mn))
 	require.Len(t, cs, 1)
 	require.Equal(t, "quiet", cs[0].Episode.CustomerID)
 }
@@ -492,12 +492,12 @@ func TestReplayedHistoryIsNotLive(t *testing.T) {
 	replayedAt := t0.Add(24 * time.Hour)
 	var all []rules.Change
 	for s := time.Duration(0); s < time.Hour; s += sec {
-		all = append(all, e.Process(0, hb("first", s, 70), replayedAt)...)
+		all = append(all, e.Process(rules.Lane{}, hb("first", s, 70), replayedAt)...)
 	}
 	for s := time.Duration(0); s < 10*mn; s += sec {
-		all = append(all, e.Process(0, hb("second", s, 70), replayedAt)...)
+		all = append(all, e.Process(rules.Lane{}, hb("second", s, 70), replayedAt)...)
 	}
-	all = append(all, e.Process(0, hb("second", 20*mn, 70), replayedAt)...)
+	all = append(all, e.Process(rules.Lane{}, hb("second", 20*mn, 70), replayedAt)...)
 	require.Len(t, all, 2, "only second's own gap: %v", all)
 	require.Equal(t, messages.SignalLoss, all[0].Episode.Rule)
 	require.Equal(t, "second", all[0].Episode.CustomerID)
@@ -505,11 +505,11 @@ func TestReplayedHistoryIsNotLive(t *testing.T) {
 	// A live reading's customer can be declared silent; Evaluate agrees with Process.
 	g, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
-	_, apply := g.Evaluate(0, hb("live", 0, 70), t0.Add(time.Second))
+	_, apply := g.Evaluate(rules.Lane{}, hb("live", 0, 70), t0.Add(time.Second))
 	apply()
-	_, apply = g.Evaluate(0, hb("old", -mn, 70), t0.Add(time.Hour)) // arrived an hour late
+	_, apply = g.Evaluate(rules.Lane{}, hb("old", -mn, 70), t0.Add(time.Hour)) // arrived an hour late
 	apply()
-	cs, _ := g.Evaluate(0, hb("other", 6*mn, 70), t0.Add(6*mn))
+	cs, _ := g.Evaluate(rules.Lane{}, hb("other", 6*mn, 70), t0.Add(6*mn))
 	require.Len(t, cs, 1)
 	require.Equal(t, "live", cs[0].Episode.CustomerID)
 }
@@ -517,10 +517,30 @@ func TestReplayedHistoryIsNotLive(t *testing.T) {
 func TestPartitionsHaveTheirOwnWatermark(t *testing.T) {
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
-	require.Empty(t, e.Process(0, hb("a", 0, 70), time.Time{}))
-	require.Empty(t, e.Process(1, hb("b", 30*mn, 70), time.Time{}))
-	require.True(t, e.Known(0, "a"))
-	require.False(t, e.Known(1, "a"))
+	require.Empty(t, e.Process(rules.Lane{}, hb("a", 0, 70), time.Time{}))
+	require.Empty(t, e.Process(rules.Lane{Partition: 1}, hb("b", 30*mn, 70), time.Time{}))
+	require.True(t, e.Known(rules.Lane{}, "a"))
+	require.False(t, e.Known(rules.Lane{Partition: 1}, "a"))
+}
+
+// A partition's state is its assignment's: a new assignment of the
+// partition begins it empty (its customers are rebuilt from storage), and
+// an apply still pending from the old one does not install.
+func TestANewAssignmentBeginsThePartitionsStateAgain(t *testing.T) {
+	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
+	require.NoError(t, err)
+	first, second := rules.Lane{Partition: 4, Assignment: 7}, rules.Lane{Partition: 4, Assignment: 9}
+	require.Empty(t, e.Process(first, hb("a", 0, 70), time.Time{}))
+	_, pending := e.Evaluate(first, hb("a", sec, 71), time.Time{})
+	require.True(t, e.Known(first, "a"))
+	require.Equal(t, 1, e.Customers())
+
+	require.False(t, e.Known(second, "a"))
+	require.Zero(t, e.Customers(), "the old assignment's state is dropped")
+	pending()
+	require.False(t, e.Known(second, "a"), "an apply of the old assignment does not install")
+	require.Empty(t, e.Process(second, hb("b", 2*sec, 70), time.Time{}))
+	require.Equal(t, 1, e.Customers())
 }
 
 func TestLateReadingsChangeNothing(t *testing.T) {
@@ -546,18 +566,18 @@ func TestEvaluateWithoutApplyIsRepeatable(t *testing.T) {
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
 	for i, rate := range []int{70, 70, 70, 70, 105, 104} {
-		_, apply := e.Evaluate(0, hb("a", time.Duration(i)*sec, rate), time.Time{})
+		_, apply := e.Evaluate(rules.Lane{}, hb("a", time.Duration(i)*sec, rate), time.Time{})
 		apply()
 	}
 	h := hb("a", 6*sec, 103)
-	first, _ := e.Evaluate(0, h, time.Time{}) // failed to commit: not applied
-	again, apply := e.Evaluate(0, h, time.Time{})
+	first, _ := e.Evaluate(rules.Lane{}, h, time.Time{}) // failed to commit: not applied
+	again, apply := e.Evaluate(rules.Lane{}, h, time.Time{})
 	require.Len(t, first, 1)
 	require.Equal(t, first, again)
 	apply()
 	apply() // a second apply of the same evaluation is stale and ignored
-	require.Len(t, e.Open(0, "a"), 1)
-	next, _ := e.Evaluate(0, hb("a", 7*sec, 103), time.Time{})
+	require.Len(t, e.Open(rules.Lane{}, "a"), 1)
+	next, _ := e.Evaluate(rules.Lane{}, hb("a", 7*sec, 103), time.Time{})
 	require.Empty(t, next, "already open")
 }
 
@@ -585,11 +605,11 @@ func TestEpisodeParamsValidate(t *testing.T) {
 func TestEpisodeEngineEvictAndRestore(t *testing.T) {
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
-	e.Process(0, hb("a", 0, 70), time.Time{})
+	e.Process(rules.Lane{}, hb("a", 0, 70), time.Time{})
 	require.Equal(t, 1, e.Customers())
 	require.Zero(t, e.Evict(time.Hour))
 	require.Equal(t, 1, e.Evict(-time.Second))
-	require.False(t, e.Known(0, "a"))
+	require.False(t, e.Known(rules.Lane{}, "a"))
 
 	// Restored from its readings, the customer is exactly where it was: in
 	// the middle of a SPIKE confirmation.
@@ -598,9 +618,9 @@ func TestEpisodeEngineEvictAndRestore(t *testing.T) {
 	for i, rate := range []int{70, 70, 70, 100, 99} {
 		rs = append(rs, rules.ReadingOf(hb("a", time.Duration(i+1)*sec, rate)))
 	}
-	open := e.Restore(0, "a", &prime, rs, t0, nil)
+	open := e.Restore(rules.Lane{}, "a", &prime, rs, t0, nil)
 	require.Empty(t, open)
-	cs := e.Process(0, hb("a", 6*sec, 99), time.Time{})
+	cs := e.Process(rules.Lane{}, hb("a", 6*sec, 99), time.Time{})
 	require.Len(t, cs, 1)
 	require.Equal(t, messages.EpisodeID("a", messages.Spike, eventID("a", 4*sec)), cs[0].Episode.ID())
 }

@@ -61,9 +61,28 @@ func abs(x int) int {
 	return x
 }
 
+// Lane names the readings an engine's state is built from: those of one
+// partition, as one assignment of the partition to this process delivered
+// them, in order, none skipped. State built in one lane is never used in
+// another: between two assignments of a partition, another consumer may
+// have had it and evaluated readings this one never saw (a partition that
+// went to another detector and came back), so the customer's state is
+// rebuilt from storage, as after a restart. Messages of no assignment (a
+// GoChannel, an evaluation) share the lane of Assignment 0.
+type Lane struct {
+	Partition  int32
+	Assignment uint64
+}
+
+// LaneOf is the lane of a record from src.
+func LaneOf(src messages.Source) Lane {
+	return Lane{Partition: src.Partition, Assignment: src.Assignment}
+}
+
 // customerState is what SPIKE needs of a customer: the latest reading in
-// event-time order.
+// event-time order, and the lane it was read in.
 type customerState struct {
+	lane     Lane
 	time     time.Time
 	rate     int
 	lastSeen time.Time // wall clock, for eviction
@@ -100,19 +119,20 @@ func (e *Engine) shard(customer string) *shard {
 	return &e.shards[maphash.String(e.seed, customer)%shardCount]
 }
 
-// Evaluate returns the finding h raises, if any, and apply, which moves the
-// customer's state past h. Call apply only once the finding is durably
-// recorded: a reading whose anomaly failed to commit is evaluated again, on
-// redelivery, against the same previous rate. A late reading (older than the
-// customer's latest) is checked against LOW and HIGH only and does not move
-// the state.
-func (e *Engine) Evaluate(h messages.Heartbeat) (f Finding, found bool, apply func()) {
+// Evaluate returns the finding h, read in lane ln, raises, if any, and
+// apply, which moves the customer's state past h. Call apply only once the
+// finding is durably recorded: a reading whose anomaly failed to commit is
+// evaluated again, on redelivery, against the same previous rate. A late
+// reading (older than the customer's latest) is checked against LOW and
+// HIGH only and does not move the state. State of another lane is not
+// used: h has no previous rate then, and apply replaces it.
+func (e *Engine) Evaluate(ln Lane, h messages.Heartbeat) (f Finding, found bool, apply func()) {
 	sh := e.shard(h.CustomerID)
 	sh.mu.Lock()
 	st := sh.m[h.CustomerID]
 	var prev *int
 	late := false
-	if st != nil {
+	if st != nil && st.lane == ln {
 		if h.Timestamp.Before(st.time) {
 			late = true
 		} else {
@@ -130,8 +150,8 @@ func (e *Engine) Evaluate(h messages.Heartbeat) (f Finding, found bool, apply fu
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
 		cur := sh.m[h.CustomerID]
-		if cur == nil {
-			cur = &customerState{}
+		if cur == nil || cur.lane != ln {
+			cur = &customerState{lane: ln}
 			sh.m[h.CustomerID] = cur
 		} else if h.Timestamp.Before(cur.time) {
 			return
@@ -140,25 +160,26 @@ func (e *Engine) Evaluate(h messages.Heartbeat) (f Finding, found bool, apply fu
 	}
 }
 
-// Known reports whether the engine holds state for customer.
-func (e *Engine) Known(customer string) bool {
+// Known reports whether the engine holds state for customer in lane ln.
+func (e *Engine) Known(ln Lane, customer string) bool {
 	sh := e.shard(customer)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	_, ok := sh.m[customer]
-	return ok
+	st := sh.m[customer]
+	return st != nil && st.lane == ln
 }
 
-// Seed sets customer's latest reading to (at, rate) unless the engine
-// already holds a later one: how state is rebuilt after a restart.
-func (e *Engine) Seed(customer string, at time.Time, rate int) {
+// Seed sets customer's latest reading in lane ln to (at, rate) unless the
+// engine already holds a later one in that lane: how state is rebuilt
+// after a restart or a new assignment.
+func (e *Engine) Seed(ln Lane, customer string, at time.Time, rate int) {
 	sh := e.shard(customer)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if cur := sh.m[customer]; cur != nil && !at.After(cur.time) {
+	if cur := sh.m[customer]; cur != nil && cur.lane == ln && !at.After(cur.time) {
 		return
 	}
-	sh.m[customer] = &customerState{time: at, rate: rate, lastSeen: e.now()}
+	sh.m[customer] = &customerState{lane: ln, time: at, rate: rate, lastSeen: e.now()}
 }
 
 // Evict drops customers not seen for idle, bounding memory, and returns how

@@ -171,7 +171,7 @@ func TestEngineScenarios(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := rules.NewEngine(rules.DefaultThresholds())
 			for i, r := range tc.readings {
-				f, found, apply := e.Evaluate(heartbeat(r.customer, r.at, r.rate))
+				f, found, apply := e.Evaluate(rules.Lane{}, heartbeat(r.customer, r.at, r.rate))
 				require.NotNil(t, apply)
 				if r.rule == "" {
 					require.False(t, found, "reading %d: got %+v", i, f)
@@ -190,35 +190,35 @@ func TestEngineScenarios(t *testing.T) {
 
 func TestEngineRedeliveryWithoutApply(t *testing.T) {
 	e := rules.NewEngine(rules.DefaultThresholds())
-	_, _, apply := e.Evaluate(heartbeat("a", 0, 70))
+	_, _, apply := e.Evaluate(rules.Lane{}, heartbeat("a", 0, 70))
 	apply()
 
 	spike := heartbeat("a", time.Second, 110)
-	first, found, _ := e.Evaluate(spike) // the anomaly failed to commit: no apply
+	first, found, _ := e.Evaluate(rules.Lane{}, spike) // the anomaly failed to commit: no apply
 	require.True(t, found)
-	again, found, apply := e.Evaluate(spike)
+	again, found, apply := e.Evaluate(rules.Lane{}, spike)
 	require.True(t, found)
 	require.Equal(t, first, again, "a redelivered reading raises the same finding")
 	require.Equal(t, 70, *again.Previous)
 
-	_, found, _ = e.Evaluate(heartbeat("a", 2*time.Second, 72))
+	_, found, _ = e.Evaluate(rules.Lane{}, heartbeat("a", 2*time.Second, 72))
 	require.False(t, found, "the unapplied reading did not become the previous one")
 
 	apply()
-	f, found, _ := e.Evaluate(heartbeat("a", 2*time.Second, 72))
+	f, found, _ := e.Evaluate(rules.Lane{}, heartbeat("a", 2*time.Second, 72))
 	require.True(t, found, "once applied, it is")
 	require.Equal(t, 110, *f.Previous)
 }
 
 func TestEngineApplyIsIdempotentAndNeverMovesBack(t *testing.T) {
 	e := rules.NewEngine(rules.DefaultThresholds())
-	_, _, applyOld := e.Evaluate(heartbeat("a", 5*time.Second, 70))
-	_, _, applyNew := e.Evaluate(heartbeat("a", 10*time.Second, 100))
+	_, _, applyOld := e.Evaluate(rules.Lane{}, heartbeat("a", 5*time.Second, 70))
+	_, _, applyNew := e.Evaluate(rules.Lane{}, heartbeat("a", 10*time.Second, 100))
 	applyNew()
 	applyNew()
 	applyOld() // evaluated before the newer reading was applied, applied after it
 
-	f, found, _ := e.Evaluate(heartbeat("a", 11*time.Second, 65))
+	f, found, _ := e.Evaluate(rules.Lane{}, heartbeat("a", 11*time.Second, 65))
 	require.True(t, found)
 	require.Equal(t, messages.Spike, f.Rule)
 	require.Equal(t, 100, *f.Previous, "state stays at the latest event time")
@@ -227,21 +227,21 @@ func TestEngineApplyIsIdempotentAndNeverMovesBack(t *testing.T) {
 
 func TestEngineLateApplyIsNoop(t *testing.T) {
 	e := rules.NewEngine(rules.DefaultThresholds())
-	_, _, apply := e.Evaluate(heartbeat("a", 10*time.Second, 70))
+	_, _, apply := e.Evaluate(rules.Lane{}, heartbeat("a", 10*time.Second, 70))
 	apply()
-	_, _, apply = e.Evaluate(heartbeat("a", 5*time.Second, 120))
+	_, _, apply = e.Evaluate(rules.Lane{}, heartbeat("a", 5*time.Second, 120))
 	apply()
-	_, found, _ := e.Evaluate(heartbeat("a", 12*time.Second, 72))
+	_, found, _ := e.Evaluate(rules.Lane{}, heartbeat("a", 12*time.Second, 72))
 	require.False(t, found)
 }
 
 func TestEngineCustomers(t *testing.T) {
 	e := rules.NewEngine(rules.DefaultThresholds())
 	require.Zero(t, e.Customers())
-	_, _, _ = e.Evaluate(heartbeat("a", 0, 70))
+	_, _, _ = e.Evaluate(rules.Lane{}, heartbeat("a", 0, 70))
 	require.Zero(t, e.Customers(), "evaluating alone keeps no state")
 	for _, c := range []string{"a", "b", "c", "a"} {
-		_, _, apply := e.Evaluate(heartbeat(c, 0, 70))
+		_, _, apply := e.Evaluate(rules.Lane{}, heartbeat(c, 0, 70))
 		apply()
 	}
 	require.Equal(t, 3, e.Customers())
@@ -258,7 +258,7 @@ func TestEngineConcurrentCustomers(t *testing.T) {
 			for i := range perWorker {
 				c := fmt.Sprintf("w%d-c%d", w, i)
 				for step, rate := range []int{70, 105, 72} {
-					f, found, apply := e.Evaluate(heartbeat(c, time.Duration(step)*time.Second, rate))
+					f, found, apply := e.Evaluate(rules.Lane{}, heartbeat(c, time.Duration(step)*time.Second, rate))
 					if found && f.Rule == messages.Spike {
 						spikes[w]++
 					}
@@ -280,7 +280,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	hs := make([]messages.Heartbeat, customers)
 	for i := range hs {
 		hs[i] = messages.Heartbeat{EventID: fmt.Sprintf("e%d", i), CustomerID: fmt.Sprintf("cust_%06d", i), Timestamp: t0, HeartRate: 70}
-		_, _, apply := e.Evaluate(hs[i])
+		_, _, apply := e.Evaluate(rules.Lane{}, hs[i])
 		apply()
 	}
 	b.ReportAllocs()
@@ -289,37 +289,63 @@ func BenchmarkEvaluate(b *testing.B) {
 		h := &hs[i%customers]
 		h.Timestamp = h.Timestamp.Add(time.Second)
 		h.HeartRate = 70 + (i/customers)%2*35 // every other pass is a SPIKE
-		_, _, apply := e.Evaluate(*h)
+		_, _, apply := e.Evaluate(rules.Lane{}, *h)
 		apply()
 		i++
 	}
 }
 
+// State built in one lane is not used in another (the partition went to
+// another detector and came back in a new assignment): no previous rate
+// there until it is seeded in that lane, and an apply from the old lane
+// after that does not bring the old state back.
+func TestEngineStateIsTheLanes(t *testing.T) {
+	const s = time.Second
+	e := rules.NewEngine(rules.DefaultThresholds())
+	first, second := rules.Lane{Partition: 3, Assignment: 1}, rules.Lane{Partition: 3, Assignment: 2}
+	_, _, apply := e.Evaluate(first, heartbeat("a", 0, 70))
+	apply()
+	require.True(t, e.Known(first, "a"))
+	require.False(t, e.Known(second, "a"))
+	_, found, _ := e.Evaluate(second, heartbeat("a", s, 110))
+	require.False(t, found, "no previous rate from another lane")
+
+	e.Seed(second, "a", t0.Add(2*s), 112) // older than nothing in this lane
+	require.True(t, e.Known(second, "a"))
+	f, found, _ := e.Evaluate(second, heartbeat("a", 3*s, 80))
+	require.True(t, found)
+	require.Equal(t, 112, *f.Previous)
+
+	_, _, applyOld := e.Evaluate(first, heartbeat("a", 4*s, 71))
+	applyOld() // a record of the old assignment still in flight
+	require.False(t, e.Known(second, "a"), "the old lane's apply replaced the state: rebuilt again")
+}
+
 func TestEngineSeed(t *testing.T) {
 	const s = time.Second
 	e := rules.NewEngine(rules.DefaultThresholds())
-	require.False(t, e.Known("a"))
-	e.Seed("a", t0.Add(10*s), 70)
-	require.True(t, e.Known("a"))
-	require.False(t, e.Known("b"))
+	require.False(t, e.Known(rules.Lane{}, "a"))
+	e.Seed(rules.Lane{}, "a", t0.Add(10*s), 70)
+	require.True(t, e.Known(rules.Lane{}, "a"))
+	require.False(t, e.Known(rules.Lane{}, "b"))
 
-	e.Seed("a", t0.Add(5*s), 120)  // older than what the engine holds
-	e.Seed("a", t0.Add(10*s), 120) // as old
-	f, found, _ := e.Evaluate(heartbeat("a", 11*s, 100))
+	e.Seed(rules.Lane{}, "a", t0.Add(5*s), 120)  // older than what the engine holds
+	e.Seed(rules.Lane{}, "a", t0.Add(10*s), 120) // as old
+	f, found, _ := e.Evaluate(rules.Lane{}, heartbeat("a", 11*s, 100))
 	require.True(t, found)
 	require.Equal(t, 70, *f.Previous, "a seed never moves the state back")
 
-	_, found, _ = e.Evaluate(heartbeat("a", 9*s, 110))
+	_, found, _ = e.Evaluate(rules.Lane{}, heartbeat("a", 9*s, 110))
 	require.False(t, found, "a reading older than the seed is late")
 
-	e.Seed("a", t0.Add(20*s), 100)
-	f, found, _ = e.Evaluate(heartbeat("a", 21*s, 60))
+	e.Seed(rules.Lane{}, "a", t0.Add(20*s), 100)
+	f, found, _ = e.Evaluate(rules.Lane{}, heartbeat("a", 21*s, 60))
 	require.True(t, found)
 	require.Equal(t, 100, *f.Previous)
 
-	_, _, apply := e.Evaluate(heartbeat("a", 30*s, 90))
+	_, _, apply := e.Evaluate(rules.Lane{}, heartbeat("a", 30*s, 90))
 	apply()
-	e.Seed("a", t0.Add(25*s), 40)
-	_, found, _ = e.Evaluate(heartbeat("a", 31*s, 91))
+	e.Seed(rules.Lane{}, "a", t0.Add(25*s), 40)
+	_, found, _ = e.Evaluate(rules.Lane{}, heartbeat("a", 31*s, 91))
 	require.False(t, found, "an applied reading later than the seed wins")
 }

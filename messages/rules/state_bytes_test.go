@@ -65,11 +65,11 @@ func BenchmarkEpisodeStateBytes(b *testing.B) {
 						for k, h := range hs {
 							rs[k] = rules.ReadingOf(h)
 						}
-						e.Restore(int32(i%24), hs[0].CustomerID, nil, rs, t0, nil)
+						e.Restore(rules.Lane{Partition: int32(i%24)}, hs[0].CustomerID, nil, rs, t0, nil)
 						continue
 					}
 					for _, h := range hs {
-						_, apply := e.Evaluate(int32(i%24), h, time.Time{})
+						_, apply := e.Evaluate(rules.Lane{Partition: int32(i%24)}, h, time.Time{})
 						apply()
 					}
 				}
@@ -89,7 +89,7 @@ func BenchmarkPerEventStateBytes(b *testing.B) {
 		e := rules.NewEngine(rules.DefaultThresholds())
 		for i := range stateCustomers {
 			for _, h := range stateReadings(i, 10) {
-				_, _, apply := e.Evaluate(h)
+				_, _, apply := e.Evaluate(rules.Lane{}, h)
 				apply()
 			}
 		}

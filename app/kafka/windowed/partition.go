@@ -3,6 +3,7 @@ package windowed
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -43,6 +44,10 @@ type entry struct {
 type partition struct {
 	topic string
 	id    int32
+	// assignment names this assignment of the partition among all of the
+	// process's (messages.Source.Assignment): a partition revoked and
+	// assigned again gets a new one.
+	assignment uint64
 	// done is closed when the partition is revoked or lost: delivery of
 	// its records stops.
 	done chan struct{}
@@ -70,8 +75,11 @@ type partition struct {
 	ready chan struct{}
 }
 
+// assignments numbers the process's partition assignments.
+var assignments atomic.Uint64
+
 func newPartition(topic string, id int32) *partition {
-	return &partition{topic: topic, id: id, done: make(chan struct{}), ackedUpTo: -1, committed: -1,
+	return &partition{topic: topic, id: id, assignment: assignments.Add(1), done: make(chan struct{}), ackedUpTo: -1, committed: -1,
 		ready: make(chan struct{}, 1)}
 }
 

@@ -345,7 +345,7 @@ func (s *Subscriber) next(p *partition, records []queued) (*message.Message, int
 
 // enqueue hands fetched records to p's delivery goroutine.
 func (s *Subscriber) enqueue(p *partition, records []*kgo.Record) {
-	qs := copyRecords(records, nil)
+	qs := copyRecords(records, p.assignment, nil)
 	p.mu.Lock()
 	if p.revoked {
 		p.mu.Unlock()
@@ -473,8 +473,9 @@ func (s *Subscriber) abandonOne(p *partition, seq uint64) {
 // copied into one buffer and their headers into one slice. A fetched
 // record's bytes point into its whole decompressed batch, which would stay
 // in memory as long as any one of its records is in flight; the copies hold
-// only what is in flight, in two allocations for the lot.
-func copyRecords(records []*kgo.Record, dst []queued) []queued {
+// only what is in flight, in two allocations for the lot. Their Source
+// names the partition's assignment.
+func copyRecords(records []*kgo.Record, assignment uint64, dst []queued) []queued {
 	size, headers := 0, 0
 	for _, r := range records {
 		size += len(r.Key) + len(r.Value)
@@ -495,7 +496,7 @@ func copyRecords(records []*kgo.Record, dst []queued) []queued {
 	}
 	for _, r := range records {
 		rec := messages.Record{
-			Source: messages.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+			Source: messages.Source{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Assignment: assignment},
 			Key:    take(r.Key), Value: take(r.Value),
 		}
 		if len(r.Headers) > 0 {
