@@ -22,7 +22,7 @@ func BenchmarkEpisodeEvaluate(b *testing.B) {
 	hs := make([]messages.Heartbeat, customers)
 	for i := range hs {
 		hs[i] = messages.Heartbeat{EventID: uuid.NewString(), CustomerID: fmt.Sprintf("cust_%06d", i), Timestamp: t0, HeartRate: 70}
-		_, apply := e.Evaluate(rules.Lane{Partition: int32(i%24)}, hs[i], time.Time{})
+		_, apply := e.Evaluate(rules.Lane{Partition: int32(i % 24)}, hs[i], time.Time{})
 		apply()
 	}
 	b.ReportAllocs()
@@ -31,7 +31,7 @@ func BenchmarkEpisodeEvaluate(b *testing.B) {
 		h := &hs[i%customers]
 		h.Timestamp = h.Timestamp.Add(time.Second)
 		h.HeartRate = 70 + (i/customers)%2*35
-		_, apply := e.Evaluate(rules.Lane{Partition: int32(i%customers%24)}, *h, time.Time{})
+		_, apply := e.Evaluate(rules.Lane{Partition: int32(i % customers % 24)}, *h, time.Time{})
 		apply()
 		i++
 	}

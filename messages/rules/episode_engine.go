@@ -34,8 +34,8 @@ type EpisodeEngine struct {
 
 type laneState struct {
 	assignment uint64 // the Lane's
-	mu        sync.Mutex
-	customers map[string]*laneCustomer
+	mu         sync.Mutex
+	customers  map[string]*laneCustomer
 	// silent orders the customers without an open SIGNAL_LOSS by their last
 	// reading, so a watermark finds the ones that went silent cheaply.
 	silent    silentHeap

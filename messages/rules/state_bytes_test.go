@@ -65,11 +65,11 @@ func BenchmarkEpisodeStateBytes(b *testing.B) {
 						for k, h := range hs {
 							rs[k] = rules.ReadingOf(h)
 						}
-						e.Restore(rules.Lane{Partition: int32(i%24)}, hs[0].CustomerID, nil, rs, t0, nil)
+						e.Restore(rules.Lane{Partition: int32(i % 24)}, hs[0].CustomerID, nil, rs, t0, nil)
 						continue
 					}
 					for _, h := range hs {
-						_, apply := e.Evaluate(rules.Lane{Partition: int32(i%24)}, h, time.Time{})
+						_, apply := e.Evaluate(rules.Lane{Partition: int32(i % 24)}, h, time.Time{})
 						apply()
 					}
 				}
