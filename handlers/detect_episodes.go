@@ -70,7 +70,7 @@ func NewDetectEpisodes(c DetectEpisodesConfig) (*DetectEpisodes, error) {
 // order, all their episode changes recorded in one transaction at the end.
 // Each reading's state but the last's is applied as it is evaluated, ahead
 // of that write (the next reading of the customer needs it); if anything
-// fails after one was, the partition's state is dropped (ForgetPartition)
+// fails after one was, the partition's state is dropped (ForgetLane)
 // and rebuilt from storage when the batch, or its records one by one, come
 // again — as after a restart, with nothing of the batch recorded. A batch
 // of one record (a single message) applies nothing ahead, so its failure
@@ -79,11 +79,11 @@ func (d *DetectEpisodes) HandleBatch(ctx context.Context, b *messages.Batch) (er
 	if b.Done >= len(b.Records) {
 		return nil
 	}
-	partition := b.Records[b.Done].Source.Partition
+	lane := rules.LaneOf(b.Records[b.Done].Source)
 	ahead := false
 	defer func() {
 		if err != nil && ahead {
-			d.c.Engine.ForgetPartition(partition)
+			d.c.Engine.ForgetLane(lane)
 		}
 	}()
 	now := d.c.Now()

@@ -11,9 +11,9 @@ import (
 // EpisodeEngine evaluates readings against the episode rules: SUSTAINED_HIGH,
 // SUSTAINED_LOW, SPIKE confirmed by the following readings, and
 // SIGNAL_LOSS. State is kept per partition, for one assignment of it at a
-// time ([Lane]). SIGNAL_LOSS is decided
-// on event time, never by a wall-clock timer, so replays and evaluations
-// are deterministic: a customer's next reading after a gap of
+// time ([Lane]). SIGNAL_LOSS is decided on event time, never by a
+// wall-clock timer, so replays and evaluations are deterministic: a
+// customer's next reading after a gap of
 // SignalLossAfter records it; and the partition's watermark — the latest
 // reading time seen on it — opens it earlier for a live customer (one
 // whose latest reading arrived within SignalLossAfter of its time) that
@@ -64,19 +64,19 @@ func NewEpisodeEngine(p EpisodeParams) (*EpisodeEngine, error) {
 func (e *EpisodeEngine) Params() EpisodeParams { return e.p }
 
 // lane returns the state of ln, beginning it if the partition has none or
-// has another assignment's: that one is dropped (see [Lane]).
+// an earlier assignment's (which is dropped); nil if ln is superseded by
+// the partition's lane (see [Lane]).
 func (e *EpisodeEngine) lane(ln Lane) *laneState {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	l := e.lanes[ln.Partition]
-	if l != nil && l.assignment == ln.Assignment {
-		e.mu.Unlock()
-		return l
+	switch {
+	case l == nil || l.assignment < ln.Assignment:
+		l = &laneState{assignment: ln.Assignment, customers: map[string]*laneCustomer{}}
+		e.lanes[ln.Partition] = l
+	case l.assignment > ln.Assignment:
+		return nil
 	}
-	old := l
-	l = &laneState{assignment: ln.Assignment, customers: map[string]*laneCustomer{}}
-	e.lanes[ln.Partition] = l
-	e.mu.Unlock()
-	old.drop()
 	return l
 }
 
@@ -128,8 +128,12 @@ func (ev *evaluation) apply() {
 // sensor whose clock runs ahead cannot declare everyone else silent), and
 // h's customer is live if h arrived within SignalLossAfter of its time.
 // Zero treats every reading as arriving at its own time (evaluations).
+// A reading of a superseded lane changes nothing.
 func (e *EpisodeEngine) Evaluate(ln Lane, h messages.Heartbeat, notAfter time.Time) (changes []Change, apply func()) {
 	l := e.lane(ln)
+	if l == nil {
+		return nil, func() {}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ev := &evaluation{e: e, l: l}
@@ -141,6 +145,9 @@ func (e *EpisodeEngine) Evaluate(ln Lane, h messages.Heartbeat, notAfter time.Ti
 // evaluations, where nothing is written. It changes the state in place.
 func (e *EpisodeEngine) Process(ln Lane, h messages.Heartbeat, notAfter time.Time) []Change {
 	l := e.lane(ln)
+	if l == nil {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lc := l.customers[h.CustomerID]
@@ -245,9 +252,13 @@ func (l *laneState) place(lc *laneCustomer) {
 	}
 }
 
-// Known reports whether the engine holds state for customer in lane ln.
+// Known reports whether the engine holds state for customer in lane ln,
+// or ln is superseded (there is nothing to rebuild then).
 func (e *EpisodeEngine) Known(ln Lane, customer string) bool {
 	l := e.lane(ln)
+	if l == nil {
+		return true // superseded: nothing to rebuild
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	_, ok := l.customers[customer]
@@ -294,6 +305,9 @@ func (e *EpisodeEngine) Restore(ln Lane, customer string, prime *messages.Readin
 		}
 	}
 	l := e.lane(ln)
+	if l == nil {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lc := l.customers[customer]; lc != nil {
@@ -305,9 +319,13 @@ func (e *EpisodeEngine) Restore(ln Lane, customer string, prime *messages.Readin
 	return e.p.openEpisodes(customer, &st)
 }
 
-// Open returns customer's open episodes in lane ln.
+// Open returns customer's open episodes in lane ln (none when ln is
+// superseded).
 func (e *EpisodeEngine) Open(ln Lane, customer string) []messages.Episode {
 	l := e.lane(ln)
+	if l == nil {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lc := l.customers[customer]; lc != nil {
@@ -339,26 +357,23 @@ func (e *EpisodeEngine) Evict(idle time.Duration) int {
 	return n
 }
 
-// ForgetPartition drops the state of partition: its customers are rebuilt
-// from storage on their next readings, as after a restart. For readings
-// applied ahead of a write that then failed.
-func (e *EpisodeEngine) ForgetPartition(partition int32) {
+// ForgetLane drops the state of lane ln, if it is the partition's: its
+// customers are rebuilt from storage on their next readings, as after a
+// restart. For readings applied ahead of a write that then failed. (A
+// superseded lane's failure changes nothing; the partition's lane stays
+// its assignment's, empty, so that an earlier one still cannot take it.)
+func (e *EpisodeEngine) ForgetLane(ln Lane) {
 	e.mu.Lock()
-	l := e.lanes[partition]
-	delete(e.lanes, partition)
-	e.mu.Unlock()
-	l.drop()
-}
-
-// drop marks the state of a lane the engine no longer holds: applies still
-// pending refuse to install.
-func (l *laneState) drop() {
-	if l == nil {
+	l := e.lanes[ln.Partition]
+	if l == nil || l.assignment != ln.Assignment {
+		e.mu.Unlock()
 		return
 	}
+	e.lanes[ln.Partition] = &laneState{assignment: ln.Assignment, customers: map[string]*laneCustomer{}}
+	e.mu.Unlock()
 	l.mu.Lock()
 	for _, lc := range l.customers {
-		lc.evicted = true
+		lc.evicted = true // applies still pending refuse to install
 	}
 	l.mu.Unlock()
 }

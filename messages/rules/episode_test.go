@@ -524,23 +524,42 @@ func TestPartitionsHaveTheirOwnWatermark(t *testing.T) {
 }
 
 // A partition's state is its assignment's: a new assignment of the
-// partition begins it empty (its customers are rebuilt from storage), and
-// an apply still pending from the old one does not install.
+// partition begins it empty (its customers are rebuilt from storage); a
+// reading of the superseded one still in flight changes nothing, and its
+// failure forgets nothing of the new one.
 func TestANewAssignmentBeginsThePartitionsStateAgain(t *testing.T) {
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
 	first, second := rules.Lane{Partition: 4, Assignment: 7}, rules.Lane{Partition: 4, Assignment: 9}
 	require.Empty(t, e.Process(first, hb("a", 0, 70), time.Time{}))
-	_, pending := e.Evaluate(first, hb("a", sec, 71), time.Time{})
 	require.True(t, e.Known(first, "a"))
 	require.Equal(t, 1, e.Customers())
 
 	require.False(t, e.Known(second, "a"))
 	require.Zero(t, e.Customers(), "the old assignment's state is dropped")
-	pending()
-	require.False(t, e.Known(second, "a"), "an apply of the old assignment does not install")
-	require.Empty(t, e.Process(second, hb("b", 2*sec, 70), time.Time{}))
+	require.Empty(t, e.Process(second, hb("b", sec, 70), time.Time{}))
+
+	// An hour of silence then a reading, in the superseded lane: nothing.
+	cs, apply := e.Evaluate(first, hb("b", time.Hour, 70), time.Time{})
+	require.Empty(t, cs)
+	apply()
+	require.True(t, e.Known(first, "a"), "superseded: nothing to rebuild")
+	require.Empty(t, e.Open(first, "b"))
+	require.Empty(t, e.Restore(first, "c", nil, nil, t0, nil))
+	require.True(t, e.Known(second, "b"))
+	require.False(t, e.Known(second, "c"), "a superseded lane's restore installs nothing")
 	require.Equal(t, 1, e.Customers())
+	// The same silence in the partition's lane is a SIGNAL_LOSS (opened,
+	// and closed by the reading that ends it).
+	cs = e.Process(second, hb("b", time.Hour, 70), time.Time{})
+	require.Len(t, cs, 2)
+	require.Equal(t, messages.SignalLoss, cs[0].Episode.Rule)
+
+	e.ForgetLane(first)
+	require.True(t, e.Known(second, "b"), "a superseded lane's failure forgets nothing")
+	e.ForgetLane(second)
+	require.False(t, e.Known(second, "b"))
+	require.True(t, e.Known(first, "b"), "still superseded after the new lane's state was forgotten")
 }
 
 func TestLateReadingsChangeNothing(t *testing.T) {

@@ -69,9 +69,20 @@ func abs(x int) int {
 // went to another detector and came back), so the customer's state is
 // rebuilt from storage, as after a restart. Messages of no assignment (a
 // GoChannel, an evaluation) share the lane of Assignment 0.
+//
+// A lane is superseded by a later assignment of its partition (the
+// subscriber numbers them in order): a record of the old one still being
+// handled — a batch in flight when the partition was lost or its revoke
+// stopped waiting — evaluates to nothing and changes nothing. Its
+// acknowledgement is ignored, so the new assignment delivers it again.
 type Lane struct {
 	Partition  int32
 	Assignment uint64
+}
+
+// supersededBy reports whether cur is a later assignment of ln's partition.
+func (ln Lane) supersededBy(cur Lane) bool {
+	return ln.Partition == cur.Partition && ln.Assignment < cur.Assignment
 }
 
 // LaneOf is the lane of a record from src.
@@ -125,11 +136,16 @@ func (e *Engine) shard(customer string) *shard {
 // evaluated again, on redelivery, against the same previous rate. A late
 // reading (older than the customer's latest) is checked against LOW and
 // HIGH only and does not move the state. State of another lane is not
-// used: h has no previous rate then, and apply replaces it.
+// used: h has no previous rate then, and apply replaces it — unless ln is
+// superseded by the state's lane: then h raises nothing.
 func (e *Engine) Evaluate(ln Lane, h messages.Heartbeat) (f Finding, found bool, apply func()) {
 	sh := e.shard(h.CustomerID)
 	sh.mu.Lock()
 	st := sh.m[h.CustomerID]
+	if st != nil && ln.supersededBy(st.lane) {
+		sh.mu.Unlock()
+		return Finding{}, false, func() {}
+	}
 	var prev *int
 	late := false
 	if st != nil && st.lane == ln {
@@ -150,6 +166,9 @@ func (e *Engine) Evaluate(ln Lane, h messages.Heartbeat) (f Finding, found bool,
 		sh.mu.Lock()
 		defer sh.mu.Unlock()
 		cur := sh.m[h.CustomerID]
+		if cur != nil && ln.supersededBy(cur.lane) {
+			return
+		}
 		if cur == nil || cur.lane != ln {
 			cur = &customerState{lane: ln}
 			sh.m[h.CustomerID] = cur
@@ -160,13 +179,14 @@ func (e *Engine) Evaluate(ln Lane, h messages.Heartbeat) (f Finding, found bool,
 	}
 }
 
-// Known reports whether the engine holds state for customer in lane ln.
+// Known reports whether the engine holds state for customer in lane ln,
+// or in a lane that supersedes it (there is nothing to rebuild then).
 func (e *Engine) Known(ln Lane, customer string) bool {
 	sh := e.shard(customer)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	st := sh.m[customer]
-	return st != nil && st.lane == ln
+	return st != nil && (st.lane == ln || ln.supersededBy(st.lane))
 }
 
 // Seed sets customer's latest reading in lane ln to (at, rate) unless the
@@ -176,7 +196,7 @@ func (e *Engine) Seed(ln Lane, customer string, at time.Time, rate int) {
 	sh := e.shard(customer)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if cur := sh.m[customer]; cur != nil && cur.lane == ln && !at.After(cur.time) {
+	if cur := sh.m[customer]; cur != nil && (cur.lane == ln && !at.After(cur.time) || ln.supersededBy(cur.lane)) {
 		return
 	}
 	sh.m[customer] = &customerState{lane: ln, time: at, rate: rate, lastSeen: e.now()}

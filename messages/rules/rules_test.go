@@ -297,8 +297,8 @@ func BenchmarkEvaluate(b *testing.B) {
 
 // State built in one lane is not used in another (the partition went to
 // another detector and came back in a new assignment): no previous rate
-// there until it is seeded in that lane, and an apply from the old lane
-// after that does not bring the old state back.
+// there until it is seeded in that lane. A record of the superseded lane
+// still in flight then raises nothing and changes nothing.
 func TestEngineStateIsTheLanes(t *testing.T) {
 	const s = time.Second
 	e := rules.NewEngine(rules.DefaultThresholds())
@@ -310,15 +310,28 @@ func TestEngineStateIsTheLanes(t *testing.T) {
 	_, found, _ := e.Evaluate(second, heartbeat("a", s, 110))
 	require.False(t, found, "no previous rate from another lane")
 
-	e.Seed(second, "a", t0.Add(2*s), 112) // older than nothing in this lane
+	e.Seed(second, "a", t0.Add(2*s), 112)
 	require.True(t, e.Known(second, "a"))
-	f, found, _ := e.Evaluate(second, heartbeat("a", 3*s, 80))
+	require.True(t, e.Known(first, "a"), "superseded: nothing to rebuild")
+	e.Seed(first, "a", t0.Add(3*s), 70) // a superseded lane's rebuild
+	f, found, _ := e.Evaluate(second, heartbeat("a", 4*s, 80))
 	require.True(t, found)
-	require.Equal(t, 112, *f.Previous)
+	require.Equal(t, 112, *f.Previous, "a superseded lane's seed changes nothing")
 
-	_, _, applyOld := e.Evaluate(first, heartbeat("a", 4*s, 71))
-	applyOld() // a record of the old assignment still in flight
-	require.False(t, e.Known(second, "a"), "the old lane's apply replaced the state: rebuilt again")
+	_, found, applyOld := e.Evaluate(first, heartbeat("a", 5*s, 20))
+	require.False(t, found, "a superseded lane's reading raises nothing, not even a LOW: the new assignment delivers it again")
+	applyOld()
+	f, found, _ = e.Evaluate(second, heartbeat("a", 6*s, 80))
+	require.True(t, found)
+	require.Equal(t, 112, *f.Previous, "a superseded lane's apply changes nothing")
+
+	// Another partition (the customer's key moved) is another lane, whatever
+	// the numbers.
+	other := rules.Lane{Partition: 4, Assignment: 1}
+	require.False(t, e.Known(other, "a"))
+	_, _, apply = e.Evaluate(other, heartbeat("a", 7*s, 75))
+	apply()
+	require.True(t, e.Known(other, "a"))
 }
 
 func TestEngineSeed(t *testing.T) {

@@ -69,7 +69,12 @@ func TestSubscriber_AssignmentNamesTheDelivery(t *testing.T) {
 
 	_, ch1 := subscribe(t, c, group, small)
 	d.consume("first", ch1, &n1)
-	require.Eventually(t, func() bool { return n1.Load() >= int64(len(all)) }, waitFor, tick)
+	// Every partition delivered to the first member before the second joins.
+	require.Eventually(t, func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.got["first"]) == len(all)
+	}, waitFor, tick)
 
 	second, ch2 := subscribe(t, c, group, small)
 	done2 := d.consume("second", ch2, &n2)
