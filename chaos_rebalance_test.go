@@ -18,6 +18,7 @@ func (s *chaosScenario) rebalance() {
 	window := s.exp.duration
 	roles := []string{"persist", "detect"}
 
+	firstDetect := s.proc("detect")
 	sleepUntil(simStart.Add(window / 4))
 	second := map[string]*chaosProc{}
 	for _, role := range roles {
@@ -40,6 +41,15 @@ func (s *chaosScenario) rebalance() {
 	}
 
 	sleepUntil(simStart.Add(window * 2 / 3))
+	// The second detect had partitions and records of them; the first one's
+	// rebuilds are counted from here.
+	if n, err := scrapeMetric(second["detect"].metrics, "heartbeat_messages_consumed_total"); err != nil || n == 0 {
+		s.t.Errorf("%s consumed no record before leaving (%v, %v): no partition moved", second["detect"].name, n, err)
+	}
+	lookups, err := scrapeMetric(firstDetect.metrics, "heartbeat_detector_state_lookups_total")
+	if err != nil {
+		s.t.Errorf("%s state lookups: %v", firstDetect.name, err)
+	}
 	leaving := time.Now()
 	for _, role := range roles {
 		p := second[role]
@@ -64,6 +74,17 @@ func (s *chaosScenario) rebalance() {
 			leaving.Sub(simStart).Round(time.Millisecond), leave.Round(time.Millisecond), how)
 		notes = append(notes, fmt.Sprintf("%s leave %.1fs", role, leave.Seconds()))
 	}
+	// The partitions the second detect had came back to the first, which
+	// held their customers' state from before: it rebuilds them.
+	var after float64
+	if err := poll(30*time.Second, 100*time.Millisecond, func() (bool, error) {
+		n, err := scrapeMetric(firstDetect.metrics, "heartbeat_detector_state_lookups_total")
+		after = n
+		return err == nil && n > lookups, nil
+	}); err != nil {
+		s.t.Errorf("%s rebuilt no customer's state after the partitions came back (lookups %v, then %v): it kept what it held before", firstDetect.name, lookups, after)
+	}
+	s.note("%s rebuilt %.0f customers' state after the partitions came back", firstDetect.name, after-lookups)
 	s.note("stable and committing after: %s", strings.Join(notes, ", "))
 	s.row.recovery = strings.Join(notes, ", ")
 }

@@ -254,7 +254,12 @@ func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src 
 	case prime == nil && len(readings) == 0:
 		outcome = "none"
 	}
-	open := d.c.Engine.Restore(rules.LaneOf(src), h.CustomerID, prime, readings, fullFrom, recent)
+	open, current := d.c.Engine.Restore(rules.LaneOf(src), h.CustomerID, prime, readings, fullFrom, recent)
+	if !current {
+		// A later assignment of the partition began meanwhile: the record
+		// evaluates to nothing, and that assignment delivers it again.
+		return nil
+	}
 	if outcome != "incomplete" {
 		want := map[string]bool{}
 		for _, ep := range recent {

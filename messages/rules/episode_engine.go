@@ -253,7 +253,9 @@ func (l *laneState) place(lc *laneCustomer) {
 }
 
 // Known reports whether the engine holds state for customer in lane ln,
-// or ln is superseded (there is nothing to rebuild then).
+// or ln is superseded (there is nothing to rebuild then). Asked for a
+// later assignment than the partition's, it begins that lane, dropping
+// the earlier one's state.
 func (e *EpisodeEngine) Known(ln Lane, customer string) bool {
 	l := e.lane(ln)
 	if l == nil {
@@ -272,9 +274,10 @@ func (e *EpisodeEngine) Known(ln Lane, customer string) bool {
 // (see [EpisodeParams.Recall]), and recorded its episodes recorded open
 // or ended recently, as Recall found them. With no readings at all
 // (storage incomplete), the episodes recorded open are taken as they are.
-// It returns the episodes open after the replay. State the engine already
-// holds for customer is kept.
-func (e *EpisodeEngine) Restore(ln Lane, customer string, prime *messages.Reading, readings []messages.Reading, fullFrom time.Time, recorded []messages.Episode) []messages.Episode {
+// It returns the episodes open after the replay, and current false (and no
+// episodes) when ln is superseded: nothing is installed then. State the
+// engine already holds for customer is kept.
+func (e *EpisodeEngine) Restore(ln Lane, customer string, prime *messages.Reading, readings []messages.Reading, fullFrom time.Time, recorded []messages.Episode) (open []messages.Episode, current bool) {
 	var st customerEpisodes
 	if prime != nil {
 		e.p.observe(&st, compact(*prime))
@@ -306,17 +309,17 @@ func (e *EpisodeEngine) Restore(ln Lane, customer string, prime *messages.Readin
 	}
 	l := e.lane(ln)
 	if l == nil {
-		return nil
+		return nil, false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if lc := l.customers[customer]; lc != nil {
-		return e.p.openEpisodes(customer, &lc.st)
+		return e.p.openEpisodes(customer, &lc.st), true
 	}
 	lc := &laneCustomer{id: customer, st: st, lastSeen: e.now().UnixNano(), idx: -1}
 	l.customers[customer] = lc
 	l.place(lc)
-	return e.p.openEpisodes(customer, &st)
+	return e.p.openEpisodes(customer, &st), true
 }
 
 // Open returns customer's open episodes in lane ln (none when ln is

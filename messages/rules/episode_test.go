@@ -545,7 +545,9 @@ func TestANewAssignmentBeginsThePartitionsStateAgain(t *testing.T) {
 	apply()
 	require.True(t, e.Known(first, "a"), "superseded: nothing to rebuild")
 	require.Empty(t, e.Open(first, "b"))
-	require.Empty(t, e.Restore(first, "c", nil, nil, t0, nil))
+	open, current := e.Restore(first, "c", nil, nil, t0, nil)
+	require.Empty(t, open)
+	require.False(t, current)
 	require.True(t, e.Known(second, "b"))
 	require.False(t, e.Known(second, "c"), "a superseded lane's restore installs nothing")
 	require.Equal(t, 1, e.Customers())
@@ -637,7 +639,7 @@ func TestEpisodeEngineEvictAndRestore(t *testing.T) {
 	for i, rate := range []int{70, 70, 70, 100, 99} {
 		rs = append(rs, rules.ReadingOf(hb("a", time.Duration(i+1)*sec, rate)))
 	}
-	open := e.Restore(rules.Lane{}, "a", &prime, rs, t0, nil)
+	open, _ := e.Restore(rules.Lane{}, "a", &prime, rs, t0, nil)
 	require.Empty(t, open)
 	cs := e.Process(rules.Lane{}, hb("a", 6*sec, 99), time.Time{})
 	require.Len(t, cs, 1)

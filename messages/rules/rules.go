@@ -73,8 +73,14 @@ func abs(x int) int {
 // A lane is superseded by a later assignment of its partition (the
 // subscriber numbers them in order): a record of the old one still being
 // handled — a batch in flight when the partition was lost or its revoke
-// stopped waiting — evaluates to nothing and changes nothing. Its
+// stopped waiting — evaluates to nothing and changes nothing once the new
+// one has begun (in the per-event Engine, once it has met the record's
+// customer; before that, or if its evaluation had begun, the record is
+// evaluated against its own lane's state, which is right for it). Its
 // acknowledgement is ignored, so the new assignment delivers it again.
+//
+// A lane is one topic's partition: an engine evaluates the records of one
+// topic.
 type Lane struct {
 	Partition  int32
 	Assignment uint64
