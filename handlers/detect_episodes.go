@@ -119,13 +119,13 @@ func (d *DetectEpisodes) evaluate(ctx context.Context, r *messages.Record, now t
 	if !ok {
 		return ups, nil, err
 	}
-	src := r.Source
-	if !d.c.Engine.Known(rules.LaneOf(src), h.CustomerID) && src.Offset >= 0 {
-		if err := d.restore(ctx, h, src); err != nil {
+	src, ln := r.Source, rules.LaneOf(r.Source)
+	if !d.c.Engine.Known(ln, h.CustomerID) && src.Offset >= 0 {
+		if err := d.restore(ctx, ln, h, src); err != nil {
 			return ups, nil, err
 		}
 	}
-	changes, apply := d.c.Engine.Evaluate(rules.LaneOf(src), h, now)
+	changes, apply := d.c.Engine.Evaluate(ln, h, now)
 	for _, c := range changes {
 		up, err := d.update(c, now, r.CorrelationID(d.c.NewID))
 		if err != nil {
@@ -234,7 +234,7 @@ func NewEpisodeAnomaly(c rules.Change, p rules.EpisodeParams, detectedAt time.Ti
 	return row, nil
 }
 
-func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src messages.Source) error {
+func (d *DetectEpisodes) restore(ctx context.Context, ln rules.Lane, h messages.Heartbeat, src messages.Source) error {
 	p := d.c.Engine.Params()
 	recent, warmFrom, fullFrom, err := p.Recall(h.Timestamp, func(since time.Time) ([]messages.Episode, error) {
 		return d.c.Store.RecentEpisodes(ctx, h.CustomerID, since)
@@ -254,7 +254,7 @@ func (d *DetectEpisodes) restore(ctx context.Context, h messages.Heartbeat, src 
 	case prime == nil && len(readings) == 0:
 		outcome = "none"
 	}
-	open, current := d.c.Engine.Restore(rules.LaneOf(src), h.CustomerID, prime, readings, fullFrom, recent)
+	open, current := d.c.Engine.Restore(ln, h.CustomerID, prime, readings, fullFrom, recent)
 	if !current {
 		// A later assignment of the partition began meanwhile: the record
 		// evaluates to nothing, and that assignment delivers it again.
