@@ -81,6 +81,16 @@ const (
 // generation, which restarts kfake's timer as the member's own heartbeat
 // would.
 //
+// A third break: kfake times out a follower whose SyncGroup waits for the
+// leader's assignment (a client sends no heartbeat meanwhile), and removing
+// a member whose sync waits leaves kfake's count of joined members one
+// below the truth, so every later rebalance of the group waits out its
+// rebalance timeout, which each rejoin starts again: live members can wait
+// for their assignment forever. Kafka instead removes the leader that
+// never sent the assignment and tells the followers to rejoin. The keeper
+// therefore keeps a member whose sync waits alive the same way, so that a
+// dead leader's session, not its followers', ends first.
+//
 // It also lets a restarted static member replace itself without a
 // rebalance, as on Kafka (see rejoinStatic): the one request it changes.
 type sessionKeeper struct {
@@ -154,7 +164,8 @@ type expiry struct {
 	silent, session                               time.Duration
 }
 
-// keepAlive is a member whose join waits, for which the keeper heartbeats.
+// keepAlive is a member whose join or sync waits, for which the keeper
+// heartbeats.
 type keepAlive struct {
 	group, member string
 	instance      *string
@@ -375,8 +386,8 @@ func (k *sessionKeeper) look(ctx context.Context) error {
 
 // sweep updates g from a look at the group at now (its state and members)
 // and returns the members silent for longer than their session timeout
-// plus keeperGrace, and the members whose join has waited for a third of
-// their session timeout since their last request or keep-alive. A member
+// plus keeperGrace, and the members whose join or sync has waited for a
+// third of their session timeout since their last request or keep-alive. A member
 // whose session timeout the keeper never saw is given the broker's
 // maximum. Records of members gone from the group are dropped once no
 // session could still be running on them.
@@ -425,7 +436,7 @@ func (g *groupLives) sweep(group string, now time.Time, state string, members []
 		if session == 0 {
 			session = brokerMaxSessionTimeout
 		}
-		if parked && key == int16(kmsg.JoinGroup) && now.Sub(later(at, l.keptAt)) >= session/3 {
+		if parked && now.Sub(later(at, l.keptAt)) >= session/3 {
 			kept = append(kept, keepAlive{group: group, member: m.MemberID, instance: m.InstanceID, generation: g.generation})
 			l.keptAt = now
 		}
@@ -509,8 +520,9 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-// heartbeat sends a heartbeat for a member whose join waits, which kfake
-// answers REBALANCE_IN_PROGRESS after restarting the member's session timer.
+// heartbeat sends a heartbeat for a member whose join or sync waits, which
+// kfake takes (answering REBALANCE_IN_PROGRESS to a join's) after
+// restarting the member's session timer.
 func (k *sessionKeeper) heartbeat(ctx context.Context, ka keepAlive) {
 	req := kmsg.NewPtrHeartbeatRequest()
 	req.Group, req.MemberID, req.InstanceID, req.Generation = ka.group, ka.member, ka.instance, ka.generation
@@ -518,9 +530,9 @@ func (k *sessionKeeper) heartbeat(ctx context.Context, ka keepAlive) {
 	if err == nil {
 		err = kerr.ErrorForCode(resp.ErrorCode)
 	}
-	if !errors.Is(err, kerr.RebalanceInProgress) {
-		// The rebalance completed since the look, or the member is gone.
-		k.log.Debug("broker session keeper: keep-alive for a waiting join not taken", "group", ka.group, "member", ka.member, "generation", ka.generation, "err", err)
+	if err != nil && !errors.Is(err, kerr.RebalanceInProgress) {
+		// The rebalance moved on since the look, or the member is gone.
+		k.log.Debug("broker session keeper: keep-alive for a waiting member not taken", "group", ka.group, "member", ka.member, "generation", ka.generation, "err", err)
 	}
 }
 

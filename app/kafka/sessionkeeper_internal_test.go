@@ -345,3 +345,42 @@ func TestSessionKeeperKeepsWaitingJoinsAlive(t *testing.T) {
 	k.mu.Unlock()
 	require.Len(t, expired, 1, "once answered, a member that says nothing for its session is removed")
 }
+
+// TestSessionKeeperKeepsWaitingSyncsAlive: a follower waiting in
+// SyncGroup for the leader's assignment is kept alive like a waiting join,
+// until the group leaves CompletingRebalance.
+func TestSessionKeeperKeepsWaitingSyncsAlive(t *testing.T) {
+	const group = "g"
+	session := 6 * time.Second
+	t0 := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	k := &sessionKeeper{groups: map[string]*groupLives{}, requests: map[int16]int{}, own: map[[2]string]time.Time{}}
+	join := kmsg.NewPtrJoinGroupRequest()
+	join.Group, join.MemberID, join.SessionTimeoutMillis = group, "f", int32(session/time.Millisecond)
+	k.observe(join, t0)
+	sync := kmsg.NewPtrSyncGroupRequest()
+	sync.Group, sync.MemberID, sync.Generation = group, "f", 5
+	k.observe(sync, t0.Add(100*time.Millisecond))
+	members := []kadm.DescribedGroupMember{{MemberID: "f"}}
+	for _, step := range []struct {
+		at    time.Duration
+		state string
+		kept  bool
+	}{
+		{time.Second, "CompletingRebalance", false},
+		{2200 * time.Millisecond, "CompletingRebalance", true}, // a third of the session since the sync
+		{3 * time.Second, "CompletingRebalance", false},
+		{4300 * time.Millisecond, "CompletingRebalance", true},
+		{30 * time.Second, "CompletingRebalance", true}, // never expired while it waits
+		{31 * time.Second, "PreparingRebalance", false}, // answered: the leader's session ended
+	} {
+		k.mu.Lock()
+		expired, kept := k.groups[group].sweep(group, t0.Add(step.at), step.state, members)
+		k.mu.Unlock()
+		require.Empty(t, expired, "+%s", step.at)
+		if step.kept {
+			require.Equal(t, []keepAlive{{group: group, member: "f", generation: 5}}, kept, "+%s", step.at)
+		} else {
+			require.Empty(t, kept, "+%s", step.at)
+		}
+	}
+}

@@ -17,9 +17,12 @@ import (
 
 	"github.com/heartbeat/heartbeat/app/kafka"
 	"github.com/heartbeat/heartbeat/app/telemetry/telemetrytest"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // brokerLog collects the broker's JSON log from several goroutines.
@@ -353,4 +356,121 @@ func TestBrokerExpiresMemberKilledWhileItsJoinWaits(t *testing.T) {
 		}
 	}
 	t.Logf("the session keeper expired %d killed members: those whose join kfake answered into a closed connection without arming their session", len(expired))
+}
+
+// TestBrokerTellsAFollowerWaitingForADeadLeaderToRejoin: the leader of a
+// rebalance dies after its join was answered and never sends the
+// assignment; a follower waits in SyncGroup. Kafka removes the dead leader
+// when its session ends and answers the follower REBALANCE_IN_PROGRESS, and
+// the follower's join then completes the next rebalance at once.
+//
+// kfake times the follower out as well while its sync waits (a client
+// sends no heartbeat then), and removing a member whose sync waits puts
+// kfake's count of joined members one below the truth: every later
+// rebalance of the group then waits out its rebalance timeout, which each
+// rejoin starts again, so live members can wait for their assignment
+// forever. The follower here has the shorter session, so without the
+// keeper's keep-alive for a waiting sync it is the one removed.
+func TestBrokerTellsAFollowerWaitingForADeadLeaderToRejoin(t *testing.T) {
+	const (
+		topic     = "syncs"
+		group     = "cg.syncs"
+		leaderTTL = 9 * time.Second
+		follower  = 6 * time.Second  // kfake's minimum session timeout
+		rebalance = 60 * time.Second // long: a join answered by the timer fails the test
+	)
+	b, _, _ := testBroker(t, topic, 4)
+	// A client per member: responses on a connection come in request
+	// order, so one member's waiting join would hold the other's back.
+	client := func() *kgo.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(b.ListenAddrs()...))
+		require.NoError(t, err)
+		t.Cleanup(cl.Close)
+		return cl
+	}
+	lc, fc := client(), client()
+
+	meta := kmsg.NewConsumerMemberMetadata()
+	meta.Topics = []string{topic}
+	join := func(ctx context.Context, cl *kgo.Client, member string, session time.Duration) (*kmsg.JoinGroupResponse, error) {
+		req := kmsg.NewPtrJoinGroupRequest()
+		req.Group, req.MemberID, req.ProtocolType = group, member, "consumer"
+		req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = int32(session/time.Millisecond), int32(rebalance/time.Millisecond)
+		p := kmsg.NewJoinGroupRequestProtocol()
+		p.Name, p.Metadata = "range", meta.AppendTo(nil)
+		req.Protocols = append(req.Protocols, p)
+		for {
+			resp, err := req.RequestWith(ctx, cl)
+			if err != nil {
+				return nil, err
+			}
+			if resp.ErrorCode == kerr.MemberIDRequired.Code {
+				req.MemberID = resp.MemberID
+				continue
+			}
+			return resp, kerr.ErrorForCode(resp.ErrorCode)
+		}
+	}
+	sync := func(ctx context.Context, cl *kgo.Client, member string, generation int32, assign bool) (*kmsg.SyncGroupResponse, error) {
+		req := kmsg.NewPtrSyncGroupRequest()
+		req.Group, req.MemberID, req.Generation = group, member, generation
+		req.ProtocolType, req.Protocol = kmsg.StringPtr("consumer"), kmsg.StringPtr("range")
+		if assign {
+			a := kmsg.NewSyncGroupRequestGroupAssignment()
+			a.MemberID = member
+			req.GroupAssignment = append(req.GroupAssignment, a)
+		}
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			return nil, err
+		}
+		return resp, kerr.ErrorForCode(resp.ErrorCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	// The leader-to-be forms the group alone.
+	lj, err := join(ctx, lc, "", leaderTTL)
+	require.NoError(t, err)
+	leader := lj.MemberID
+	require.Equal(t, leader, lj.LeaderID)
+	_, err = sync(ctx, lc, leader, lj.Generation, true)
+	require.NoError(t, err)
+
+	// The follower joins; the leader joins again, and both are answered.
+	fjoined := make(chan *kmsg.JoinGroupResponse, 1)
+	go func() {
+		r, err := join(ctx, fc, "", follower)
+		assert.NoError(t, err)
+		fjoined <- r
+	}()
+	var again *kmsg.JoinGroupResponse
+	require.Eventually(t, func() bool {
+		// The leader's heartbeat learns of the rebalance, as a client's would.
+		hb := kmsg.NewPtrHeartbeatRequest()
+		hb.Group, hb.MemberID, hb.Generation = group, leader, lj.Generation
+		resp, err := hb.RequestWith(ctx, lc)
+		return err == nil && resp.ErrorCode == kerr.RebalanceInProgress.Code
+	}, 10*time.Second, 50*time.Millisecond, "the follower's join starts a rebalance")
+	again, err = join(ctx, lc, leader, leaderTTL)
+	require.NoError(t, err)
+	require.Equal(t, leader, again.LeaderID)
+	fj := <-fjoined
+	require.NotNil(t, fj)
+
+	// The leader dies here: it never syncs, never heartbeats. The
+	// follower's sync waits for the assignment.
+	waited := time.Now()
+	fs, err := sync(ctx, fc, fj.MemberID, fj.Generation, false)
+	require.ErrorIs(t, err, kerr.RebalanceInProgress,
+		"the follower waiting for a dead leader's assignment must be told to rejoin (answered %v after %s)", fs, time.Since(waited).Round(time.Millisecond))
+
+	// Its join then completes the rebalance at once: it is the only member.
+	jctx, jcancel := context.WithTimeout(ctx, rebalance/2)
+	defer jcancel()
+	fj2, err := join(jctx, fc, fj.MemberID, follower)
+	require.NoError(t, err, "the follower's rejoin must be answered before the rebalance timeout: the broker counts it")
+	require.Equal(t, fj.MemberID, fj2.LeaderID)
+	_, err = sync(ctx, fc, fj.MemberID, fj2.Generation, true)
+	require.NoError(t, err)
 }
