@@ -32,7 +32,7 @@ func (r *runner) memoryPhase(ctx context.Context) error {
 		"ROUTER_HANDLERS":       config.HandlerSimulate,
 		"SIM_CUSTOMER_COUNT":    strconv.Itoa(r.o.RSSCustomers),
 		"SIM_EVENTS_PER_SECOND": strconv.FormatFloat(r.o.Rate, 'f', -1, 64),
-		"SIM_MAX_LAG":           strconv.FormatInt(r.o.MaxLag, 10),
+		"SIM_MAX_LAG":           strconv.FormatInt(r.o.RSSMaxLag, 10),
 	}))
 	if err != nil {
 		return err

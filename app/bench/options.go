@@ -43,11 +43,18 @@ type Options struct {
 	LatencyRate float64
 	// AnomalyEvery makes every n-th reading of the latency phase 150 bpm.
 	AnomalyEvery int
-	// MaxLag is the simulator children's SIM_MAX_LAG in the ingest and
-	// memory phases: the backlog persist may have before the simulator
-	// waits, so those phases measure a load the pipeline keeps up with
-	// rather than a simulator flooding the machine. 0: no bound.
+	// MaxLag is the simulator child's SIM_MAX_LAG in the ingest phase: the
+	// backlog persist's group may have before the simulator waits, so the
+	// phase measures a load the pipeline keeps up with rather than a
+	// simulator flooding the machine. persist commits every
+	// PERSIST_COMMIT_INTERVAL, so its lag never falls below what arrives in
+	// one: the bound must stand well above the rate times the interval, or
+	// it, not the pipeline, bounds the figure. 0: no bound.
 	MaxLag int64
+	// RSSMaxLag is the same bound in the memory phase, where it holds the
+	// records in flight, and with them the peak RSS measured, to a backlog
+	// a deployment keeps up with.
+	RSSMaxLag int64
 	// RSSCustomers are simulated in the memory phase.
 	RSSCustomers int
 	// MeetTimeout bounds how long the memory phase waits for the detector
@@ -103,6 +110,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Customers <= 0 || o.RSSCustomers <= 0 || o.DrainEvents <= 0 || o.CopyRows <= 0 {
 		return o, errors.New("-customers, -rss-customers, -drain-events and -copy-rows must be positive")
 	}
+	if o.MaxLag < 0 || o.RSSMaxLag < 0 {
+		return o, errors.New("-max-lag and -rss-max-lag must be 0 (no bound) or a positive number of records")
+	}
 	if o.Rate <= 0 {
 		o.Rate = maxRate
 	}
@@ -149,7 +159,8 @@ func DefaultOptions() Options {
 		CopyRows:      1_000_000,
 		LatencyRate:   10_000,
 		AnomalyEvery:  100,
-		MaxLag:        100_000,
+		MaxLag:        300_000,
+		RSSMaxLag:     100_000,
 		RSSCustomers:  100_000,
 		MeetTimeout:   5 * time.Minute,
 		SimPublishers: 64,

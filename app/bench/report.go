@@ -109,7 +109,8 @@ func newResult(o Options) *Result {
 		{"per-row-time", o.PerRowTime.String()}, {"latency-rate", strconv.FormatFloat(o.LatencyRate, 'f', -1, 64)},
 		{"anomaly-every", strconv.Itoa(o.AnomalyEvery)}, {"rss-customers", strconv.Itoa(o.RSSCustomers)}, {"meet-timeout", o.MeetTimeout.String()},
 		{"SIM_PUBLISHERS", strconv.Itoa(o.SimPublishers)}, {"SIM_INVALID_RATIO", "0"}, {"SIM_BURST_MULTIPLIER", "1"},
-		{"SIM_MAX_LAG", strconv.FormatInt(o.MaxLag, 10)},
+		{"max-lag (ingest SIM_MAX_LAG)", strconv.FormatInt(o.MaxLag, 10)},
+		{"rss-max-lag (memory SIM_MAX_LAG)", strconv.FormatInt(o.RSSMaxLag, 10)},
 	}
 	return r
 }

@@ -345,4 +345,7 @@ func TestBenchRefusesBeforeMeasuring(t *testing.T) {
 	code, _, stderr = heartbeat(t, "bench", "-phases", "ingest,warp")
 	require.Equal(t, 1, code)
 	requireOneLine(t, stderr, `-phases: unknown phase "warp"`)
+	code, _, stderr = heartbeat(t, "bench", "-phases", "memory", "-rss-max-lag", "-1")
+	require.Equal(t, 1, code)
+	requireOneLine(t, stderr, "-max-lag and -rss-max-lag must be 0 (no bound) or a positive number of records")
 }
