@@ -66,8 +66,10 @@ func TestResultJSONHasEveryKey(t *testing.T) {
 	require.NoError(t, err)
 	r := newResult(o)
 	r.CopyCeiling, r.Ingest = 100, 50
+	r.DrainPostgresCPU, r.BareCopyPostgresCPU = 4.6, 0.8
 	js := string(r.JSON())
 	for _, key := range []string{`"copy_ceiling_rows_per_s":100`, `"ingest_vs_copy":0.5`, `"lost":0`, `"duplicated":0`,
+		`"drain_postgres_vs_bare_copy":5.75`, `"drain_postgres_cpu_ms_per_1000","drain_postgres_vs_bare_copy",`,
 		`"anomaly_latency_p99_ms"`, `"peak_rss_mb"`, `"detect_events_per_s"`, `"targets_missed":[`} {
 		require.Contains(t, js, key)
 	}
