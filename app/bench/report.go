@@ -204,7 +204,7 @@ func (r *Result) entries() []entry {
 	add(ran(PhaseDrain), entry{key: "bare_copy_rows_per_s", value: r.BareCopy,
 		note: fmt.Sprintf("same rows into a table without key, index or partitions, same run; PostgreSQL %.2f ms per 1,000 rows", r.BareCopyPostgresCPU)})
 	add(ran(PhaseDrain), entry{key: "drain_vs_bare_copy", value: ratio(r.Drain, r.BareCopy), note: "the limit any sink writing these rows here has"})
-	add(ran(PhaseDrain), entry{key: "drain_postgres_vs_bare_copy", value: round2(ratio(r.DrainPostgresCPU, r.BareCopyPostgresCPU)), target: atMost(postgresVsBareTarget),
+	add(ran(PhaseDrain) && r.BareCopyPostgresCPU > 0, entry{key: "drain_postgres_vs_bare_copy", value: round2(ratio(r.DrainPostgresCPU, r.BareCopyPostgresCPU)), target: atMost(postgresVsBareTarget),
 		note: "PostgreSQL's CPU per row of the drain over the bare COPY's, same run: the 3 ms target on a machine whose bare COPY takes 0.53 ms, on any machine"})
 	add(ran(PhaseDrain) && ran(PhaseCopy), entry{key: "drain_vs_copy", value: ratio(r.Drain, r.CopyCeiling),
 		note: "ratio to the copy phase: COPY into a table shaped like heartbeat_events (its key, no partitions); see drain_vs_bare_copy"})
