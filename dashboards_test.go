@@ -284,8 +284,7 @@ func TestDashboardAndRulesAgainstRealPipeline(t *testing.T) {
 		// out: a burst may raise lag for a moment, and it needs 5 minutes).
 		quiet := []string{"HeartbeatNoIngest", "HeartbeatDLQMessages", "HeartbeatInvalidRatioHigh",
 			"HeartbeatTransientFailures", "HeartbeatServiceDown", "HeartbeatConsumerStalled",
-			"HeartbeatOutboxNotForwarding", "HeartbeatHandlerFailures", "HeartbeatPublishErrors",
-			"HeartbeatDetectorHistoryIncomplete"}
+			"HeartbeatOutboxNotForwarding", "HeartbeatHandlerFailures", "HeartbeatPublishErrors"}
 		// Counters that exist only once something went wrong.
 		mayBeAbsent := []string{"heartbeat_dlq_total", "heartbeat_transient_failures_total"}
 		var names []string

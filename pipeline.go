@@ -62,23 +62,23 @@ func newPipeline(ctx context.Context, a *app.App) (_ *app.Pipeline, err error) {
 	}
 
 	w := wiring{cfg: cfg, metrics: m, registry: a.Registry, log: log, wlog: a.WLogger, pub: pub,
-		detectSub: a.Kafka.NewOrderedSubscriber}
+		persistSub: a.Kafka.NewWindowedSubscriber}
 	routerDone := make(chan struct{}) // closed once no handler can write any more
 	if cfg.Runs(config.HandlerPersist) {
-		var events *hbsql.EventWriter
-		if w.persist, events, err = newPersist(ctx, a, p); err != nil {
+		if w.persist, err = newPersist(ctx, a, p); err != nil {
 			return nil, err
-		}
-		// The late customer_history is written before each commit of
-		// persist's offsets: they never pass a reading whose history is
-		// not written.
-		w.persistSub = func(group string) (message.Subscriber, error) {
-			return a.Kafka.NewWindowedSubscriber(group, events.FlushHistory)
 		}
 	}
 	if cfg.Runs(config.HandlerDetect) {
-		if w.detect, err = newDetector(ctx, a, p); err != nil {
+		history := hbsql.NewHistoryWriter(a.Pool)
+		if w.detect, err = newDetector(a, p, history); err != nil {
 			return nil, err
+		}
+		// The history of the readings detect evaluated is written before
+		// each commit of its offsets: they never pass a reading whose
+		// history is not written.
+		w.detectSub = func(group string) (message.Subscriber, error) {
+			return a.Kafka.NewOrderedSubscriber(group, history.Flush)
 		}
 		fwd, err := hbsql.NewForwarder(ctx, a.Pool, pub, hbsql.ForwarderConfig{Poll: cfg.OutboxPoll,
 			ShutdownTimeout: cfg.ShutdownTimeout, Log: log, WLog: a.WLogger})
@@ -166,13 +166,12 @@ func newSimulator(a *app.App, p *app.Pipeline) (*simulate.Simulator, error) {
 
 // newPersist returns the persist handler: its batcher writing COPY batches
 // with the checkpoint, and the daily partitions of heartbeat_events
-// maintained; and its writer, whose FlushHistory must run before persist's
-// offsets are committed.
-func newPersist(ctx context.Context, a *app.App, p *app.Pipeline) (*handlers.Persist, *hbsql.EventWriter, error) {
+// maintained.
+func newPersist(ctx context.Context, a *app.App, p *app.Pipeline) (*handlers.Persist, error) {
 	cfg, m, log := a.Config, a.Metrics, a.Log
 	events := hbsql.NewEventWriter(a.Pool, cfg.Kafka.GroupDB)
 	if err := events.Partitions.Maintain(ctx, time.Now(), cfg.Persist.RetentionDays, log); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	p.Add(app.Every("partition maintenance", time.Hour, func(ctx context.Context) {
 		if err := events.Partitions.Maintain(ctx, time.Now(), cfg.Persist.RetentionDays, log); err != nil && ctx.Err() == nil {
@@ -185,8 +184,7 @@ func newPersist(ctx context.Context, a *app.App, p *app.Pipeline) (*handlers.Per
 		m.BatchSeconds.Observe(took.Seconds())
 	}))
 	p.OnClose(batcher.Close)
-	persist, err := handlers.NewPersist(cfg.Validation.Limits(), batcher, time.Now)
-	return persist, events, err
+	return handlers.NewPersist(cfg.Validation.Limits(), batcher, time.Now)
 }
 
 // persistOrderDelay bounds how long persist's batches take older readings
@@ -222,18 +220,13 @@ func firstReadingTime(rows []messages.Ingest) int64 {
 	return math.MinInt64
 }
 
-// newDetector returns the detect handler of DETECTION_MODE, rebuilding a
-// customer's state from storage once persist has stored the readings
-// before it; idle customers' state is evicted after DETECT_STATE_TTL.
-func newDetector(ctx context.Context, a *app.App, p *app.Pipeline) (handlers.BatchHandler, error) {
+// newDetector returns the detect handler of DETECTION_MODE, keeping the
+// readings it evaluates in kept and rebuilding a customer's state from
+// them; idle customers' state is evicted after DETECT_STATE_TTL.
+func newDetector(a *app.App, p *app.Pipeline, kept *hbsql.HistoryWriter) (handlers.BatchHandler, error) {
 	cfg, m := a.Config, a.Metrics
 	m.InitAnomalies(cfg.Detection.Mode)
-	progress, closeProgress, err := a.Kafka.GroupProgress(cfg.Kafka.GroupDB)
-	if err != nil {
-		return nil, err
-	}
-	p.OnClose(func(context.Context) { closeProgress() })
-	history := hbsql.NewHistory(a.Pool, progress, cfg.Anomaly.StateTTL, cfg.Anomaly.HistoryWait)
+	history := hbsql.NewHistory(a.Pool, cfg.Anomaly.StateTTL)
 	store := hbsql.NewAnomalyWriter(a.Pool, a.WLogger)
 	observe := handlers.Observer{
 		Anomaly: func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() },
@@ -246,7 +239,7 @@ func newDetector(ctx context.Context, a *app.App, p *app.Pipeline) (handlers.Bat
 		engine := rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
 		evict(engine.Evict)
 		return handlers.NewDetect(handlers.DetectConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: store, History: history,
-			Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: a.Log, Observe: observe})
+			Kept: kept, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: a.Log, Observe: observe})
 	}
 	engine, err := rules.NewEpisodeEngine(cfg.Detection.EpisodeParams(cfg.Anomaly))
 	if err != nil {
@@ -254,6 +247,6 @@ func newDetector(ctx context.Context, a *app.App, p *app.Pipeline) (handlers.Bat
 	}
 	evict(engine.Evict)
 	return handlers.NewDetectEpisodes(handlers.DetectEpisodesConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: store,
-		History: hbsql.NewEpisodeHistory(history), Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID,
+		History: hbsql.NewEpisodeHistory(history), Kept: kept, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID,
 		Log: a.Log, Observe: observe})
 }

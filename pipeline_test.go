@@ -212,6 +212,25 @@ func TestPipelineStoresExactlyTheValidEvents(t *testing.T) {
 	produce(t, broker, "events.raw.v1", dups)
 	verify(t, broker, pool, expect(append(recs, dups...), anomalies))
 	p.stop(t)
+	requireHistoryOfEveryReading(t, pool)
+}
+
+// requireHistoryOfEveryReading checks, once detect has stopped (its last
+// commit writes the history it held), that every stored reading is in the
+// detector's history (customer_history) at the offset of its record: what
+// a rebuild of its customer's state reads.
+func requireHistoryOfEveryReading(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	var stored, missing int
+	require.NoError(t, pool.QueryRow(context.Background(), `WITH packed AS (
+			SELECT h.customer_id, h.source_partition, substring(h.readings FROM i * 34 + 1 FOR 16) AS id,
+				substring(h.readings FROM i * 34 + 27 FOR 8) AS off
+			FROM customer_history h, generate_series(0, length(h.readings) / 34 - 1) AS i)
+		SELECT (SELECT count(*) FROM heartbeat_events), count(*) FROM heartbeat_events e WHERE NOT EXISTS (
+			SELECT 1 FROM packed p WHERE p.customer_id = e.customer_id AND p.source_partition = e.source_partition
+				AND p.id = uuid_send(e.event_id) AND p.off = int8send(e.source_offset))`).Scan(&stored, &missing))
+	require.Positive(t, stored)
+	require.Zero(t, missing, "stored readings missing from the detector's history, of %d", stored)
 }
 
 func TestPipelineRestartMidStreamLosesAndDuplicatesNothing(t *testing.T) {
@@ -233,8 +252,10 @@ func TestPipelineRestartMidStreamLosesAndDuplicatesNothing(t *testing.T) {
 	require.NoError(t, pool.QueryRow(context.Background(), "SELECT count(*) FROM heartbeat_events").Scan(&stored))
 	t.Logf("stopped with %d of %d rows stored", stored, len(recs))
 
-	startPipeline(t, env)
+	p = startPipeline(t, env)
 	dups := duplicates(recs)
 	produce(t, broker, "events.raw.v1", dups)
 	verify(t, broker, pool, expect(append(recs, dups...), anomalies))
+	p.stop(t)
+	requireHistoryOfEveryReading(t, pool)
 }

@@ -76,12 +76,12 @@ func startTestRouter(t *testing.T, handlers string, env map[string]string, fail 
 		if cfg.Detection.Mode == rules.ModePerEvent {
 			engine := rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
 			w.detect, err = hb.NewDetect(hb.DetectConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: tr.anomalies,
-				History: &handlerstest.History{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
+				History: &handlerstest.History{}, Kept: &handlerstest.Kept{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
 		} else {
 			engine, eerr := rules.NewEpisodeEngine(cfg.Detection.EpisodeParams(cfg.Anomaly))
 			require.NoError(t, eerr)
 			w.detect, err = hb.NewDetectEpisodes(hb.DetectEpisodesConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: tr.episodes,
-				History: &handlerstest.EpisodeHistory{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
+				History: &handlerstest.EpisodeHistory{}, Kept: &handlerstest.Kept{}, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: log, Observe: observe})
 		}
 		require.NoError(t, err)
 	}

@@ -3,7 +3,6 @@ package handlers
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -21,11 +20,25 @@ type AnomalyStore interface {
 }
 
 // History rebuilds a customer's state from storage: the latest reading
-// before a record of the raw topic. Its error wraps
-// [messages.ErrHistoryIncomplete] when the readings before it are not all
-// stored yet.
+// before a record of the raw topic, from those a [HistoryLog] kept.
 type History interface {
 	Previous(ctx context.Context, h messages.Heartbeat, src messages.Source) (at time.Time, rate int, found bool, err error)
+}
+
+// HistoryLog keeps the readings a detector evaluated, with the record each
+// came from, for its History ([sql.HistoryWriter]). The detector's
+// subscriber has it write them before each commit of the detector's
+// offsets, so that a committed offset never passes a reading the History
+// lacks: a rebuild at the start of an assignment needs nothing more.
+type HistoryLog interface {
+	// Keep holds readings; its error says an early write of what it
+	// holds failed, the readings staying held.
+	Keep(ctx context.Context, rs []messages.Ingest) error
+	// Flush writes every reading kept before it was called.
+	Flush(ctx context.Context) error
+	// Room waits while too many readings are held that could not be
+	// written.
+	Room(ctx context.Context) error
 }
 
 // Observer is told what a detector did, for its metrics; every field may be
@@ -35,7 +48,7 @@ type Observer struct {
 	// opening; not its reclassification or closing).
 	Anomaly func(a messages.Anomaly)
 	// History is called after each rebuild of a customer's state with its
-	// outcome: found, none or incomplete.
+	// outcome: found or none.
 	History func(outcome string)
 }
 
@@ -57,6 +70,8 @@ type DetectConfig struct {
 	Engine  *rules.Engine
 	Store   AnomalyStore
 	History History
+	// Kept keeps the readings evaluated, for History.
+	Kept HistoryLog
 	// Topic is where anomaly messages go (events.anomaly.v1).
 	Topic string
 	Now   func() time.Time
@@ -78,60 +93,84 @@ type Detect struct{ c DetectConfig }
 // NewDetect returns a Detect, or the dependencies c lacks.
 func NewDetect(c DetectConfig) (*Detect, error) {
 	if err := require("Detect", dep{"an Engine", c.Engine != nil}, dep{"a Store", c.Store != nil},
-		dep{"a History", c.History != nil}, dep{"a Topic", c.Topic != ""}, dep{"a clock (Now)", c.Now != nil},
-		dep{"NewID", c.NewID != nil}, dep{"a Log", c.Log != nil}); err != nil {
+		dep{"a History", c.History != nil}, dep{"a HistoryLog (Kept)", c.Kept != nil}, dep{"a Topic", c.Topic != ""},
+		dep{"a clock (Now)", c.Now != nil}, dep{"NewID", c.NewID != nil}, dep{"a Log", c.Log != nil}); err != nil {
 		return nil, err
 	}
 	return &Detect{c: c}, nil
 }
 
 // HandleBatch implements [BatchHandler]: the records one by one, in order,
-// each done once its anomaly, if any, is recorded.
+// each done once its anomaly, if any, is recorded. The readings of the
+// records done are kept for the History.
 func (d *Detect) HandleBatch(ctx context.Context, b *messages.Batch) error {
+	if err := d.c.Kept.Room(ctx); err != nil {
+		return err
+	}
+	kept := make([]messages.Ingest, 0, len(b.Records)-b.Done)
+	defer func() { keep(ctx, d.c.Kept, d.c.Log, kept) }()
 	for b.Done < len(b.Records) {
-		if err := d.handle(ctx, &b.Records[b.Done]); err != nil {
+		r := &b.Records[b.Done]
+		h, evaluated, err := d.handle(ctx, r)
+		if err != nil {
 			return err
+		}
+		if evaluated && r.Source.Offset >= 0 {
+			kept = append(kept, messages.Ingest{Reading: h, Source: r.Source})
 		}
 		b.Done++
 	}
 	return nil
 }
 
-func (d *Detect) handle(ctx context.Context, r *messages.Record) error {
+// keep hands the readings evaluated to l; a failed early write is logged,
+// the readings staying held for the write before the next commit.
+func keep(ctx context.Context, l HistoryLog, log *slog.Logger, rs []messages.Ingest) {
+	if len(rs) == 0 {
+		return
+	}
+	if err := l.Keep(ctx, rs); err != nil && ctx.Err() == nil {
+		log.Warn("detector history: early write failed; the readings are held for the next commit", "err", err)
+	}
+}
+
+// handle evaluates r's reading, if valid, and records its anomaly:
+// evaluated reports that the customer's state moved past it.
+func (d *Detect) handle(ctx context.Context, r *messages.Record) (_ messages.Heartbeat, evaluated bool, _ error) {
 	now := d.c.Now()
 	h, ok, err := validReading(d.c.Limits, r.Value, now)
 	if !ok {
-		return err
+		return h, false, err
 	}
 	ln := rules.LaneOf(r.Source)
 	if !d.c.Engine.Known(ln, h.CustomerID) && r.Source.Offset >= 0 {
 		if err := d.restore(ctx, ln, h, r.Source); err != nil {
-			return err
+			return h, false, err
 		}
 	}
 	f, found, apply := d.c.Engine.Evaluate(ln, h)
 	if !found {
 		apply()
-		return nil
+		return h, true, nil
 	}
 	a, err := NewAnomaly(h, f, now)
 	if err != nil {
-		return err
+		return h, false, err
 	}
 	body, err := json.Marshal(a)
 	if err != nil {
-		return err
+		return h, false, err
 	}
 	out := anomalyMessage(a.AnomalyID, body, r.CorrelationID(d.c.NewID), a.CustomerID, a.Type)
 	inserted, err := d.c.Store.Write(ctx, a, d.c.Topic, out)
 	if err != nil {
-		return err
+		return h, false, err
 	}
 	apply()
 	if inserted {
 		d.c.Observe.anomaly(a)
 	}
-	return nil
+	return h, true, nil
 }
 
 // NewAnomaly builds the anomaly record of finding f on reading h.
@@ -161,31 +200,16 @@ func NewAnomaly(h messages.Heartbeat, f rules.Finding, detectedAt time.Time) (me
 
 func (d *Detect) restore(ctx context.Context, ln rules.Lane, h messages.Heartbeat, src messages.Source) error {
 	at, rate, found, err := d.c.History.Previous(ctx, h, src)
-	outcome := "found"
-	switch {
-	case historyIncomplete(d.c.Log, h.CustomerID, err):
-		// Go on without history: a SPIKE across this point may be missed.
-		outcome = "incomplete"
-	case err != nil:
+	if err != nil {
 		return err
-	case found:
+	}
+	outcome := "none"
+	if found {
 		d.c.Engine.Seed(ln, h.CustomerID, at, rate)
-	default:
-		outcome = "none"
+		outcome = "found"
 	}
 	d.c.Observe.history(outcome)
 	return nil
-}
-
-// historyIncomplete reports, and logs, an error saying persist has not
-// stored a customer's earlier readings (it is not running or far behind):
-// the detectors then go on without them rather than stall detection.
-func historyIncomplete(log *slog.Logger, customer string, err error) bool {
-	if !errors.Is(err, messages.ErrHistoryIncomplete) {
-		return false
-	}
-	log.Warn("detector state not rebuilt: persist has not stored the earlier readings", "customer_id", customer, "err", err)
-	return true
 }
 
 // validReading is both detectors' validation: ok is false for a reading to

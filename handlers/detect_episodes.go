@@ -3,7 +3,9 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/heartbeat/heartbeat/messages"
@@ -18,10 +20,9 @@ type EpisodeStore interface {
 	RecentEpisodes(ctx context.Context, customer string, since time.Time) ([]messages.Episode, error)
 }
 
-// EpisodeHistory reads a customer's stored readings: prime, its latest
-// before warmFrom, and those from warmFrom on, in the partition's order,
-// all from records of src's partition before src. Its error wraps
-// [messages.ErrHistoryIncomplete] when they are not all stored yet.
+// EpisodeHistory reads a customer's readings a [HistoryLog] kept: prime,
+// its latest before warmFrom, and those from warmFrom on, in the
+// partition's order, all from records of src's partition before src.
 type EpisodeHistory interface {
 	Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *messages.Reading, rs []messages.Reading, err error)
 }
@@ -33,6 +34,8 @@ type DetectEpisodesConfig struct {
 	Engine  *rules.EpisodeEngine
 	Store   EpisodeStore
 	History EpisodeHistory
+	// Kept keeps the readings evaluated, for History.
+	Kept HistoryLog
 	// Topic is where anomaly messages go (events.anomaly.v1).
 	Topic string
 	Now   func() time.Time
@@ -54,13 +57,20 @@ type DetectEpisodesConfig struct {
 // rebuilt before its first reading is evaluated: its open and recently
 // ended episodes from the anomalies table, then its stored readings
 // replayed through the same rules (see [rules.EpisodeParams.Recall]).
-type DetectEpisodes struct{ c DetectEpisodesConfig }
+type DetectEpisodes struct {
+	c DetectEpisodesConfig
+	// forgotten counts the lanes dropped after a failed batch; flushed is
+	// the count a successful Flush of the kept readings began after. A
+	// rebuild with flushed behind forgotten writes them first: a dropped
+	// lane's readings of earlier batches may still be held.
+	forgotten, flushed atomic.Uint64
+}
 
 // NewDetectEpisodes returns a DetectEpisodes, or the dependencies c lacks.
 func NewDetectEpisodes(c DetectEpisodesConfig) (*DetectEpisodes, error) {
 	if err := require("DetectEpisodes", dep{"an Engine", c.Engine != nil}, dep{"a Store", c.Store != nil},
-		dep{"a History", c.History != nil}, dep{"a Topic", c.Topic != ""}, dep{"a clock (Now)", c.Now != nil},
-		dep{"NewID", c.NewID != nil}, dep{"a Log", c.Log != nil}); err != nil {
+		dep{"a History", c.History != nil}, dep{"a HistoryLog (Kept)", c.Kept != nil}, dep{"a Topic", c.Topic != ""},
+		dep{"a clock (Now)", c.Now != nil}, dep{"NewID", c.NewID != nil}, dep{"a Log", c.Log != nil}); err != nil {
 		return nil, err
 	}
 	return &DetectEpisodes{c: c}, nil
@@ -74,28 +84,39 @@ func NewDetectEpisodes(c DetectEpisodesConfig) (*DetectEpisodes, error) {
 // and rebuilt from storage when the batch, or its records one by one, come
 // again — as after a restart, with nothing of the batch recorded. A batch
 // of one record (a single message) applies nothing ahead, so its failure
-// leaves the state as it was.
+// leaves the state as it was. The readings evaluated are kept for the
+// History once the batch is done.
 func (d *DetectEpisodes) HandleBatch(ctx context.Context, b *messages.Batch) (err error) {
 	if b.Done >= len(b.Records) {
 		return nil
+	}
+	if err := d.c.Kept.Room(ctx); err != nil {
+		return err
 	}
 	lane := rules.LaneOf(b.Records[b.Done].Source)
 	ahead := false
 	defer func() {
 		if err != nil && ahead {
 			d.c.Engine.ForgetLane(lane)
+			d.forgotten.Add(1)
 		}
 	}()
 	now := d.c.Now()
 	var ups []messages.EpisodeUpdate
 	var last func()
+	kept := make([]messages.Ingest, 0, len(b.Records)-b.Done)
 	for i := b.Done; i < len(b.Records); i++ {
 		if last != nil {
 			last()
 			ahead = true
 		}
-		if ups, last, err = d.evaluate(ctx, &b.Records[i], now, ups); err != nil {
+		r := &b.Records[i]
+		var h messages.Heartbeat
+		if h, ups, last, err = d.evaluate(ctx, r, now, ups); err != nil {
 			return err
+		}
+		if last != nil && r.Source.Offset >= 0 {
+			kept = append(kept, messages.Ingest{Reading: h, Source: r.Source})
 		}
 	}
 	if len(ups) > 0 {
@@ -107,6 +128,7 @@ func (d *DetectEpisodes) HandleBatch(ctx context.Context, b *messages.Batch) (er
 		last()
 	}
 	b.Done = len(b.Records)
+	keep(ctx, d.c.Kept, d.c.Log, kept)
 	return nil
 }
 
@@ -114,26 +136,26 @@ func (d *DetectEpisodes) HandleBatch(ctx context.Context, b *messages.Batch) (er
 // engine does not know it, evaluates it, and appends the episode changes it
 // makes to ups. apply moves the state past the reading; it is nil for a
 // reading not evaluated (invalid: persist routes it).
-func (d *DetectEpisodes) evaluate(ctx context.Context, r *messages.Record, now time.Time, ups []messages.EpisodeUpdate) (_ []messages.EpisodeUpdate, apply func(), _ error) {
+func (d *DetectEpisodes) evaluate(ctx context.Context, r *messages.Record, now time.Time, ups []messages.EpisodeUpdate) (_ messages.Heartbeat, _ []messages.EpisodeUpdate, apply func(), _ error) {
 	h, ok, err := validReading(d.c.Limits, r.Value, now)
 	if !ok {
-		return ups, nil, err
+		return h, ups, nil, err
 	}
 	src, ln := r.Source, rules.LaneOf(r.Source)
 	if !d.c.Engine.Known(ln, h.CustomerID) && src.Offset >= 0 {
 		if err := d.restore(ctx, ln, h, src); err != nil {
-			return ups, nil, err
+			return h, ups, nil, err
 		}
 	}
 	changes, apply := d.c.Engine.Evaluate(ln, h, now)
 	for _, c := range changes {
 		up, err := d.update(c, now, r.CorrelationID(d.c.NewID))
 		if err != nil {
-			return ups, nil, err
+			return h, ups, nil, err
 		}
 		ups = append(ups, up)
 	}
-	return ups, apply, nil
+	return h, ups, apply, nil
 }
 
 // record writes ups in one transaction and reports the openings it
@@ -235,6 +257,9 @@ func NewEpisodeAnomaly(c rules.Change, p rules.EpisodeParams, detectedAt time.Ti
 }
 
 func (d *DetectEpisodes) restore(ctx context.Context, ln rules.Lane, h messages.Heartbeat, src messages.Source) error {
+	if err := d.flushForgotten(ctx); err != nil {
+		return err
+	}
 	p := d.c.Engine.Params()
 	recent, warmFrom, fullFrom, err := p.Recall(h.Timestamp, func(since time.Time) ([]messages.Episode, error) {
 		return d.c.Store.RecentEpisodes(ctx, h.CustomerID, since)
@@ -243,15 +268,12 @@ func (d *DetectEpisodes) restore(ctx context.Context, ln rules.Lane, h messages.
 		return err
 	}
 	prime, readings, err := d.c.History.Readings(ctx, h, src, warmFrom)
-	outcome := "found"
-	switch {
-	case historyIncomplete(d.c.Log, h.CustomerID, err):
-		// Go on from the recorded episodes alone; pending timers start again.
-		outcome = "incomplete"
-		prime, readings = nil, nil
-	case err != nil:
+	if err != nil {
 		return err
-	case prime == nil && len(readings) == 0:
+	}
+	outcome := "found"
+	if prime == nil && len(readings) == 0 {
+		// Only the recorded episodes; pending timers start again.
 		outcome = "none"
 	}
 	open, current := d.c.Engine.Restore(ln, h.CustomerID, prime, readings, fullFrom, recent)
@@ -260,21 +282,39 @@ func (d *DetectEpisodes) restore(ctx context.Context, ln rules.Lane, h messages.
 		// evaluates to nothing, and that assignment delivers it again.
 		return nil
 	}
-	if outcome != "incomplete" {
-		want := map[string]bool{}
-		for _, ep := range recent {
-			if !ep.Closed {
-				want[ep.ID()] = true
-			}
+	want := map[string]bool{}
+	for _, ep := range recent {
+		if !ep.Closed {
+			want[ep.ID()] = true
 		}
-		for _, ep := range open {
-			delete(want, ep.ID())
-		}
-		if len(want) > 0 {
-			d.c.Log.Warn("episodes recorded open were not rebuilt from the stored readings; they stay open until a reading closes them",
-				"customer_id", h.CustomerID, "episodes", len(want))
-		}
+	}
+	for _, ep := range open {
+		delete(want, ep.ID())
+	}
+	if len(want) > 0 {
+		d.c.Log.Warn("episodes recorded open were not rebuilt from the stored readings; they stay open until a reading closes them",
+			"customer_id", h.CustomerID, "episodes", len(want))
 	}
 	d.c.Observe.history(outcome)
 	return nil
+}
+
+// flushForgotten writes the readings kept if a lane was dropped since the
+// last write began: that lane's readings of its earlier batches, which its
+// rebuild reads, may still be held. A Flush waits for one in progress and
+// writes what it left, so a rebuild never reads before they are written.
+func (d *DetectEpisodes) flushForgotten(ctx context.Context) error {
+	n := d.forgotten.Load()
+	if d.flushed.Load() >= n {
+		return nil
+	}
+	if err := d.c.Kept.Flush(ctx); err != nil {
+		return fmt.Errorf("write the detector's history before rebuilding a dropped partition's state: %w", err)
+	}
+	for {
+		f := d.flushed.Load()
+		if f >= n || d.flushed.CompareAndSwap(f, n) {
+			return nil
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ type detectFixture struct {
 	d        *handlers.DetectEpisodes
 	store    *handlerstest.Episodes
 	history  *handlerstest.EpisodeHistory
+	kept     *handlerstest.Kept
 	opened   []messages.Anomaly
 	outcomes []string
 	offset   int64
@@ -34,11 +36,18 @@ type detectFixture struct {
 
 func newDetectFixture(t *testing.T) *detectFixture {
 	t.Helper()
+	f := &detectFixture{store: &handlerstest.Episodes{}, history: &handlerstest.EpisodeHistory{}, kept: &handlerstest.Kept{}}
+	f.d = f.detector(t, f.history)
+	return f
+}
+
+// detector is a DetectEpisodes of f's store and log reading history.
+func (f *detectFixture) detector(t *testing.T, history handlers.EpisodeHistory) *handlers.DetectEpisodes {
+	t.Helper()
 	e, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
-	f := &detectFixture{store: &handlerstest.Episodes{}, history: &handlerstest.EpisodeHistory{}}
-	f.d, err = handlers.NewDetectEpisodes(handlers.DetectEpisodesConfig{
-		Limits: messages.DefaultLimits(), Engine: e, Store: f.store, History: f.history, Topic: "events.anomaly.v1",
+	d, err := handlers.NewDetectEpisodes(handlers.DetectEpisodesConfig{
+		Limits: messages.DefaultLimits(), Engine: e, Store: f.store, History: history, Kept: f.kept, Topic: "events.anomaly.v1",
 		Now: func() time.Time { return t0.Add(time.Hour) }, NewID: uuid.NewString, Log: slog.New(slog.DiscardHandler),
 		Observe: handlers.Observer{
 			Anomaly: func(a messages.Anomaly) { f.opened = append(f.opened, a) },
@@ -46,7 +55,7 @@ func newDetectFixture(t *testing.T) *detectFixture {
 		},
 	})
 	require.NoError(t, err)
-	return f
+	return d
 }
 
 func reading(customer string, at time.Duration, rate int) messages.Heartbeat {
@@ -197,12 +206,11 @@ func TestDetectEpisodesRebuildsAPartitionThatCameBack(t *testing.T) {
 	require.Equal(t, 2, f.history.Calls(), "once per customer and assignment")
 }
 
-// TestDetectEpisodesWithoutHistory: persist not running — the episodes
-// recorded open are taken as they are, so one closes instead of a second
-// one opening.
-func TestDetectEpisodesWithoutHistory(t *testing.T) {
+// TestDetectEpisodesWithoutStoredReadings: no readings in the history
+// (stored by another tool, or past retention) — the episodes recorded open
+// are taken as they are, so one closes instead of a second one opening.
+func TestDetectEpisodesWithoutStoredReadings(t *testing.T) {
 	f := newDetectFixture(t)
-	f.history.Err = fmt.Errorf("wait: %w", messages.ErrHistoryIncomplete)
 	start := rules.ReadingOf(reading("c1", 0, 125))
 	recorded := messages.Episode{CustomerID: "c1", Rule: messages.SustainedHigh, Severity: messages.SeverityHigh, Threshold: 120,
 		Start: start, OpenedAt: start.Time.Add(10 * time.Minute), Last: start, Peak: 130, Trough: 121, Samples: 600}
@@ -211,7 +219,7 @@ func TestDetectEpisodesWithoutHistory(t *testing.T) {
 	for i := range 62 {
 		require.NoError(t, f.handle(t, reading("c1", 11*time.Minute+time.Duration(i)*time.Second, 80)))
 	}
-	require.Equal(t, []string{"incomplete"}, f.outcomes)
+	require.Equal(t, []string{"none"}, f.outcomes)
 	require.Len(t, writes(f.store), 1)
 	require.Equal(t, recorded.ID(), writes(f.store)[0].Episode.AnomalyID)
 	require.Equal(t, messages.EpisodeClosed, writes(f.store)[0].Episode.Status)
@@ -260,6 +268,71 @@ func TestDetectEpisodesBatchMatchesOneByOneAndSurvivesAFailedWrite(t *testing.T)
 		require.Equal(t, w1.Message.Metadata.Get(wmmw.CorrelationIDMetadataKey), w2.Message.Metadata.Get(wmmw.CorrelationIDMetadataKey))
 	}
 	require.Equal(t, len(one.opened), len(batch.opened))
+}
+
+// batchOf is hs as one batch message's records of f's partition.
+func (f *detectFixture) batchOf(t *testing.T, hs ...messages.Heartbeat) *messages.Batch {
+	t.Helper()
+	b := &messages.Batch{}
+	for _, h := range hs {
+		m := f.message(t, h)
+		src, _ := messages.SourceFromContext(m.Context())
+		b.Records = append(b.Records, messages.Record{Source: src, Value: m.Payload,
+			Headers: []messages.Header{{Key: messages.CorrelationIDMetadata, Value: []byte("corr-" + h.EventID)}}})
+	}
+	return b
+}
+
+// The detector keeps the readings it evaluated — a batch's once it is
+// done, not an invalid one's, nothing of a failed batch — for the history
+// it rebuilds from. A failed batch drops its partition's state, and the
+// readings kept of the partition's earlier batches may not be written
+// yet (they are, before the next commit): they are written before the
+// rebuild reads the history, so that the SPIKE across the two batches is
+// found as in an uninterrupted run.
+func TestDetectEpisodesWritesKeptReadingsBeforeARebuild(t *testing.T) {
+	before := settled("c1")
+	after := []messages.Heartbeat{reading("c1", 4*time.Second, 110), reading("c1", 5*time.Second, 111),
+		reading("c1", 6*time.Second, 112), reading("c1", 7*time.Second, 110)}
+
+	one := newDetectFixture(t)
+	for _, h := range append(slices.Clone(before), after...) {
+		require.NoError(t, one.handle(t, h))
+	}
+	require.NotEmpty(t, writes(one.store), "the jump is a SPIKE")
+
+	f := newDetectFixture(t)
+	f.d = f.detector(t, f.kept) // the history is what the log wrote
+	invalid := reading("c1", 3500*time.Millisecond, 400)
+	first := f.batchOf(t, append(slices.Clone(before), invalid)...)
+	require.NoError(t, f.d.HandleBatch(context.Background(), first))
+	held := f.kept.Held()
+	require.Len(t, held, len(before), "the valid readings evaluated, not the invalid one")
+	for i, k := range held {
+		require.Equal(t, before[i].EventID, k.Reading.EventID)
+		require.Equal(t, first.Records[i].Source, k.Source)
+	}
+	require.Empty(t, f.kept.Written(), "written before the next commit, not yet")
+
+	second := f.batchOf(t, after...)
+	f.store.Fail = 1
+	require.Error(t, f.d.HandleBatch(context.Background(), second))
+	require.Len(t, f.kept.Held(), len(before), "nothing of the failed batch is kept")
+
+	require.NoError(t, f.d.HandleBatch(context.Background(), second))
+	require.Equal(t, 1, f.kept.Flushes(), "written once, before the rebuild")
+	require.Len(t, f.kept.Written(), len(before))
+	require.Len(t, f.kept.Held(), len(after))
+	require.Equal(t, []string{"none", "found"}, f.outcomes, "c1 met, then rebuilt from the written readings")
+	require.Equal(t, len(writes(one.store)), len(writes(f.store)))
+	for i := range writes(one.store) {
+		require.Equal(t, writes(one.store)[i].Episode.AnomalyID, writes(f.store)[i].Episode.AnomalyID)
+		require.Equal(t, writes(one.store)[i].Episode.Status, writes(f.store)[i].Episode.Status)
+	}
+
+	// The next rebuild of another customer writes nothing more first.
+	require.NoError(t, f.d.HandleBatch(context.Background(), f.batchOf(t, reading("c2", 8*time.Second, 70))))
+	require.Equal(t, 1, f.kept.Flushes())
 }
 
 // plateaus is customer's readings at 1 Hz from t0: n readings at each rate.

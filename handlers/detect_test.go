@@ -28,6 +28,7 @@ type perEvent struct {
 	d        *handlers.Detect
 	store    *handlerstest.Anomalies
 	history  *handlerstest.History
+	kept     *handlerstest.Kept
 	log      bytes.Buffer
 	recorded []messages.Anomaly
 	outcomes []string
@@ -39,10 +40,10 @@ type perEvent struct {
 
 func newPerEvent(t *testing.T) *perEvent {
 	t.Helper()
-	f := &perEvent{store: &handlerstest.Anomalies{}, history: &handlerstest.History{}}
+	f := &perEvent{store: &handlerstest.Anomalies{}, history: &handlerstest.History{}, kept: &handlerstest.Kept{}}
 	var err error
 	f.d, err = handlers.NewDetect(handlers.DetectConfig{
-		Limits: messages.DefaultLimits(), Engine: rules.NewEngine(rules.DefaultThresholds()), Store: f.store, History: f.history,
+		Limits: messages.DefaultLimits(), Engine: rules.NewEngine(rules.DefaultThresholds()), Store: f.store, History: f.history, Kept: f.kept,
 		Topic: "events.anomaly.v1", Now: func() time.Time { return t0.Add(time.Hour) },
 		NewID: func() string { f.ids++; return fmt.Sprintf("new-id-%d", f.ids) },
 		Log:   slog.New(slog.NewTextHandler(&f.log, nil)),
@@ -228,16 +229,6 @@ func TestDetectRebuildsACustomerFromHistory(t *testing.T) {
 		seen, _ := f.store.Recorded()
 		require.Empty(t, seen, "no SPIKE without a previous reading")
 	})
-	t.Run("incomplete: goes on without history, and says so", func(t *testing.T) {
-		f := newPerEvent(t)
-		f.history.Err = fmt.Errorf("wait for persist: %w", messages.ErrHistoryIncomplete)
-		f.handle(t, reading("c1", s, 101), reading("c1", 2*s, 45))
-		require.Equal(t, []string{"incomplete"}, f.outcomes)
-		seen, _ := f.store.Recorded()
-		require.Len(t, seen, 1, "the rules still run: the LOW is raised")
-		require.Contains(t, f.log.String(), "detector state not rebuilt")
-		require.Contains(t, f.log.String(), "customer_id=c1")
-	})
 	t.Run("failure: the reading is not done", func(t *testing.T) {
 		f := newPerEvent(t)
 		down := errors.New("connection refused")
@@ -248,9 +239,27 @@ func TestDetectRebuildsACustomerFromHistory(t *testing.T) {
 		require.Empty(t, f.outcomes)
 		seen, _ := f.store.Recorded()
 		require.Empty(t, seen)
+		require.Empty(t, f.kept.Held(), "not evaluated: not kept")
 		f.history.Err = nil
 		require.NoError(t, f.d.HandleBatch(context.Background(), b))
 		require.Equal(t, []string{"none"}, f.outcomes, "asked again on the retry")
+		require.Len(t, f.kept.Held(), 1)
+	})
+	t.Run("the records done before a failure are kept", func(t *testing.T) {
+		f := newPerEvent(t)
+		b := &messages.Batch{Records: []messages.Record{f.record(t, reading("c1", s, 70)), f.record(t, reading("c1", 2*s, 45)),
+			f.record(t, reading("c1", 3*s, 46))}}
+		f.store.Fail = 1
+		require.Error(t, f.d.HandleBatch(context.Background(), b))
+		require.Equal(t, 1, b.Done, "the LOW's write failed")
+		require.Len(t, f.kept.Held(), 1)
+		require.Equal(t, b.Records[0].Source, f.kept.Held()[0].Source)
+		require.NoError(t, f.d.HandleBatch(context.Background(), b))
+		var offsets []int64
+		for _, k := range f.kept.Held() {
+			offsets = append(offsets, k.Source.Offset)
+		}
+		require.Equal(t, []int64{1, 2, 3}, offsets, "each reading evaluated kept once, in order")
 	})
 	t.Run("a message from no Kafka partition has no history to ask", func(t *testing.T) {
 		f := newPerEvent(t)
@@ -310,9 +319,11 @@ func TestNewDetectorsRefuseMissingDependencies(t *testing.T) {
 	episodes, err := rules.NewEpisodeEngine(rules.DefaultEpisodeParams())
 	require.NoError(t, err)
 	full := handlers.DetectConfig{Limits: messages.DefaultLimits(), Engine: rules.NewEngine(rules.DefaultThresholds()),
-		Store: &handlerstest.Anomalies{}, History: &handlerstest.History{}, Topic: "events.anomaly.v1", Now: now, NewID: uuid.NewString, Log: log}
+		Store: &handlerstest.Anomalies{}, History: &handlerstest.History{}, Kept: &handlerstest.Kept{}, Topic: "events.anomaly.v1", Now: now,
+		NewID: uuid.NewString, Log: log}
 	fullEpisodes := handlers.DetectEpisodesConfig{Limits: messages.DefaultLimits(), Engine: episodes,
-		Store: &handlerstest.Episodes{}, History: &handlerstest.EpisodeHistory{}, Topic: "events.anomaly.v1", Now: now, NewID: uuid.NewString, Log: log}
+		Store: &handlerstest.Episodes{}, History: &handlerstest.EpisodeHistory{}, Kept: &handlerstest.Kept{}, Topic: "events.anomaly.v1", Now: now,
+		NewID: uuid.NewString, Log: log}
 	_, err = handlers.NewDetect(full)
 	require.NoError(t, err, "Observe is optional")
 	_, err = handlers.NewDetectEpisodes(fullEpisodes)
@@ -326,6 +337,7 @@ func TestNewDetectorsRefuseMissingDependencies(t *testing.T) {
 		{"an Engine", func(c *handlers.DetectConfig) { c.Engine = nil }, func(c *handlers.DetectEpisodesConfig) { c.Engine = nil }},
 		{"a Store", func(c *handlers.DetectConfig) { c.Store = nil }, func(c *handlers.DetectEpisodesConfig) { c.Store = nil }},
 		{"a History", func(c *handlers.DetectConfig) { c.History = nil }, func(c *handlers.DetectEpisodesConfig) { c.History = nil }},
+		{"a HistoryLog (Kept)", func(c *handlers.DetectConfig) { c.Kept = nil }, func(c *handlers.DetectEpisodesConfig) { c.Kept = nil }},
 		{"a Topic", func(c *handlers.DetectConfig) { c.Topic = "" }, func(c *handlers.DetectEpisodesConfig) { c.Topic = "" }},
 		{"a clock (Now)", func(c *handlers.DetectConfig) { c.Now = nil }, func(c *handlers.DetectEpisodesConfig) { c.Now = nil }},
 		{"NewID", func(c *handlers.DetectConfig) { c.NewID = nil }, func(c *handlers.DetectEpisodesConfig) { c.NewID = nil }},
@@ -347,6 +359,6 @@ func TestNewDetectorsRefuseMissingDependencies(t *testing.T) {
 	}
 	t.Run("all of them, named together", func(t *testing.T) {
 		_, err := handlers.NewDetect(handlers.DetectConfig{})
-		require.EqualError(t, err, "handlers: Detect needs "+strings.Join([]string{"an Engine", "a Store", "a History", "a Topic", "a clock (Now)", "NewID", "a Log"}, ", "))
+		require.EqualError(t, err, "handlers: Detect needs "+strings.Join([]string{"an Engine", "a Store", "a History", "a HistoryLog (Kept)", "a Topic", "a clock (Now)", "NewID", "a Log"}, ", "))
 	})
 }

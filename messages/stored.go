@@ -1,8 +1,6 @@
 package messages
 
 import (
-	"errors"
-
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -32,9 +30,3 @@ type EpisodeUpdate struct {
 	Episode EpisodeAnomaly
 	Message *message.Message
 }
-
-// ErrHistoryIncomplete is wrapped in the error of a history lookup when the
-// readings before the one being evaluated are not all stored yet (persist is
-// not running, or far behind): a detector then goes on without them rather
-// than stall detection.
-var ErrHistoryIncomplete = errors.New("persist has not caught up")

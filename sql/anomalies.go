@@ -222,20 +222,17 @@ const historyFrom = `SELECT readings FROM customer_history
 	  AND last_time >= $5 AND first_time >= $6
 	ORDER BY first_offset`
 
-// EpisodeHistory reads a customer's stored readings to rebuild its episode
-// state, once persist has stored them (see [History]).
+// EpisodeHistory reads a customer's readings from customer_history to
+// rebuild its episode state (see [History]).
 type EpisodeHistory struct{ h *History }
 
-// NewEpisodeHistory reads through h: its pool, persist group and wait.
+// NewEpisodeHistory reads through h's pool.
 func NewEpisodeHistory(h *History) *EpisodeHistory { return &EpisodeHistory{h: h} }
 
 // Readings returns the readings of h.CustomerID stored from records of src's
 // partition before src: prime, the latest before warmFrom (nil if none),
 // and those from warmFrom on, in offset order.
 func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (prime *messages.Reading, rs []messages.Reading, err error) {
-	if err := hs.h.waitFor(ctx, src); err != nil {
-		return nil, nil, err
-	}
 	// prime: the latest before warmFrom, by event time then lowest offset.
 	var best historyReading
 	var found bool
@@ -268,9 +265,10 @@ func (hs *EpisodeHistory) Readings(ctx context.Context, h messages.Heartbeat, sr
 		return nil, nil, fmt.Errorf("read readings of %s: %w", h.CustomerID, err)
 	}
 	// A row's readings are in offset order, and rows come in first-offset
-	// order, but batches written concurrently may interleave a customer's
-	// offsets: sort them all. A record redelivered after a crash may have
-	// its reading in two rows (see lateHistory): it counts once.
+	// order, but the writes of two detectors (a partition that moved) may
+	// interleave a customer's offsets: sort them all. A record redelivered
+	// after a crash or a rebalance may have its reading in two rows (see
+	// HistoryWriter): it counts once.
 	slices.SortFunc(stored, func(a, b historyReading) int { return cmp.Compare(a.offset, b.offset) })
 	stored = slices.CompactFunc(stored, func(a, b historyReading) bool { return a.offset == b.offset })
 	for _, r := range stored {

@@ -23,14 +23,11 @@ import (
 // stagingTable receives each batch by COPY before it is merged into
 // heartbeat_events, so a redelivered reading is skipped instead of failing
 // the batch. It is a temporary table, one per connection, emptied at commit.
-// batch_index is the row's index in the batch.
 const stagingTable = "hb_staging"
 
 const createStaging = `CREATE TEMP TABLE IF NOT EXISTS ` + stagingTable + ` (
 	event_id uuid, customer_id text, event_time timestamptz, heart_rate smallint,
-	source_topic text, source_partition integer, source_offset bigint, batch_index integer) ON COMMIT DELETE ROWS`
-
-var stagingColumns = append(slices.Clip(eventColumns), "batch_index")
+	source_topic text, source_partition integer, source_offset bigint) ON COMMIT DELETE ROWS`
 
 // mergeStaging moves a batch into heartbeat_events, skipping the readings
 // stored already, and maintains the per-minute rollups and each customer's
@@ -55,20 +52,6 @@ const mergeStaging = `WITH ins AS (
 	WHERE customer_last_seen.last_minute < EXCLUDED.last_minute
 )
 SELECT count(*) FROM ins`
-
-// stagedHistory returns, after mergeStaging in the same transaction, the
-// batch index of each reading that goes to customer_history: each stored
-// from the same record (topic, partition, offset) — the ones just inserted,
-// and those stored before (a redelivery: their history may not have been
-// written, see lateHistory), a record in the batch twice once — but not a
-// copy of a stored reading from another record (a replay, or a duplicate
-// sent twice), whose history is its first record's. A statement of its own,
-// so that it reads the table afresh (READ COMMITTED): a reading another
-// writer committed while the merge waited on it, which the merge skipped,
-// is found too.
-const stagedHistory = `SELECT min(s.batch_index) FROM ` + stagingTable + ` s
-	JOIN heartbeat_events e USING (event_time, event_id, source_topic, source_partition, source_offset)
-	GROUP BY event_time, event_id, source_topic, source_partition, source_offset`
 
 // uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.
 const uniqueViolation = "23505"
@@ -98,13 +81,12 @@ const upsertCheckpoint = `INSERT INTO ingest_checkpoint (consumer_group, topic, 
 	SET last_offset = GREATEST(ingest_checkpoint.last_offset, EXCLUDED.last_offset), updated_at = now()`
 
 // EventWriter writes batches of readings and the checkpoint of a consumer
-// group in one transaction, and the readings' customer_history rows late,
-// when FlushHistory is called (see lateHistory).
+// group in one transaction. (The detector's history of the readings,
+// customer_history, is the detector's to write: [HistoryWriter].)
 type EventWriter struct {
-	pool    *pgxpool.Pool
-	group   string
-	seen    *seenMinutes
-	history *lateHistory
+	pool  *pgxpool.Pool
+	group string
+	seen  *seenMinutes
 	// Partitions creates the daily partitions the batches need; partition
 	// maintenance shares it, so that the days it drops are forgotten.
 	Partitions *Partitions
@@ -112,28 +94,12 @@ type EventWriter struct {
 
 // NewEventWriter returns a writer checkpointing for consumer group group.
 func NewEventWriter(pool *pgxpool.Pool, group string) *EventWriter {
-	return &EventWriter{pool: pool, group: group, seen: newSeenMinutes(maxSeenCustomers), history: newLateHistory(),
-		Partitions: NewPartitions(pool)}
+	return &EventWriter{pool: pool, group: group, seen: newSeenMinutes(maxSeenCustomers), Partitions: NewPartitions(pool)}
 }
-
-// FlushHistory writes the customer_history rows of the readings Write
-// committed before it was called. Persist's consumer calls it before it
-// commits its offsets (a failure leaves them uncommitted), so that a
-// committed offset never passes a reading whose history is not written.
-// While it fails, it keeps the rows for the next call; past
-// maxHeldHistory readings held, Write waits for a call to succeed.
-func (w *EventWriter) FlushHistory(ctx context.Context) error {
-	return w.history.flush(ctx, w.pool, w.Partitions)
-}
-
-// HistoryHeld is the number of readings committed whose customer_history
-// is not written yet.
-func (w *EventWriter) HistoryHeld() int { return w.history.heldReadings() }
 
 // Write stores rows and advances the checkpoint of every partition they
 // came from, atomically. It returns how many rows were new; rows whose
-// event id is already stored are skipped. Their customer_history rows it
-// holds for FlushHistory.
+// event id is already stored are skipped.
 //
 // The daily partitions of the rows' days are created first, outside the
 // batch's transaction (creating one locks heartbeat_events, which the
@@ -144,9 +110,6 @@ func (w *EventWriter) HistoryHeld() int { return w.history.heldReadings() }
 func (w *EventWriter) Write(ctx context.Context, rows []messages.Ingest) (inserted int64, err error) {
 	if len(rows) == 0 {
 		return 0, nil
-	}
-	if err := w.history.room(ctx); err != nil {
-		return 0, fmt.Errorf("persist batch of %d: %w", len(rows), err)
 	}
 	err = w.Partitions.writeIn(ctx, batchDays(rows), func() (err error) {
 		inserted, err = w.write(ctx, rows)
@@ -183,19 +146,13 @@ func (w *EventWriter) write(ctx context.Context, rows []messages.Ingest) (insert
 	inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (int64, error) { return copyRows(ctx, tx, rows, ids, ru) })
 	if err == nil {
 		w.seen.remember(ru.customers, ru.lastMinutes)
-		w.history.add(rows, ids, nil)
 		return inserted, nil
 	}
 	if isUniqueViolation(err) {
 		// A reading of the batch is stored already (a redelivery or a
 		// replay): the transaction is gone, the batch is merged in a new one.
-		var history []int
-		inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (n int64, err error) {
-			n, history, err = mergeRows(ctx, tx, rows, ids)
-			return n, err
-		})
+		inserted, err = w.writeTx(ctx, rows, func(tx pgx.Tx) (int64, error) { return mergeRows(ctx, tx, rows, ids) })
 		if err == nil {
-			w.history.add(rows, ids, history)
 			return inserted, nil
 		}
 	}
@@ -237,7 +194,7 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]
 	if valid == 0 {
 		return 0, nil
 	}
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows, ids, false))
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{"heartbeat_events"}, eventColumns, eventSource(rows, ids))
 	if err != nil {
 		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
 	}
@@ -249,40 +206,24 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]
 
 // mergeRows writes rows' readings through the staging table: those
 // already stored are skipped, and the rollups cover the new ones only. It
-// returns how many were new and the indexes in rows of the readings whose
-// history is to be written (see stagedHistory).
-func mergeRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]byte) (int64, []int, error) {
+// returns how many were new.
+func mergeRows(ctx context.Context, tx pgx.Tx, rows []messages.Ingest, ids [][16]byte) (int64, error) {
 	valid := validRows(rows)
 	if valid == 0 {
-		return 0, nil, nil
+		return 0, nil
 	}
 	if _, err := tx.Exec(ctx, createStaging); err != nil {
-		return 0, nil, fmt.Errorf("create staging table: %w", err)
+		return 0, fmt.Errorf("create staging table: %w", err)
 	}
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, stagingColumns, eventSource(rows, ids, true))
+	n, err := tx.CopyFrom(ctx, pgx.Identifier{stagingTable}, eventColumns, eventSource(rows, ids))
 	if err != nil {
-		return 0, nil, fmt.Errorf("copy %d rows: %w", valid, err)
+		return 0, fmt.Errorf("copy %d rows: %w", valid, err)
 	}
 	var inserted int64
 	if err := tx.QueryRow(ctx, mergeStaging).Scan(&inserted); err != nil {
-		return 0, nil, fmt.Errorf("merge %d rows: %w", n, err)
+		return 0, fmt.Errorf("merge %d rows: %w", n, err)
 	}
-	stored, err := tx.Query(ctx, stagedHistory)
-	if err != nil {
-		return 0, nil, fmt.Errorf("history of %d merged rows: %w", n, err)
-	}
-	var (
-		history = make([]int, 0, n)
-		idx     int32
-	)
-	_, err = pgx.ForEachRow(stored, []any{&idx}, func() error {
-		history = append(history, int(idx))
-		return nil
-	})
-	if err != nil {
-		return 0, nil, fmt.Errorf("history of %d merged rows: %w", n, err)
-	}
-	return inserted, history, nil
+	return inserted, nil
 }
 
 // validRows counts the rows that carry a reading (not refused).
@@ -462,15 +403,14 @@ func eventIDs(rows []messages.Ingest) ([][16]byte, error) {
 	return ids, nil
 }
 
-// eventSource is rows' readings as COPY rows of eventColumns (with
-// indexed, of stagingColumns: the row's index in rows last), in event
+// eventSource is rows' readings as COPY rows of eventColumns, in event
 // time order, each value of the Go type pgx encodes to its column's type
 // directly. In time order, nearly every key of heartbeat_events' primary
 // key (event_time, event_id) goes after the last one, to the rightmost
 // leaf page, which PostgreSQL then finds without descending the tree; in
 // the batch's own order (its partitions' records interleaved) about every
 // insert descended it.
-func eventSource(rows []messages.Ingest, ids [][16]byte, indexed bool) pgx.CopyFromSource {
+func eventSource(rows []messages.Ingest, ids [][16]byte) pgx.CopyFromSource {
 	order := make([]int, 0, len(rows))
 	for i := range rows {
 		if !rows[i].Refused {
@@ -479,10 +419,7 @@ func eventSource(rows []messages.Ingest, ids [][16]byte, indexed bool) pgx.CopyF
 	}
 	slices.SortFunc(order, func(a, b int) int { return rows[a].Reading.Timestamp.Compare(rows[b].Reading.Timestamp) })
 	next := 0
-	vals := make([]any, len(eventColumns), len(stagingColumns))
-	if indexed {
-		vals = vals[:len(stagingColumns)]
-	}
+	vals := make([]any, len(eventColumns))
 	return pgx.CopyFromFunc(func() ([]any, error) {
 		if next == len(order) {
 			return nil, nil
@@ -492,9 +429,6 @@ func eventSource(rows []messages.Ingest, ids [][16]byte, indexed bool) pgx.CopyF
 		r := &rows[i]
 		vals[0], vals[1], vals[2], vals[3] = ids[i], r.Reading.CustomerID, r.Reading.Timestamp, int16(r.Reading.HeartRate)
 		vals[4], vals[5], vals[6] = r.Source.Topic, r.Source.Partition, r.Source.Offset
-		if indexed {
-			vals[7] = int32(i)
-		}
 		return vals, nil
 	})
 }

@@ -3,7 +3,6 @@ package sql
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -11,40 +10,29 @@ import (
 	"github.com/heartbeat/heartbeat/messages"
 )
 
-// History answers, from customer_history (the readings persist stored,
-// grouped by customer), what a customer's latest reading was before a
-// given record of the raw topic. The detector uses it to
-// rebuild a customer's state after a restart or a rebalance, so that its
-// anomalies are the same as those of an uninterrupted run.
+// History answers, from customer_history (the readings the detector
+// evaluated, grouped by customer: [HistoryWriter]), what a customer's
+// latest reading was before a given record of the raw topic. The detector
+// uses it to rebuild a customer's state after a restart or a rebalance,
+// so that its anomalies are the same as those of an uninterrupted run.
+// The detector's offsets never pass a reading whose history is not
+// written, so the readings before the first record of an assignment are
+// all there: nothing to wait for.
 type History struct {
 	pool *pgxpool.Pool
 	// Window bounds how far back a previous reading is looked for.
 	Window time.Duration
-	// Wait bounds how long to wait for persist to store the readings before
-	// the record; past it the lookup answers with what is stored.
-	Wait time.Duration
-	// progress returns the next offset the persist group has committed for
-	// a partition: everything before it is stored.
-	progress func(ctx context.Context, topic string, partition int32) (int64, error)
-
-	mu     sync.Mutex
-	stored map[messages.Source]int64 // highest offset known stored, by topic and partition (Offset zero)
 }
 
-// NewHistory reads history from pool, and how far it is complete from
-// progress: the next offset persist's consumer group has committed for a
-// partition (its offsets only pass contiguously stored records).
-func NewHistory(pool *pgxpool.Pool, progress func(ctx context.Context, topic string, partition int32) (int64, error), window, wait time.Duration) *History {
-	return &History{pool: pool, progress: progress, Window: window, Wait: wait, stored: map[messages.Source]int64{}}
+// NewHistory reads history from pool.
+func NewHistory(pool *pgxpool.Pool, window time.Duration) *History {
+	return &History{pool: pool, Window: window}
 }
 
 // Previous returns the latest reading (by event time, then offset) of
 // h.CustomerID stored from records of src's partition before src, no older
 // than Window before h. found is false when there is none.
 func (hs *History) Previous(ctx context.Context, h messages.Heartbeat, src messages.Source) (at time.Time, rate int, found bool, err error) {
-	if err := hs.waitFor(ctx, src); err != nil {
-		return at, 0, false, err
-	}
 	from := h.Timestamp.Add(-hs.Window)
 	var best historyReading
 	err = hs.scanLatest(ctx, h.CustomerID, src, from, nil, func(r historyReading) {
@@ -111,42 +99,4 @@ func (hs *History) scanLatest(ctx context.Context, customer string, src messages
 	}
 	rows.Close()
 	return rows.Err()
-}
-
-// waitFor waits until persist has finished with every record of src's
-// partition up to src (src is a valid reading, so persist stores it, and
-// everything before it, eventually): until persist's committed offset has
-// passed it. (Not ingest_checkpoint's highest stored offset: with several
-// writers, that can run ahead of a batch still committing.)
-func (hs *History) waitFor(ctx context.Context, src messages.Source) error {
-	key := messages.Source{Topic: src.Topic, Partition: src.Partition}
-	deadline := time.Now().Add(hs.Wait)
-	for {
-		hs.mu.Lock()
-		cp, ok := hs.stored[key]
-		hs.mu.Unlock()
-		if ok && cp >= src.Offset {
-			return nil
-		}
-		next, err := hs.progress(ctx, src.Topic, src.Partition)
-		if err != nil && ctx.Err() == nil {
-			return fmt.Errorf("read persist progress: %w", err)
-		}
-		hs.mu.Lock()
-		hs.stored[key] = max(hs.stored[key], next-1)
-		hs.mu.Unlock()
-		if next-1 >= src.Offset {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w to %s/%d offset %d within %s", messages.ErrHistoryIncomplete, src.Topic, src.Partition, src.Offset, hs.Wait)
-		}
-		t := time.NewTimer(50 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
 }

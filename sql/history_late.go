@@ -11,11 +11,17 @@ import (
 	"github.com/heartbeat/heartbeat/messages"
 )
 
-// maxHeldHistory bounds the readings whose customer_history rows an
-// EventWriter holds while writing them fails (about 70 bytes each): past
-// it, writes wait for a history write to succeed. While they succeed,
-// nothing waits, however many readings a FlushHistory interval brings.
+// maxHeldHistory bounds the readings a HistoryWriter holds while writing
+// them fails (about 70 bytes each): past it, Room waits for a write to
+// succeed.
 const maxHeldHistory = 500_000
+
+// flushEarlyAt is how many readings waiting for the next Flush make Keep
+// write them at once (about 5 MB of them), whatever the time to the next
+// commit: a detector catching up on a backlog evaluates hundreds of
+// thousands of readings a second, which would otherwise all be held until
+// its next commit.
+const flushEarlyAt = 1 << 16
 
 // maxLogReadings bounds the readings of one COPY (about 18 MB of them):
 // past it, the readings held go on in another, so that a write is never
@@ -24,27 +30,75 @@ const maxHeldHistory = 500_000
 const maxLogReadings = 1 << 18
 
 // maxSpareHistory bounds the readings a written log may have room for to
-// be reused as the next (1.2 MB): at higher rates a log is allocated anew.
+// be reused as the next (1.2 MB), unless it held at least half of that
+// room: a log a burst grew is left to the collector.
 const maxSpareHistory = 1 << 14
 
-// lateHistory holds the customer_history rows of the readings an
-// EventWriter committed until FlushHistory writes them.
+// HistoryWriter writes customer_history, the detector's history of the
+// readings it evaluated, from which [History] and [EpisodeHistory]
+// rebuild a customer's state: one row per customer, source partition and
+// UTC day for each write, its readings packed.
 //
-// Why late: written in the readings' transaction, each batch wrote a row
-// per customer it held, and from 10,000 customers on that was a row for
-// about every reading, more than half of PostgreSQL's work per reading
-// (docs/performance.md). Gathered for a second, a row holds every reading
-// the customer sent meanwhile.
+// Why late: a row per batch was a row for about every reading from 10,000
+// customers on. Gathered between two commits of the detector's offsets
+// (DETECT_COMMIT_INTERVAL), a row holds every reading the customer sent
+// meanwhile.
 //
-// Why nothing is lost: the rows are written before persist commits its
-// Kafka offsets, never after (the windowed subscriber's BeforeCommit), so
-// the offsets committed never pass a reading whose history is not
-// written. After a crash, the records from the committed offset on come
-// again; their readings are stored already, and the merge hands those
-// stored from the same record back to the history (a reading can then
-// be in two rows; the readers count it once). The detector waits for
-// persist's committed offsets before it reads the history, so it never
-// reads a history that lacks a reading persist has finished with.
+// Why nothing is lost: the detector's subscriber calls Flush before each
+// commit of its offsets (the windowed subscriber's BeforeCommit) and
+// commits only if it succeeded, so the offsets committed never pass a
+// reading whose history is not written. A detector given a partition
+// starts at the committed offset: every reading before it is in
+// customer_history, and the rebuild waits for nothing. After a crash, the
+// records from the committed offset on come again and their readings are
+// kept again; a reading can then be in two rows, and the readers count it
+// once (by offset).
+type HistoryWriter struct {
+	pool  *pgxpool.Pool
+	parts *Partitions
+	h     *lateHistory
+}
+
+// NewHistoryWriter returns a writer of customer_history to pool; it
+// creates the daily partitions its rows need.
+func NewHistoryWriter(pool *pgxpool.Pool) *HistoryWriter {
+	return &HistoryWriter{pool: pool, parts: NewPartitions(pool), h: newLateHistory()}
+}
+
+// Keep holds the readings of rows (refused ones carry none) for the next
+// Flush. When more than flushEarlyAt readings wait and the last write did
+// not fail, it writes them at once; its error is that write's, the
+// readings staying held for the next Flush. An event id that is not a
+// UUID (no valid reading has one) is an error, and nothing of rows is
+// held.
+func (w *HistoryWriter) Keep(ctx context.Context, rows []messages.Ingest) error {
+	ids, err := eventIDs(rows)
+	if err != nil {
+		return fmt.Errorf("keep %d readings for customer_history: %w", len(rows), err)
+	}
+	if !w.h.add(rows, ids, nil) {
+		return nil
+	}
+	return w.Flush(ctx)
+}
+
+// Flush writes the customer_history rows of every reading kept before it
+// was called. While it fails, it keeps the rows for the next call.
+func (w *HistoryWriter) Flush(ctx context.Context) error {
+	return w.h.flush(ctx, w.pool, w.parts)
+}
+
+// Room waits, while the last write failed and more than maxHeldHistory
+// readings are held, for a write to succeed or ctx to end: the detector
+// calls it before it evaluates more.
+func (w *HistoryWriter) Room(ctx context.Context) error { return w.h.room(ctx) }
+
+// Held is the number of readings kept whose customer_history is not
+// written yet.
+func (w *HistoryWriter) Held() int { return w.h.heldReadings() }
+
+// lateHistory holds the readings of customer_history rows until flush
+// writes them.
 type lateHistory struct {
 	mu      sync.Mutex
 	pending *historyLog
@@ -64,8 +118,10 @@ func newLateHistory() *lateHistory {
 	return &lateHistory{pending: newHistoryLog(), written: make(chan struct{})}
 }
 
-// add holds the readings of rows that keep selects (all when nil).
-func (h *lateHistory) add(rows []messages.Ingest, ids [][16]byte, keep []int) {
+// add holds the readings of rows that keep selects (all when nil). It
+// reports whether the readings not being written reached flushEarlyAt
+// while writes succeed: the caller is to flush.
+func (h *lateHistory) add(rows []messages.Ingest, ids [][16]byte, keep []int) (flush bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := h.pending.readings()
@@ -75,6 +131,7 @@ func (h *lateHistory) add(rows []messages.Ingest, ids [][16]byte, keep []int) {
 		h.full = append(h.full, h.pending)
 		h.pending = newHistoryLog()
 	}
+	return !h.failing && h.pending.readings()+len(h.full)*maxLogReadings >= flushEarlyAt
 }
 
 // room waits, while the last write failed and more than maxHeldHistory
@@ -135,8 +192,10 @@ func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Part
 		h.mu.Unlock()
 		h.unwritten[0] = nil
 		h.unwritten = h.unwritten[1:]
-		// A log grown by a burst is left to the collector.
-		if cap(l.entries) <= maxSpareHistory {
+		// A log grown by a burst is left to the collector; one about as
+		// full as it can be is the next pending (at a backlog's rates,
+		// each early write's).
+		if c := cap(l.entries); c <= maxSpareHistory || c <= 2*l.readings() {
 			l.reset()
 			h.spare = l
 		}

@@ -21,27 +21,26 @@ func historyRow(c string, base time.Time, sec int, rate int, off int64) messages
 	}
 }
 
-// storedUpTo is persist's progress as NewHistory reads it: everything of
-// partition part before offset next is stored, nothing of the others.
-func storedUpTo(part int32, next int64) func(context.Context, string, int32) (int64, error) {
-	return func(_ context.Context, _ string, p int32) (int64, error) {
-		if p == part {
-			return next, nil
-		}
-		return 0, nil
+// keep keeps batches in w, as the detector does after each batch it
+// evaluated, then writes them, as before a commit of its offsets.
+func keep(t *testing.T, w *hbsql.HistoryWriter, batches ...[]messages.Ingest) {
+	t.Helper()
+	ctx := context.Background()
+	for _, b := range batches {
+		require.NoError(t, w.Keep(ctx, b))
 	}
+	require.NoError(t, w.Flush(ctx))
 }
 
-// The detector's per-event rebuild finds a customer's latest reading stored
+// The detector's per-event rebuild finds a customer's latest reading kept
 // before a record — by event time, not offset; not one of another
 // customer, not one from the record's offset on, not one older than the
 // window — across batches, a batch split over two UTC days, and a batch
-// written again (redelivered), as persist writes them.
+// kept again (redelivered).
 func TestHistoryPreviousReading(t *testing.T) {
 	pool := migrated(t)
 	ctx := context.Background()
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	w := hbsql.NewEventWriter(pool, "cg.db")
 
 	old := historyRow("c1", midnight, -7200, 50, 1) // two hours before: outside a 1h window
 	late := historyRow("c1", midnight, -30, 60, 2)  // the day before
@@ -49,12 +48,9 @@ func TestHistoryPreviousReading(t *testing.T) {
 	early := historyRow("c1", midnight, 10, 80, 4)  // ...though this one came after it
 	other := historyRow("c2", midnight, 25, 90, 5)  // another customer
 	after := historyRow("c1", midnight, 40, 100, 7) // from the record's offset on
-	for _, batch := range [][]messages.Ingest{{old}, {late, latest}, {early, other, after}, {late, latest}} {
-		_, err := w.Write(ctx, batch)
-		require.NoError(t, err)
-	}
-	require.NoError(t, w.FlushHistory(ctx))
-	h := hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second)
+	keep(t, hbsql.NewHistoryWriter(pool), []messages.Ingest{old}, []messages.Ingest{late, latest},
+		[]messages.Ingest{early, other, after}, []messages.Ingest{late, latest})
+	h := hbsql.NewHistory(pool, time.Hour)
 	rec := messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 6}
 
 	at, rate, found, err := h.Previous(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(45 * time.Second)}, rec)
@@ -80,61 +76,173 @@ func TestHistoryPreviousReading(t *testing.T) {
 	// Another partition holds nothing of c1.
 	_, _, found, err = h.Previous(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(45 * time.Second)},
 		messages.Source{Topic: "events.raw.v1", Partition: 6, Offset: 100})
-	require.ErrorIs(t, err, messages.ErrHistoryIncomplete, "persist has stored nothing of partition 6")
+	require.NoError(t, err)
 	require.False(t, found)
 }
 
-// customer_history holds exactly the stored readings, whichever path
-// stored them — a record written again (redelivered) maybe twice, a copy
-// of a stored reading from another record (a replay) not — once
-// FlushHistory has run, and the rows of a day go with the day's partition.
-func TestHistoryMatchesStoredReadings(t *testing.T) {
+// customer_history holds every reading the detector kept, at the offset
+// it was kept from — a record kept twice (redelivered) maybe in two rows,
+// a copy of a reading from another record (a replay, which the detector
+// evaluates too) at both offsets — once Flush has run, whether or not
+// persist stored the readings (the detector can run ahead of it: the days'
+// partitions are made), and the rows of a day go with the day's
+// partition.
+func TestHistoryHoldsWhatTheDetectorKept(t *testing.T) {
 	pool := migrated(t)
 	ctx := context.Background()
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	w := hbsql.NewEventWriter(pool, "cg.db")
 	var rows []messages.Ingest
 	for i := range 300 {
 		rows = append(rows, historyRow([]string{"a", "b", "c"}[i%3], midnight, i-150, 60+i%50, int64(i)))
 	}
-	// A copy of a stored reading from another record: a replay.
+	// A copy of a reading from another record: a replay.
 	replayed := rows[10]
 	replayed.Source.Offset = 1000
-	// Fast path, then the merge path (a redelivery overlapping new rows).
-	for _, batch := range [][]messages.Ingest{rows[:100], rows[50:200], rows[200:], append(rows, replayed)} {
-		_, err := w.Write(ctx, batch)
-		require.NoError(t, err)
+	// A record refused (invalid, or only a checkpoint) carries no reading.
+	refused := historyRow("a", midnight, 0, 0, 1001)
+	refused.Refused = true
+
+	w := hbsql.NewHistoryWriter(pool)
+	for _, batch := range [][]messages.Ingest{rows[:100], rows[50:200], rows[200:], {replayed, refused}} {
+		require.NoError(t, w.Keep(ctx, batch))
 	}
-	var packed int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM customer_history`).Scan(&packed))
-	require.Zero(t, packed, "written late")
-	require.NoError(t, w.FlushHistory(ctx))
-	compare := func() {
+	require.Equal(t, 351, w.Held(), "the refused record carries none")
+	require.Zero(t, count(t, pool, `SELECT count(*) FROM customer_history`), "written at Flush, not before")
+	require.NoError(t, w.Flush(ctx))
+	require.Zero(t, w.Held())
+
+	kept := func() (readings, records int) {
 		t.Helper()
-		var events, distinct, readings, offsets int
 		require.NoError(t, pool.QueryRow(ctx, `WITH packed AS (
 				SELECT substring(readings FROM i * 34 + 1 FOR 16) AS id, substring(readings FROM i * 34 + 27 FOR 8) AS off
 				FROM customer_history, generate_series(0, length(readings) / 34 - 1) AS i)
-			SELECT (SELECT count(*) FROM heartbeat_events),
-			(SELECT count(DISTINCT id) FROM packed),
-			(SELECT count(*) FROM heartbeat_events e WHERE EXISTS (SELECT 1 FROM customer_history h
-				WHERE h.customer_id = e.customer_id AND position(uuid_send(e.event_id) IN h.readings) > 0)),
-			(SELECT count(DISTINCT (id, off)) FROM packed)`).Scan(&events, &distinct, &readings, &offsets))
-		require.Equal(t, events, distinct, "as many readings in customer_history as in heartbeat_events")
-		require.Equal(t, events, readings, "every stored reading is in its customer's history")
-		require.Equal(t, events, offsets, "each at its record's offset only, not the replay's")
+			SELECT count(DISTINCT id), count(DISTINCT (id, off)) FROM packed`).Scan(&readings, &records))
+		return readings, records
 	}
-	compare()
-	var n int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM heartbeat_events`).Scan(&n))
-	require.Equal(t, 300, n)
+	readings, records := kept()
+	require.Equal(t, 300, readings, "every reading kept")
+	require.Equal(t, 301, records, "each at the offsets it was kept from: the replay's too")
+	require.Zero(t, count(t, pool, `SELECT count(*) FROM heartbeat_events`), "persist stored nothing")
 
 	dropped, err := hbsql.NewPartitions(pool).Drop(ctx, midnight.Add(24*time.Hour), 1)
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"heartbeat_events_p20261125", "customer_history_p20261125"}, dropped)
-	compare()
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM heartbeat_events`).Scan(&n))
-	require.Equal(t, 150, n, "the readings from midnight on are kept")
+	readings, records = kept()
+	require.Equal(t, 150, readings, "the readings from midnight on are kept")
+	require.Equal(t, 150, records, "the replayed reading was of the day before")
+}
+
+// A detector catching up on a backlog keeps more readings between two
+// commits than its memory should hold: past its bound, Keep writes them
+// at once. While writes fail, it leaves them to the commit's Flush.
+func TestHistoryWrittenEarlyPastItsBound(t *testing.T) {
+	pool := migrated(t)
+	ctx := context.Background()
+	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	w := hbsql.NewHistoryWriter(pool)
+	batch := func(from, n int) []messages.Ingest {
+		rows := make([]messages.Ingest, n)
+		for i := range rows {
+			rows[i] = historyRow("c"+string(rune('a'+(from+i)%26)), midnight, (from+i)/1000, 70, int64(from+i))
+		}
+		return rows
+	}
+	under := hbsql.FlushEarlyAt / 2
+	require.NoError(t, w.Keep(ctx, batch(0, under)))
+	require.Equal(t, under, w.Held(), "under the bound: held for the commit")
+	require.NoError(t, w.Keep(ctx, batch(under, hbsql.FlushEarlyAt-under)))
+	require.Zero(t, w.Held(), "at the bound: written")
+	require.Equal(t, hbsql.FlushEarlyAt, count(t, pool, `SELECT sum(length(readings) / 34) FROM customer_history`))
+
+	// The table is away: the commit's write fails, and Keep then holds
+	// past the bound without trying.
+	_, err := pool.Exec(ctx, `ALTER TABLE customer_history RENAME TO customer_history_away`)
+	require.NoError(t, err)
+	require.NoError(t, w.Keep(ctx, batch(hbsql.FlushEarlyAt, 10)))
+	require.ErrorContains(t, w.Flush(ctx), "write customer_history of 10 readings")
+	require.NoError(t, w.Keep(ctx, batch(hbsql.FlushEarlyAt+10, hbsql.FlushEarlyAt)))
+	require.Equal(t, hbsql.FlushEarlyAt+10, w.Held())
+	_, err = pool.Exec(ctx, `ALTER TABLE customer_history_away RENAME TO customer_history`)
+	require.NoError(t, err)
+	require.NoError(t, w.Room(ctx), "under maxHeldHistory: nothing waits")
+	require.NoError(t, w.Flush(ctx))
+	require.Zero(t, w.Held())
+	require.Equal(t, 2*hbsql.FlushEarlyAt+10, count(t, pool, `SELECT sum(length(readings) / 34) FROM customer_history`))
+}
+
+// What a crash loses of the history comes back with the redelivery: a
+// detector that kept readings and stopped before writing them (its offsets
+// uncommitted) leaves them to the next, which is given their records
+// again from the last committed offset — some of them with their history
+// written already — and the rebuild then reads every reading once. A
+// write that fails keeps its rows for the next, and one whose day's
+// partition was dropped meanwhile creates it again.
+func TestHistoryLostInACrashComesBackWithTheRedelivery(t *testing.T) {
+	pool := migrated(t)
+	ctx := context.Background()
+	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	var rows []messages.Ingest
+	for i := range 40 {
+		rows = append(rows, historyRow("c1", midnight, i*10, 60+i, int64(i)))
+	}
+	crashed := hbsql.NewHistoryWriter(pool)
+	keep(t, crashed, rows[:15])
+	require.NoError(t, crashed.Keep(ctx, rows[15:30]))
+	require.Equal(t, 15, crashed.Held(), "kept, not written: the crash loses them")
+
+	// Its last commit was at offset 10: the next detector gets 10 onwards.
+	next := hbsql.NewHistoryWriter(pool)
+	require.NoError(t, next.Keep(ctx, rows[10:]))
+	require.Equal(t, 30, next.Held())
+
+	// Its first write fails (the table is away); the rows wait.
+	_, err := pool.Exec(ctx, `ALTER TABLE customer_history RENAME TO customer_history_away`)
+	require.NoError(t, err)
+	err = next.Flush(ctx)
+	require.ErrorContains(t, err, "write customer_history of 30 readings")
+	_, err = pool.Exec(ctx, `ALTER TABLE customer_history_away RENAME TO customer_history`)
+	require.NoError(t, err)
+	require.Equal(t, 30, next.Held())
+
+	require.NoError(t, next.Flush(ctx))
+	require.Zero(t, next.Held())
+
+	history := hbsql.NewHistory(pool, time.Hour)
+	readings := func(before int64) []string {
+		t.Helper()
+		prime, rs, err := hbsql.NewEpisodeHistory(history).Readings(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
+			messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: before}, midnight)
+		require.NoError(t, err)
+		require.Nil(t, prime)
+		var got []string
+		for _, r := range rs {
+			got = append(got, r.EventID)
+		}
+		return got
+	}
+	ids := func(rows []messages.Ingest) (out []string) {
+		for _, r := range rows {
+			out = append(out, r.Reading.EventID)
+		}
+		return out
+	}
+	require.Equal(t, ids(rows), readings(40), "every reading once, in offset order")
+	at, rate, found, err := history.Previous(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
+		messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 40})
+	require.NoError(t, err)
+	require.True(t, found)
+	require.True(t, at.Equal(rows[39].Reading.Timestamp))
+	require.Equal(t, 99, rate)
+
+	// Retention dropped the day's history after the detector kept
+	// readings of it, before they were written: the partition is made
+	// again.
+	more := []messages.Ingest{historyRow("c1", midnight, 500, 70, 40), historyRow("c1", midnight, 510, 71, 41)}
+	require.NoError(t, next.Keep(ctx, more))
+	_, err = pool.Exec(ctx, `DROP TABLE customer_history_p20261126`)
+	require.NoError(t, err)
+	require.NoError(t, next.Flush(ctx))
+	require.Equal(t, ids(more), readings(42))
 }
 
 // A database of the previous schema migrates forward: its readings keep
@@ -181,9 +289,8 @@ func TestMigrationToLeanSink(t *testing.T) {
 	n, err := w.Write(ctx, stored[3:5])
 	require.NoError(t, err)
 	require.Zero(t, n, "stored before the migration: redelivered, not stored again")
-	require.NoError(t, w.FlushHistory(ctx))
 
-	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second))
+	hs := hbsql.NewEpisodeHistory(hbsql.NewHistory(pool, time.Hour))
 	prime, rs, err := hs.Readings(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
 		messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 8}, midnight)
 	require.NoError(t, err)
@@ -195,135 +302,4 @@ func TestMigrationToLeanSink(t *testing.T) {
 	}
 	require.Equal(t, []string{stored[4].Reading.EventID, stored[5].Reading.EventID, stored[6].Reading.EventID, stored[7].Reading.EventID}, got,
 		"from midnight on, before offset 8, in offset order")
-}
-
-// The history is written late, and what a crash loses of it comes back
-// with the redelivery: a writer that stored readings and stopped before
-// writing their history (its offsets uncommitted) leaves them to the next
-// writer, which is given their records again from the last committed
-// offset — some of them with their history written already — and the
-// detector then reads every reading once. A history write that fails keeps
-// its rows for the next, and one whose day's partition was dropped
-// meanwhile creates it again.
-func TestHistoryWrittenLateComesBackWithTheRedelivery(t *testing.T) {
-	pool := migrated(t)
-	ctx := context.Background()
-	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	var rows []messages.Ingest
-	for i := range 40 {
-		rows = append(rows, historyRow("c1", midnight, i*10, 60+i, int64(i)))
-	}
-	crashed := hbsql.NewEventWriter(pool, "cg.db")
-	_, err := crashed.Write(ctx, rows[:15])
-	require.NoError(t, err)
-	require.NoError(t, crashed.FlushHistory(ctx))
-	_, err = crashed.Write(ctx, rows[15:30])
-	require.NoError(t, err)
-	require.Equal(t, 15, crashed.HistoryHeld(), "stored, history not written: the crash loses it")
-
-	// Its last commit was at offset 10: the next writer gets 10 onwards.
-	next := hbsql.NewEventWriter(pool, "cg.db")
-	n, err := next.Write(ctx, rows[10:])
-	require.NoError(t, err)
-	require.Equal(t, int64(10), n, "only 30–39 are new")
-	require.Equal(t, 30, next.HistoryHeld())
-
-	// Its first history write fails (the table is away); the rows wait.
-	_, err = pool.Exec(ctx, `ALTER TABLE customer_history RENAME TO customer_history_away`)
-	require.NoError(t, err)
-	err = next.FlushHistory(ctx)
-	require.ErrorContains(t, err, "write customer_history of 30 readings")
-	_, err = pool.Exec(ctx, `ALTER TABLE customer_history_away RENAME TO customer_history`)
-	require.NoError(t, err)
-	require.Equal(t, 30, next.HistoryHeld())
-
-	require.NoError(t, next.FlushHistory(ctx))
-	require.Zero(t, next.HistoryHeld())
-
-	history := hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second)
-	readings := func(before int64) []string {
-		t.Helper()
-		prime, rs, err := hbsql.NewEpisodeHistory(history).Readings(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
-			messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: before}, midnight)
-		require.NoError(t, err)
-		require.Nil(t, prime)
-		var got []string
-		for _, r := range rs {
-			got = append(got, r.EventID)
-		}
-		return got
-	}
-	ids := func(rows []messages.Ingest) (out []string) {
-		for _, r := range rows {
-			out = append(out, r.Reading.EventID)
-		}
-		return out
-	}
-	require.Equal(t, ids(rows), readings(40), "every reading once, in offset order")
-	at, rate, found, err := history.Previous(ctx, messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Hour)},
-		messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 40})
-	require.NoError(t, err)
-	require.True(t, found)
-	require.True(t, at.Equal(rows[39].Reading.Timestamp))
-	require.Equal(t, 99, rate)
-
-	// Retention dropped the day's history after readings of it were
-	// stored, before their history was written: the partition is made
-	// again.
-	more := []messages.Ingest{historyRow("c1", midnight, 500, 70, 40), historyRow("c1", midnight, 510, 71, 41)}
-	_, err = next.Write(ctx, more)
-	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `DROP TABLE customer_history_p20261126`)
-	require.NoError(t, err)
-	require.NoError(t, next.FlushHistory(ctx))
-	require.Equal(t, ids(more), readings(42))
-}
-
-// A record another writer (the partition's previous owner) is still
-// committing when this one, given it again, merges its batch: the merge
-// waits for that commit and skips the reading, and its history is written
-// all the same — the previous owner may never write it.
-func TestHistoryOfAReadingAnotherWriterCommittedDuringTheMerge(t *testing.T) {
-	pool := migrated(t)
-	ctx := context.Background()
-	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
-	stored := historyRow("c1", midnight, 10, 70, 1)   // stored before: sends the batch to the merge
-	inFlight := historyRow("c1", midnight, 20, 80, 2) // in the previous owner's open transaction
-	w := hbsql.NewEventWriter(pool, "cg.db")
-	_, err := w.Write(ctx, []messages.Ingest{stored})
-	require.NoError(t, err)
-	require.NoError(t, w.FlushHistory(ctx))
-
-	previous, err := pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = previous.Rollback(ctx) }()
-	_, err = previous.Exec(ctx, `INSERT INTO heartbeat_events (event_id, customer_id, event_time, heart_rate, source_topic, source_partition, source_offset)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, inFlight.Reading.EventID, inFlight.Reading.CustomerID, inFlight.Reading.Timestamp,
-		inFlight.Reading.HeartRate, inFlight.Source.Topic, inFlight.Source.Partition, inFlight.Source.Offset)
-	require.NoError(t, err)
-
-	next := hbsql.NewEventWriter(pool, "cg.db")
-	done := make(chan error, 1)
-	go func() {
-		_, err := next.Write(ctx, []messages.Ingest{stored, inFlight})
-		done <- err
-	}()
-	// The merge waits on the previous owner's row lock; then it commits.
-	require.Eventually(t, func() bool {
-		var waiting int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%ON CONFLICT DO NOTHING%'`).Scan(&waiting)
-		return err == nil && waiting > 0
-	}, 10*time.Second, 10*time.Millisecond, "the merge never waited for the other writer")
-	require.NoError(t, previous.Commit(ctx))
-	require.NoError(t, <-done)
-	require.Equal(t, 2, next.HistoryHeld(), "both readings, the one it did not insert included")
-	require.NoError(t, next.FlushHistory(ctx))
-
-	at, rate, found, err := hbsql.NewHistory(pool, storedUpTo(5, 100), time.Hour, time.Second).Previous(ctx,
-		messages.Heartbeat{CustomerID: "c1", Timestamp: midnight.Add(time.Minute)}, messages.Source{Topic: "events.raw.v1", Partition: 5, Offset: 3})
-	require.NoError(t, err)
-	require.True(t, found)
-	require.True(t, at.Equal(inFlight.Reading.Timestamp), "the reading the merge skipped is in the history")
-	require.Equal(t, 80, rate)
 }

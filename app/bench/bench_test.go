@@ -45,9 +45,9 @@ func TestBenchSmoke(t *testing.T) {
 	for _, key := range []string{
 		"copy_ceiling_rows_per_s", "per_row_insert_rows_per_s",
 		"ingest_events_per_s", "ingest_vs_copy", "ingest_vs_per_row",
-		"drain_rows_per_s", "drain_vs_copy", "detect_events_per_s",
+		"drain_rows_per_s", "drain_vs_copy", "detect_events_per_s", "detect_history_rows_per_1000",
 		"drain_rows_per_core_s", "drain_sink_cpu_ms_per_1000", "drain_postgres_cpu_ms_per_1000",
-		"bare_copy_rows_per_s", "drain_vs_bare_copy", "drain_history_rows_per_1000",
+		"bare_copy_rows_per_s", "drain_vs_bare_copy", "drain_last_seen_rows_per_1000",
 		"anomaly_latency_p50_ms", "anomaly_latency_p99_ms",
 		"anomaly_row_latency_p50_ms", "anomaly_row_latency_p99_ms",
 		"peak_rss_mb", "cores", "gomaxprocs",

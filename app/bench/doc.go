@@ -28,8 +28,7 @@
 //     and drains the records its topic holds, so that another sink can drain
 //     the same records beside it (docs/performance.md).
 //   - detect: detect alone over the same topic, in a fresh consumer group,
-//     with heartbeat_events and ingest_checkpoint complete (so it rebuilds
-//     each customer's state from history without waiting for persist).
+//     writing its history (customer_history rows per 1,000 readings).
 //   - latency: persist,detect while the bench publishes readings at a fixed
 //     rate, every 100th at 150 bpm; for every anomaly of a reading published
 //     after the warm-up, the time from its publication to the anomaly row

@@ -132,9 +132,12 @@ type AnomalyConfig struct {
 	HighThreshold int           `env:"ANOMALY_HIGH_THRESHOLD, default=140"`
 	SpikeDelta    int           `env:"ANOMALY_SPIKE_DELTA, default=30"`
 	StateTTL      time.Duration `env:"DETECT_STATE_TTL, default=1h"`
-	// HistoryWait bounds how long the detector waits for persist to store a
-	// customer's earlier readings when it rebuilds that customer's state.
-	HistoryWait time.Duration `env:"DETECT_HISTORY_WAIT, default=30s"`
+	// CommitInterval is how often the detector writes its history
+	// (customer_history) of the readings it evaluated and then commits its
+	// Kafka offsets. Longer: fewer, fuller history rows (less work for
+	// PostgreSQL with many customers), and more evaluated again after a
+	// crash.
+	CommitInterval time.Duration `env:"DETECT_COMMIT_INTERVAL, default=1s"`
 }
 
 // PersistConfig tunes the batched writer.
@@ -145,12 +148,9 @@ type PersistConfig struct {
 	// MaxInFlightPerPartition bounds the records of one partition that
 	// persist holds at once (delivered, not yet acknowledged).
 	MaxInFlightPerPartition int `env:"PERSIST_MAX_IN_FLIGHT_PER_PARTITION, default=1000"`
-	// CommitInterval is how often persist writes the detector's history
-	// (customer_history) of the readings it stored and then commits its
-	// Kafka offsets. Longer: fewer, fuller history rows (less work for
-	// PostgreSQL with many customers), more redelivered after a crash,
-	// and a detector restoring a customer's state waits longer.
-	CommitInterval time.Duration `env:"PERSIST_COMMIT_INTERVAL, default=1s"`
+	// CommitInterval is how often persist commits its Kafka offsets (past
+	// the records stored): longer, more redelivered after a crash.
+	CommitInterval time.Duration `env:"PERSIST_COMMIT_INTERVAL, default=200ms"`
 	// RetentionDays drops daily partitions of heartbeat_events older than
 	// that many days; 0 keeps everything.
 	RetentionDays int `env:"HEARTBEAT_RETENTION_DAYS, default=0"`
@@ -419,7 +419,7 @@ func (c Config) validate() error {
 	errs = append(errs, c.Detection.Validate(a))
 	// Evicted state is swept every quarter of it.
 	durBetween("DETECT_STATE_TTL", a.StateTTL, time.Second, forever)
-	durBetween("DETECT_HISTORY_WAIT", a.HistoryWait, 1, forever)
+	durBetween("DETECT_COMMIT_INTERVAL", a.CommitInterval, time.Millisecond, time.Minute)
 	p := c.Persist
 	// A batch of PERSIST_BATCH_SIZE rows is one transaction and one COPY.
 	between("PERSIST_BATCH_SIZE", int64(p.BatchSize), 1, 100_000)

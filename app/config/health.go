@@ -12,9 +12,8 @@ type HealthConfig struct {
 	// without committing progress there, and an anomaly may wait in the
 	// outbox unforwarded, before it is a stall: well above the pauses of a
 	// healthy pipeline — a rebalance after a member died (the 10 s session
-	// timeout plus a rejoin), the detector waiting for persist
-	// (DETECT_HISTORY_WAIT, 30 s), a short broker or database outage
-	// waited out.
+	// timeout plus a rejoin), a short broker or database outage waited
+	// out.
 	StallAfter time.Duration `env:"STALL_AFTER, default=2m"`
 	// UnhealthyExitAfter: a process unhealthy for this long without a break
 	// exits with status 1, for its supervisor to restart it; 0 never exits.

@@ -132,15 +132,13 @@ const (
 // path (package windowed): a partition's records in batch messages, many in
 // flight per partition so that persist's COPY batches fill, and offsets
 // committed only over contiguously acknowledged records, every
-// PERSIST_COMMIT_INTERVAL, each time after beforeCommit (nil: none)
-// succeeded — persist writes its late customer_history there.
-func (c *Client) NewWindowedSubscriber(group string, beforeCommit func(context.Context) error) (message.Subscriber, error) {
+// PERSIST_COMMIT_INTERVAL.
+func (c *Client) NewWindowedSubscriber(group string) (message.Subscriber, error) {
 	return c.newWindowed(group, windowed.Config{
 		BatchRecords:                    persistBatchRecords,
 		MaxMessagesInFlightPerPartition: persistBatchesInFlight,
 		MaxInFlightPerPartition:         c.cfg.Persist.MaxInFlightPerPartition,
 		CommitInterval:                  c.cfg.Persist.CommitInterval,
-		BeforeCommit:                    beforeCommit,
 	})
 }
 
@@ -148,12 +146,16 @@ func (c *Client) NewWindowedSubscriber(group string, beforeCommit func(context.C
 // batch messages delivered one at a time, the next only after the one
 // before it was acked, as watermill-kafka delivers single messages — the
 // detector's per-customer state needs partition order — and partitions in
-// parallel.
-func (c *Client) NewOrderedSubscriber(group string) (message.Subscriber, error) {
+// parallel. Offsets are committed every DETECT_COMMIT_INTERVAL, each time
+// after beforeCommit (nil: none) succeeded — detect writes the history of
+// the readings it evaluated there.
+func (c *Client) NewOrderedSubscriber(group string, beforeCommit func(context.Context) error) (message.Subscriber, error) {
 	return c.newWindowed(group, windowed.Config{
 		BatchRecords:            detectBatchRecords,
 		Ordered:                 true,
 		MaxInFlightPerPartition: detectMaxInFlight,
+		CommitInterval:          c.cfg.Anomaly.CommitInterval,
+		BeforeCommit:            beforeCommit,
 	})
 }
 

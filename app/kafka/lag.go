@@ -14,7 +14,6 @@ import (
 	"github.com/heartbeat/heartbeat/app/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -101,35 +100,6 @@ func (c *Client) WatchLag(ctx context.Context, w LagWatch) error {
 		case <-t.C:
 		}
 	}
-}
-
-// GroupProgress returns a function answering the next offset group has
-// committed for a partition of topic, read from the broker at most every
-// 100 ms (the detector asks it for every customer it rebuilds).
-func (c *Client) GroupProgress(group string) (func(ctx context.Context, topic string, partition int32) (int64, error), func(), error) {
-	adm, closeAdm, err := c.newAdmin()
-	if err != nil {
-		return nil, nil, err
-	}
-	offsets := cachedFor(100*time.Millisecond, func(ctx context.Context) (kadm.OffsetResponses, error) {
-		return adm.FetchOffsets(ctx, group)
-	})
-	progress := func(ctx context.Context, topic string, partition int32) (int64, error) {
-		os, err := offsets(ctx)
-		if errors.Is(err, kerr.GroupIDNotFound) {
-			// No member of group has committed yet (Kafka answers the same
-			// with no offsets; some brokers with this error).
-			return 0, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		if o, ok := os.Lookup(topic, partition); ok && o.Err == nil {
-			return o.At, nil
-		}
-		return 0, nil
-	}
-	return progress, closeAdm, nil
 }
 
 // GroupLag returns a function answering how many records of topic group

@@ -108,7 +108,7 @@ func TestKafkaSecurity(t *testing.T) {
 				m.Metadata.Set(messages.KeyMetadata, "same-customer")
 				require.NoError(t, p.Publish(cfg.Kafka.TopicRaw, m))
 			}
-			sub, err := a.Kafka.NewOrderedSubscriber("cg.security-test")
+			sub, err := a.Kafka.NewOrderedSubscriber("cg.security-test", nil)
 			require.NoError(t, err)
 			defer sub.Close()
 			ch, err := sub.Subscribe(ctx, cfg.Kafka.TopicRaw)

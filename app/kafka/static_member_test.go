@@ -40,7 +40,7 @@ func startReplica(t *testing.T, ctx context.Context, env map[string]string, grou
 	client, err := kafka.NewClient(cfg.Kafka.BootstrapServers, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), watermill.NopLogger{})
 	require.NoError(t, err)
 	r := &replica{proc: &process{name: env["KAFKA_CLIENT_ID"]}, seen: map[int32]int{}}
-	r.sub, err = client.With(kgo.Dialer(r.proc.dial)).NewWindowedSubscriber(group, nil)
+	r.sub, err = client.With(kgo.Dialer(r.proc.dial)).NewWindowedSubscriber(group)
 	require.NoError(t, err)
 	ch, err := r.sub.Subscribe(ctx, cfg.Kafka.TopicRaw)
 	require.NoError(t, err)

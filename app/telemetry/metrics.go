@@ -74,7 +74,7 @@ func (m *Metrics) InitHandler(handler string) {
 		m.Invalid.WithLabelValues(handler, "schema")
 		m.Invalid.WithLabelValues(handler, "domain")
 	case "detect":
-		for _, outcome := range []string{"found", "none", "incomplete"} {
+		for _, outcome := range []string{"found", "none"} {
 			m.StateRestores.WithLabelValues(outcome)
 		}
 	}

@@ -243,3 +243,81 @@ func (h *History) Calls() int {
 	defer h.mu.Unlock()
 	return h.calls
 }
+
+// Kept is a HistoryLog that holds the readings kept until Flush, which
+// moves them to Written — what a History would then read — unless
+// FlushErr is set. Room never waits.
+type Kept struct {
+	mu       sync.Mutex
+	held     []messages.Ingest
+	written  []messages.Ingest
+	flushes  int
+	FlushErr error
+}
+
+// Keep holds rs.
+func (k *Kept) Keep(_ context.Context, rs []messages.Ingest) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.held = append(k.held, rs...)
+	return nil
+}
+
+// Flush moves what is held to Written, or returns FlushErr.
+func (k *Kept) Flush(context.Context) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.flushes++
+	if k.FlushErr != nil {
+		return k.FlushErr
+	}
+	k.written, k.held = append(k.written, k.held...), nil
+	return nil
+}
+
+// Room returns at once.
+func (k *Kept) Room(context.Context) error { return nil }
+
+// Held returns the readings kept and not written, in order.
+func (k *Kept) Held() []messages.Ingest {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]messages.Ingest(nil), k.held...)
+}
+
+// Written returns the readings written, in order.
+func (k *Kept) Written() []messages.Ingest {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]messages.Ingest(nil), k.written...)
+}
+
+// Flushes is how many times Flush was called.
+func (k *Kept) Flushes() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.flushes
+}
+
+// Readings answers, as a History reading what was written, the readings
+// of h's customer written from records of src's partition before src:
+// the latest before warmFrom, and those from warmFrom on in offset order.
+func (k *Kept) Readings(_ context.Context, h messages.Heartbeat, src messages.Source, warmFrom time.Time) (*messages.Reading, []messages.Reading, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var prime *messages.Reading
+	var rs []messages.Reading
+	for _, w := range k.written {
+		if w.Reading.CustomerID != h.CustomerID || w.Source.Topic != src.Topic || w.Source.Partition != src.Partition || w.Source.Offset >= src.Offset {
+			continue
+		}
+		r := messages.Reading{EventID: w.Reading.EventID, Time: w.Reading.Timestamp, Rate: w.Reading.HeartRate}
+		switch {
+		case !r.Time.Before(warmFrom):
+			rs = append(rs, r)
+		case prime == nil || r.Time.After(prime.Time):
+			prime = &r
+		}
+	}
+	return prime, rs, nil
+}
