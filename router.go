@@ -25,10 +25,10 @@ import (
 //
 //	simulate ──► events.raw.v1 (24 partitions, key = customer id)
 //	events.raw.v1 ──► persist (cg.db-writer.v1) ──► heartbeat_events + ingest_checkpoint (one transaction)
-//	                                            ├──► customer_history   before each commit of the group's offsets
 //	                                            ├──► events.invalid.v1  schema and domain failures
 //	                                            └──► events.dlq.v1      unexpected failures, after retries
 //	events.raw.v1 ──► detect  (cg.anomaly.v1)   ──► anomalies + outbox (one transaction) ──forwarder──► events.anomaly.v1
+//	                                            ├──► customer_history   the readings evaluated, before each commit of the group's offsets
 //	                                            └──► events.dlq.v1
 //
 // This file declares the router: its handlers with the topics they read and

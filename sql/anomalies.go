@@ -67,9 +67,10 @@ func (w *AnomalyWriter) Write(ctx context.Context, a messages.Anomaly, topic str
 // inserted with status 'open' when it opens, updated once if a SPIKE
 // becomes a SUSTAINED episode (its anomaly_type and severity; its id, first
 // reading and opening stay), and updated to 'closed' once when it closes;
-// each of these is one transaction with its outbox message. The detector rebuilds a customer's state from the row (which
-// episodes are open) and from heartbeat_events (the readings that drive the
-// timers), so no detector state is written per reading.
+// each of these is one transaction with its outbox message. The detector
+// rebuilds a customer's state from the row (which episodes are open) and
+// from customer_history (the readings that drive the timers), so no
+// detector state is written per reading.
 
 const insertEpisode = `INSERT INTO anomalies
 	(anomaly_id, event_id, customer_id, anomaly_type, severity, heart_rate, event_time, detected_at, details,

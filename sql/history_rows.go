@@ -41,8 +41,9 @@ func (e *historyEntry) day() Day      { return DayOf(time.UnixMicro(e.micros()))
 
 // historyLog gathers readings for customer_history rows: one per customer,
 // source partition and UTC day, its readings packed in offset order.
-// Persist adds each batch's stored readings as it commits them and writes
-// the rows every PERSIST_COMMIT_INTERVAL (lateHistory); with many
+// The detector keeps each batch's readings it evaluated, and
+// [HistoryWriter] writes the rows before each commit of the detector's
+// offsets, every DETECT_COMMIT_INTERVAL (lateHistory); with many
 // customers that is a row for many readings instead of one for about
 // each. It holds the readings only, about 70 bytes each with the customer
 // id, and no per-customer index (with 100,000 customers an index cost more

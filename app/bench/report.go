@@ -198,7 +198,7 @@ func (r *Result) entries() []entry {
 		note: "ratio to the copy phase; no target since heartbeat_events lost two of its three B-trees: its COPY ceiling rose about 3×, while ingest also writes the detector's history and the rollups"})
 	add(ran(PhaseIngest) && ran(PhasePerRow), entry{key: "ingest_vs_per_row", value: ratio(r.Ingest, r.PerRow), target: atLeast(15)})
 	add(ran(PhaseIngest), entry{key: "ingest_peak_rss_mb", value: round1(r.IngestRSS), note: "VmHWM of persist,detect"})
-	add(ran(PhaseDrain), entry{key: "drain_rows_per_s", value: r.Drain, note: fmt.Sprintf("%d rows in %.2fs from persist's start (first row after %.2fs; every record committed, its history written, after %.2fs; CPU counted to then)", r.DrainEvents, r.DrainSeconds, r.DrainFirstRow, r.DrainCommitted)})
+	add(ran(PhaseDrain), entry{key: "drain_rows_per_s", value: r.Drain, note: fmt.Sprintf("%d rows in %.2fs from persist's start (first row after %.2fs; every record committed after %.2fs; CPU counted to then)", r.DrainEvents, r.DrainSeconds, r.DrainFirstRow, r.DrainCommitted)})
 	add(ran(PhaseDrain), entry{key: "drain_rows_per_core_s", value: r.DrainPerCore, note: "readings stored per CPU-second of persist and PostgreSQL, up to the last commit"})
 	add(ran(PhaseDrain), entry{key: "drain_sink_cpu_ms_per_1000", value: round2(r.DrainSinkCPU), note: "persist's CPU per 1,000 rows, start-up included"})
 	add(ran(PhaseDrain), entry{key: "drain_postgres_cpu_ms_per_1000", value: round2(r.DrainPostgresCPU), target: atMost(3),

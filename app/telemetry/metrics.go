@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PausedSeconds: f.NewCounterVec(prometheus.CounterOpts{Name: "heartbeat_backpressure_paused_seconds_total",
 			Help: "Seconds handlers spent waiting for the database or broker to recover, summed over in-flight messages."}, []string{"handler"}),
 		StateRestores: f.NewCounterVec(prometheus.CounterOpts{Name: "heartbeat_detector_state_lookups_total",
-			Help: "Customer states the detector rebuilt from heartbeat_events, by outcome (found, none, incomplete)."}, []string{"outcome"}),
+			Help: "Customer states the detector rebuilt from customer_history, by outcome (found, none)."}, []string{"outcome"}),
 		BatchRows: f.NewHistogram(prometheus.HistogramOpts{Name: "heartbeat_persist_batch_rows",
 			Help: "Rows per committed persist batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
 		BatchSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "heartbeat_persist_batch_seconds",

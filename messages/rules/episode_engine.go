@@ -272,8 +272,9 @@ func (e *EpisodeEngine) Known(ln Lane, customer string) bool {
 // its latest reading before warmFrom (nil if none), readings are its
 // readings from warmFrom on in the order the partition delivered them
 // (see [EpisodeParams.Recall]), and recorded its episodes recorded open
-// or ended recently, as Recall found them. With no readings at all
-// (storage incomplete), the episodes recorded open are taken as they are.
+// or ended recently, as Recall found them. With no readings at all (none
+// in the history, e.g. stored by another tool or past retention), the
+// episodes recorded open are taken as they are.
 // It returns the episodes open after the replay, and current false (and no
 // episodes) when ln is superseded: nothing is installed then. State the
 // engine already holds for customer is kept.

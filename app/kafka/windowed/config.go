@@ -51,10 +51,9 @@ type Config struct {
 	MaxPollRecords int
 	// CommitInterval is how often acknowledged offsets are committed to the
 	// group. Default 200ms: one request per member five times a second,
-	// and what a crash redelivers, what a stopping process waits for
+	// and what a crash redelivers and what a stopping process waits for
 	// before its group's lag shows what it consumed (draining an in-process
-	// broker), and what detect's history rebuild waits for on persist's
-	// group are each at most that much behind.
+	// broker) are each at most that much behind.
 	CommitInterval time.Duration
 	// BeforeCommit, when set, runs before each commit (periodic, or of
 	// revoked partitions), after the offsets to commit were taken, and

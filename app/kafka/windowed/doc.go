@@ -23,8 +23,8 @@
 // partition only moves to the end of the contiguous acknowledged prefix of
 // its window, so a crash or rebalance never skips an unacknowledged record;
 // and, with [Config.BeforeCommit], only once that hook has made durable
-// what the consumer keeps for the acknowledged records (persist: the
-// detector's history).
+// what the consumer keeps for the acknowledged records (detect: its
+// history of the readings it evaluated).
 // A nacked message is delivered again, as a copy, after
 // [Config.NackResendSleep]; later records keep flowing meanwhile.
 //
