@@ -427,6 +427,16 @@ func (c Config) validate() error {
 	between("PERSIST_WRITERS", int64(p.Writers), 1, 64)
 	between("PERSIST_MAX_IN_FLIGHT_PER_PARTITION", int64(p.MaxInFlightPerPartition), 1, 1_000_000)
 	durBetween("PERSIST_COMMIT_INTERVAL", p.CommitInterval, time.Millisecond, time.Minute)
+	// A group's progress is its commits: one committing less often than a
+	// few times per STALL_AFTER would be reported stalled while healthy.
+	for _, ci := range []struct {
+		name  string
+		every time.Duration
+	}{{"PERSIST_COMMIT_INTERVAL", p.CommitInterval}, {"DETECT_COMMIT_INTERVAL", a.CommitInterval}} {
+		if stall := c.Health.StallAfter; stall > 0 && ci.every > stall/4 {
+			bad(ci.name, "%s must be at most a quarter of STALL_AFTER (%s): a group committing that seldom would look stalled", ci.every, stall)
+		}
+	}
 	switch {
 	case p.RetentionDays < 0 || int64(p.RetentionDays) > maxDays:
 		bad("HEARTBEAT_RETENTION_DAYS", "must be 0 (keep everything) or a number of days up to %d, got %d", maxDays, p.RetentionDays)
