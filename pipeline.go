@@ -232,21 +232,27 @@ func newDetector(a *app.App, p *app.Pipeline, kept *hbsql.HistoryWriter) (handle
 		Anomaly: func(an messages.Anomaly) { m.Anomalies.WithLabelValues(an.Type, an.Severity).Inc() },
 		History: func(outcome string) { m.StateRestores.WithLabelValues(outcome).Inc() },
 	}
-	evict := func(evict func(time.Duration) int) {
-		p.Add(app.Every("detector state eviction", min(cfg.Anomaly.StateTTL/4, time.Minute), func(context.Context) { evict(cfg.Anomaly.StateTTL) }))
+	var d interface {
+		handlers.BatchHandler
+		Evict(idle time.Duration) int
 	}
+	var err error
 	if cfg.Detection.Mode == rules.ModePerEvent {
 		engine := rules.NewEngine(rules.Thresholds{Low: cfg.Anomaly.LowThreshold, High: cfg.Anomaly.HighThreshold, SpikeDelta: cfg.Anomaly.SpikeDelta})
-		evict(engine.Evict)
-		return handlers.NewDetect(handlers.DetectConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: store, History: history,
+		d, err = handlers.NewDetect(handlers.DetectConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: store, History: history,
 			Kept: kept, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID, Log: a.Log, Observe: observe})
+	} else {
+		engine, eerr := rules.NewEpisodeEngine(cfg.Detection.EpisodeParams(cfg.Anomaly))
+		if eerr != nil {
+			return nil, eerr
+		}
+		d, err = handlers.NewDetectEpisodes(handlers.DetectEpisodesConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: store,
+			History: hbsql.NewEpisodeHistory(history), Kept: kept, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID,
+			Log: a.Log, Observe: observe})
 	}
-	engine, err := rules.NewEpisodeEngine(cfg.Detection.EpisodeParams(cfg.Anomaly))
 	if err != nil {
 		return nil, err
 	}
-	evict(engine.Evict)
-	return handlers.NewDetectEpisodes(handlers.DetectEpisodesConfig{Limits: cfg.Validation.Limits(), Engine: engine, Store: store,
-		History: hbsql.NewEpisodeHistory(history), Kept: kept, Topic: cfg.Kafka.TopicAnomaly, Now: time.Now, NewID: watermill.NewUUID,
-		Log: a.Log, Observe: observe})
+	p.Add(app.Every("detector state eviction", min(cfg.Anomaly.StateTTL/4, time.Minute), func(context.Context) { d.Evict(cfg.Anomaly.StateTTL) }))
+	return d, nil
 }

@@ -3,7 +3,9 @@ package handlers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/messages/rules"
+	hbmw "github.com/heartbeat/heartbeat/middleware"
 )
 
 // AnomalyStore records an anomaly and its outgoing message atomically,
@@ -88,7 +91,10 @@ type DetectConfig struct {
 // state moves on only after it commits. Invalid readings are passed over:
 // Persist routes them, and a sensor fault must not also raise a clinical
 // alarm.
-type Detect struct{ c DetectConfig }
+type Detect struct {
+	c    DetectConfig
+	gate rebuildGate
+}
 
 // NewDetect returns a Detect, or the dependencies c lacks.
 func NewDetect(c DetectConfig) (*Detect, error) {
@@ -199,6 +205,9 @@ func NewAnomaly(h messages.Heartbeat, f rules.Finding, detectedAt time.Time) (me
 }
 
 func (d *Detect) restore(ctx context.Context, ln rules.Lane, h messages.Heartbeat, src messages.Source) error {
+	if err := d.gate.before(ctx, d.c.Kept); err != nil {
+		return err
+	}
 	at, rate, found, err := d.c.History.Previous(ctx, h, src)
 	if err != nil {
 		return err
@@ -210,6 +219,53 @@ func (d *Detect) restore(ctx context.Context, ln rules.Lane, h messages.Heartbea
 	}
 	d.c.Observe.history(outcome)
 	return nil
+}
+
+// Evict drops the state of customers idle for idle (wall clock): their
+// next reading rebuilds it, after the readings kept are written.
+func (d *Detect) Evict(idle time.Duration) int {
+	d.gate.drop()
+	return d.c.Engine.Evict(idle)
+}
+
+// historyWriteTimeout bounds the write of the readings kept before a
+// rebuild.
+const historyWriteTimeout = 10 * time.Second
+
+// rebuildGate has a rebuild of a customer's state read a history that
+// holds every reading the detector kept before the state was dropped — a
+// partition's after a failed episode batch, customers' idle past
+// DETECT_STATE_TTL: their readings may still be held, not yet written
+// (they are, before the next commit). dropped counts the drops; flushed
+// is the count the last successful write began after. A rebuild with
+// flushed behind dropped writes what is kept first. A Flush waits for one
+// in progress and writes what it left, so no rebuild reads before the
+// readings of a drop it follows are written.
+type rebuildGate struct{ dropped, flushed atomic.Uint64 }
+
+// drop counts a drop; it comes before the state goes, so that a rebuild
+// that finds the state gone sees the count.
+func (g *rebuildGate) drop() { g.dropped.Add(1) }
+
+// before writes what kept holds if a drop came since the last write. A
+// failure is another batch's readings failing to be written, not the
+// record's: it is marked transient, waited out, never poisoned.
+func (g *rebuildGate) before(ctx context.Context, kept HistoryLog) error {
+	n := g.dropped.Load()
+	if g.flushed.Load() >= n {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyWriteTimeout)
+	defer cancel()
+	if err := kept.Flush(ctx); err != nil {
+		return hbmw.MarkTransient(fmt.Errorf("write the detector's history before a rebuild: %w", err))
+	}
+	for {
+		f := g.flushed.Load()
+		if f >= n || g.flushed.CompareAndSwap(f, n) {
+			return nil
+		}
+	}
 }
 
 // validReading is both detectors' validation: ok is false for a reading to

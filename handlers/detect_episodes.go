@@ -3,9 +3,7 @@ package handlers
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/heartbeat/heartbeat/messages"
@@ -58,12 +56,8 @@ type DetectEpisodesConfig struct {
 // ended episodes from the anomalies table, then its stored readings
 // replayed through the same rules (see [rules.EpisodeParams.Recall]).
 type DetectEpisodes struct {
-	c DetectEpisodesConfig
-	// forgotten counts the lanes dropped after a failed batch; flushed is
-	// the count a successful Flush of the kept readings began after. A
-	// rebuild with flushed behind forgotten writes them first: a dropped
-	// lane's readings of earlier batches may still be held.
-	forgotten, flushed atomic.Uint64
+	c    DetectEpisodesConfig
+	gate rebuildGate
 }
 
 // NewDetectEpisodes returns a DetectEpisodes, or the dependencies c lacks.
@@ -97,8 +91,8 @@ func (d *DetectEpisodes) HandleBatch(ctx context.Context, b *messages.Batch) (er
 	ahead := false
 	defer func() {
 		if err != nil && ahead {
+			d.gate.drop()
 			d.c.Engine.ForgetLane(lane)
-			d.forgotten.Add(1)
 		}
 	}()
 	now := d.c.Now()
@@ -257,7 +251,7 @@ func NewEpisodeAnomaly(c rules.Change, p rules.EpisodeParams, detectedAt time.Ti
 }
 
 func (d *DetectEpisodes) restore(ctx context.Context, ln rules.Lane, h messages.Heartbeat, src messages.Source) error {
-	if err := d.flushForgotten(ctx); err != nil {
+	if err := d.gate.before(ctx, d.c.Kept); err != nil {
 		return err
 	}
 	p := d.c.Engine.Params()
@@ -299,22 +293,9 @@ func (d *DetectEpisodes) restore(ctx context.Context, ln rules.Lane, h messages.
 	return nil
 }
 
-// flushForgotten writes the readings kept if a lane was dropped since the
-// last write began: that lane's readings of its earlier batches, which its
-// rebuild reads, may still be held. A Flush waits for one in progress and
-// writes what it left, so a rebuild never reads before they are written.
-func (d *DetectEpisodes) flushForgotten(ctx context.Context) error {
-	n := d.forgotten.Load()
-	if d.flushed.Load() >= n {
-		return nil
-	}
-	if err := d.c.Kept.Flush(ctx); err != nil {
-		return fmt.Errorf("write the detector's history before rebuilding a dropped partition's state: %w", err)
-	}
-	for {
-		f := d.flushed.Load()
-		if f >= n || d.flushed.CompareAndSwap(f, n) {
-			return nil
-		}
-	}
+// Evict drops the state of customers idle for idle (wall clock): their
+// next reading rebuilds it, after the readings kept are written.
+func (d *DetectEpisodes) Evict(idle time.Duration) int {
+	d.gate.drop()
+	return d.c.Engine.Evict(idle)
 }

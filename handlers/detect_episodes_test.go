@@ -18,6 +18,7 @@ import (
 	"github.com/heartbeat/heartbeat/handlers/handlerstest"
 	"github.com/heartbeat/heartbeat/messages"
 	"github.com/heartbeat/heartbeat/messages/rules"
+	hbmw "github.com/heartbeat/heartbeat/middleware"
 )
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
@@ -333,6 +334,43 @@ func TestDetectEpisodesWritesKeptReadingsBeforeARebuild(t *testing.T) {
 	// The next rebuild of another customer writes nothing more first.
 	require.NoError(t, f.d.HandleBatch(context.Background(), f.batchOf(t, reading("c2", 8*time.Second, 70))))
 	require.Equal(t, 1, f.kept.Flushes())
+}
+
+// The same after an eviction (DETECT_STATE_TTL): the customers' readings
+// kept may not be written yet when one of them comes back, so the rebuild
+// writes them first; a failure to write them is waited out (transient),
+// never poisons the record.
+func TestDetectEpisodesWritesKeptReadingsBeforeARebuildAfterEviction(t *testing.T) {
+	before := settled("c1")
+	after := []messages.Heartbeat{reading("c1", 4*time.Second, 110), reading("c1", 5*time.Second, 111),
+		reading("c1", 6*time.Second, 112), reading("c1", 7*time.Second, 110)}
+	one := newDetectFixture(t)
+	for _, h := range append(slices.Clone(before), after...) {
+		require.NoError(t, one.handle(t, h))
+	}
+
+	f := newDetectFixture(t)
+	f.d = f.detector(t, f.kept)
+	require.NoError(t, f.d.HandleBatch(context.Background(), f.batchOf(t, before...)))
+	require.Equal(t, 1, f.d.Evict(0), "c1 is idle")
+	require.Empty(t, f.kept.Written())
+
+	second := f.batchOf(t, after...)
+	f.kept.FlushErr = handlerstest.ErrDown
+	err := f.d.HandleBatch(context.Background(), second)
+	require.ErrorIs(t, err, handlerstest.ErrDown)
+	require.True(t, hbmw.IsTransient(err), "another batch's write failing is not this record's fault: %v", err)
+	require.Zero(t, second.Done)
+
+	f.kept.FlushErr = nil
+	require.NoError(t, f.d.HandleBatch(context.Background(), second))
+	require.Len(t, f.kept.Written(), len(before))
+	require.Equal(t, []string{"none", "found"}, f.outcomes)
+	require.Equal(t, len(writes(one.store)), len(writes(f.store)))
+	for i := range writes(one.store) {
+		require.Equal(t, writes(one.store)[i].Episode.AnomalyID, writes(f.store)[i].Episode.AnomalyID)
+		require.Equal(t, writes(one.store)[i].Episode.Status, writes(f.store)[i].Episode.Status)
+	}
 }
 
 // plateaus is customer's readings at 1 Hz from t0: n readings at each rate.

@@ -313,6 +313,23 @@ func TestDetectRebuildsAPartitionThatCameBack(t *testing.T) {
 	}
 }
 
+// A customer evicted (DETECT_STATE_TTL) is rebuilt from a history that
+// holds its readings kept before: they are written first.
+func TestDetectWritesKeptReadingsBeforeARebuildAfterEviction(t *testing.T) {
+	f := newPerEvent(t)
+	f.handle(t, reading("c1", time.Second, 70))
+	require.Len(t, f.kept.Held(), 1)
+	f.handle(t, reading("c2", 2*time.Second, 70))
+	require.Zero(t, f.kept.Flushes(), "no drop: nothing to write first")
+	require.Equal(t, 2, f.d.Evict(0))
+	f.handle(t, reading("c1", 3*time.Second, 71))
+	require.Equal(t, 1, f.kept.Flushes())
+	require.Len(t, f.kept.Written(), 2, "written before c1's rebuild")
+	f.handle(t, reading("c2", 4*time.Second, 71))
+	require.Equal(t, 1, f.kept.Flushes(), "once per drop")
+	require.Equal(t, []string{"none", "none", "none", "none"}, f.outcomes)
+}
+
 func TestNewDetectorsRefuseMissingDependencies(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	now := func() time.Time { return t0 }

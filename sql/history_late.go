@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,6 +25,11 @@ const maxHeldHistory = 500_000
 // memory phase (persist and detect, 100,000 customers): 65,536 held the
 // peak RSS 20–30 MB higher.
 const flushEarlyAt = 1 << 14
+
+// earlyWriteTimeout bounds an early write, and the wait for a write in
+// progress before it: a write stuck on the database must not hold the
+// detector's handlers, whose readings stay held for the next commit.
+const earlyWriteTimeout = 10 * time.Second
 
 // maxLogReadings bounds the readings of one COPY (about 18 MB of them):
 // past it, the readings held go on in another, so that a write is never
@@ -81,6 +87,8 @@ func (w *HistoryWriter) Keep(ctx context.Context, rows []messages.Ingest) error 
 	if !w.h.add(rows, ids, nil) {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, earlyWriteTimeout)
+	defer cancel()
 	return w.Flush(ctx)
 }
 
@@ -110,14 +118,16 @@ type lateHistory struct {
 	// written is closed, and replaced, when a write succeeds.
 	written chan struct{}
 
-	// flushMu makes flushes one at a time; it guards unwritten and spare.
-	flushMu   sync.Mutex
+	// flushing holds a token while a flush runs: flushes go one at a
+	// time, and one waiting for another gives up with its context. The
+	// token guards unwritten and spare.
+	flushing  chan struct{}
 	unwritten []*historyLog // taken from pending, not written yet
 	spare     *historyLog   // a written log, reset, for the next pending
 }
 
 func newLateHistory() *lateHistory {
-	return &lateHistory{pending: newHistoryLog(), written: make(chan struct{})}
+	return &lateHistory{pending: newHistoryLog(), written: make(chan struct{}), flushing: make(chan struct{}, 1)}
 }
 
 // add holds the readings of rows that keep selects (all when nil). It
@@ -166,8 +176,12 @@ func (h *lateHistory) heldReadings() int {
 // written yet, a COPY per log. A failed write keeps what it did not write
 // for the next.
 func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Partitions) error {
-	h.flushMu.Lock()
-	defer h.flushMu.Unlock()
+	select {
+	case h.flushing <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the customer_history write in progress: %w", ctx.Err())
+	}
+	defer func() { <-h.flushing }()
 	h.mu.Lock()
 	h.unwritten = append(h.unwritten, h.full...)
 	clear(h.full)
