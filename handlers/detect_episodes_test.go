@@ -244,13 +244,7 @@ func TestDetectEpisodesBatchMatchesOneByOneAndSurvivesAFailedWrite(t *testing.T)
 	require.NotEmpty(t, writes(one.store), "the jump is a SPIKE")
 
 	batch := newDetectFixture(t)
-	b := &messages.Batch{}
-	for _, h := range hs {
-		m := batch.message(t, h)
-		src, _ := messages.SourceFromContext(m.Context())
-		b.Records = append(b.Records, messages.Record{Source: src, Value: m.Payload,
-			Headers: []messages.Header{{Key: messages.CorrelationIDMetadata, Value: []byte("corr-" + h.EventID)}}})
-	}
+	b := batch.batchOf(t, hs...)
 	batch.store.Fail = 1
 	require.EqualError(t, batch.d.HandleBatch(context.Background(), b), handlerstest.ErrDown.Error())
 	require.Zero(t, b.Done)
@@ -284,6 +278,33 @@ func (f *detectFixture) batchOf(t *testing.T, hs ...messages.Heartbeat) *message
 	return b
 }
 
+// spikeAcrossTwoBatches is c1 settled, then its jump — the SPIKE's base in
+// the first batch and the SPIKE in the second — and the writes of an
+// uninterrupted detector over both.
+func spikeAcrossTwoBatches(t *testing.T) (before, after []messages.Heartbeat, uninterrupted []messages.EpisodeUpdate) {
+	t.Helper()
+	before = settled("c1")
+	after = []messages.Heartbeat{reading("c1", 4*time.Second, 110), reading("c1", 5*time.Second, 111),
+		reading("c1", 6*time.Second, 112), reading("c1", 7*time.Second, 110)}
+	one := newDetectFixture(t)
+	for _, h := range append(slices.Clone(before), after...) {
+		require.NoError(t, one.handle(t, h))
+	}
+	require.NotEmpty(t, writes(one.store), "the jump is a SPIKE")
+	return before, after, writes(one.store)
+}
+
+// requireWrites checks that f recorded the episode changes want, in order.
+func requireWrites(t *testing.T, want []messages.EpisodeUpdate, f *detectFixture) {
+	t.Helper()
+	got := writes(f.store)
+	require.Equal(t, len(want), len(got))
+	for i := range want {
+		require.Equal(t, want[i].Episode.AnomalyID, got[i].Episode.AnomalyID)
+		require.Equal(t, want[i].Episode.Status, got[i].Episode.Status)
+	}
+}
+
 // The detector keeps the readings it evaluated — a batch's once it is
 // done, not an invalid one's, nothing of a failed batch — for the history
 // it rebuilds from. A failed batch drops its partition's state, and the
@@ -292,16 +313,7 @@ func (f *detectFixture) batchOf(t *testing.T, hs ...messages.Heartbeat) *message
 // rebuild reads the history, so that the SPIKE across the two batches is
 // found as in an uninterrupted run.
 func TestDetectEpisodesWritesKeptReadingsBeforeARebuild(t *testing.T) {
-	before := settled("c1")
-	after := []messages.Heartbeat{reading("c1", 4*time.Second, 110), reading("c1", 5*time.Second, 111),
-		reading("c1", 6*time.Second, 112), reading("c1", 7*time.Second, 110)}
-
-	one := newDetectFixture(t)
-	for _, h := range append(slices.Clone(before), after...) {
-		require.NoError(t, one.handle(t, h))
-	}
-	require.NotEmpty(t, writes(one.store), "the jump is a SPIKE")
-
+	before, after, uninterrupted := spikeAcrossTwoBatches(t)
 	f := newDetectFixture(t)
 	f.d = f.detector(t, f.kept) // the history is what the log wrote
 	invalid := reading("c1", 3500*time.Millisecond, 400)
@@ -325,11 +337,7 @@ func TestDetectEpisodesWritesKeptReadingsBeforeARebuild(t *testing.T) {
 	require.Len(t, f.kept.Written(), len(before))
 	require.Len(t, f.kept.Held(), len(after))
 	require.Equal(t, []string{"none", "found"}, f.outcomes, "c1 met, then rebuilt from the written readings")
-	require.Equal(t, len(writes(one.store)), len(writes(f.store)))
-	for i := range writes(one.store) {
-		require.Equal(t, writes(one.store)[i].Episode.AnomalyID, writes(f.store)[i].Episode.AnomalyID)
-		require.Equal(t, writes(one.store)[i].Episode.Status, writes(f.store)[i].Episode.Status)
-	}
+	requireWrites(t, uninterrupted, f)
 
 	// The next rebuild of another customer writes nothing more first.
 	require.NoError(t, f.d.HandleBatch(context.Background(), f.batchOf(t, reading("c2", 8*time.Second, 70))))
@@ -341,14 +349,7 @@ func TestDetectEpisodesWritesKeptReadingsBeforeARebuild(t *testing.T) {
 // writes them first; a failure to write them is waited out (transient),
 // never poisons the record.
 func TestDetectEpisodesWritesKeptReadingsBeforeARebuildAfterEviction(t *testing.T) {
-	before := settled("c1")
-	after := []messages.Heartbeat{reading("c1", 4*time.Second, 110), reading("c1", 5*time.Second, 111),
-		reading("c1", 6*time.Second, 112), reading("c1", 7*time.Second, 110)}
-	one := newDetectFixture(t)
-	for _, h := range append(slices.Clone(before), after...) {
-		require.NoError(t, one.handle(t, h))
-	}
-
+	before, after, uninterrupted := spikeAcrossTwoBatches(t)
 	f := newDetectFixture(t)
 	f.d = f.detector(t, f.kept)
 	require.NoError(t, f.d.HandleBatch(context.Background(), f.batchOf(t, before...)))
@@ -366,11 +367,7 @@ func TestDetectEpisodesWritesKeptReadingsBeforeARebuildAfterEviction(t *testing.
 	require.NoError(t, f.d.HandleBatch(context.Background(), second))
 	require.Len(t, f.kept.Written(), len(before))
 	require.Equal(t, []string{"none", "found"}, f.outcomes)
-	require.Equal(t, len(writes(one.store)), len(writes(f.store)))
-	for i := range writes(one.store) {
-		require.Equal(t, writes(one.store)[i].Episode.AnomalyID, writes(f.store)[i].Episode.AnomalyID)
-		require.Equal(t, writes(one.store)[i].Episode.Status, writes(f.store)[i].Episode.Status)
-	}
+	requireWrites(t, uninterrupted, f)
 }
 
 // plateaus is customer's readings at 1 Hz from t0: n readings at each rate.
@@ -397,14 +394,7 @@ func bothPaths(t *testing.T, hs []messages.Heartbeat) []messages.EpisodeUpdate {
 	}
 	batch := newDetectFixture(t)
 	for from := 0; from < len(hs); from += 500 {
-		b := &messages.Batch{}
-		for _, h := range hs[from:min(from+500, len(hs))] {
-			m := batch.message(t, h)
-			src, _ := messages.SourceFromContext(m.Context())
-			b.Records = append(b.Records, messages.Record{Source: src, Value: m.Payload,
-				Headers: []messages.Header{{Key: messages.CorrelationIDMetadata, Value: []byte("corr-" + h.EventID)}}})
-		}
-		require.NoError(t, batch.d.HandleBatch(context.Background(), b))
+		require.NoError(t, batch.d.HandleBatch(context.Background(), batch.batchOf(t, hs[from:min(from+500, len(hs))]...)))
 	}
 	require.Equal(t, len(writes(one.store)), len(writes(batch.store)))
 	for i, w := range writes(one.store) {
