@@ -64,52 +64,7 @@ const maxSpareHistory = 1 << 14
 type HistoryWriter struct {
 	pool  *pgxpool.Pool
 	parts *Partitions
-	h     *lateHistory
-}
 
-// NewHistoryWriter returns a writer of customer_history to pool; it
-// creates the daily partitions its rows need.
-func NewHistoryWriter(pool *pgxpool.Pool) *HistoryWriter {
-	return &HistoryWriter{pool: pool, parts: NewPartitions(pool), h: newLateHistory()}
-}
-
-// Keep holds the readings of rows (refused ones carry none) for the next
-// Flush. When more than flushEarlyAt readings wait and the last write did
-// not fail, it writes them at once; its error is that write's, the
-// readings staying held for the next Flush. An event id that is not a
-// UUID (no valid reading has one) is an error, and nothing of rows is
-// held.
-func (w *HistoryWriter) Keep(ctx context.Context, rows []messages.Ingest) error {
-	ids, err := eventIDs(rows)
-	if err != nil {
-		return fmt.Errorf("keep %d readings for customer_history: %w", len(rows), err)
-	}
-	if !w.h.add(rows, ids, nil) {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, earlyWriteTimeout)
-	defer cancel()
-	return w.Flush(ctx)
-}
-
-// Flush writes the customer_history rows of every reading kept before it
-// was called. While it fails, it keeps the rows for the next call.
-func (w *HistoryWriter) Flush(ctx context.Context) error {
-	return w.h.flush(ctx, w.pool, w.parts)
-}
-
-// Room waits, while the last write failed and more than maxHeldHistory
-// readings are held, for a write to succeed or ctx to end: the detector
-// calls it before it evaluates more.
-func (w *HistoryWriter) Room(ctx context.Context) error { return w.h.room(ctx) }
-
-// Held is the number of readings kept whose customer_history is not
-// written yet.
-func (w *HistoryWriter) Held() int { return w.h.heldReadings() }
-
-// lateHistory holds the readings of customer_history rows until flush
-// writes them.
-type lateHistory struct {
 	mu      sync.Mutex
 	pending *historyLog
 	full    []*historyLog // pending logs that reached maxLogReadings
@@ -126,37 +81,60 @@ type lateHistory struct {
 	spare     *historyLog   // a written log, reset, for the next pending
 }
 
-func newLateHistory() *lateHistory {
-	return &lateHistory{pending: newHistoryLog(), written: make(chan struct{}), flushing: make(chan struct{}, 1)}
+// NewHistoryWriter returns a writer of customer_history to pool; it
+// creates the daily partitions its rows need.
+func NewHistoryWriter(pool *pgxpool.Pool) *HistoryWriter {
+	return &HistoryWriter{pool: pool, parts: NewPartitions(pool), pending: newHistoryLog(),
+		written: make(chan struct{}), flushing: make(chan struct{}, 1)}
 }
 
-// add holds the readings of rows that keep selects (all when nil). It
-// reports whether the readings not being written reached flushEarlyAt
-// while writes succeed: the caller is to flush.
-func (h *lateHistory) add(rows []messages.Ingest, ids [][16]byte, keep []int) (flush bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := h.pending.readings()
-	h.pending.add(rows, ids, keep)
-	h.held += h.pending.readings() - n
-	if h.pending.readings() >= maxLogReadings {
-		h.full = append(h.full, h.pending)
-		h.pending = newHistoryLog()
+// Keep holds the readings of rows (refused ones carry none) for the next
+// Flush. When more than flushEarlyAt readings wait and the last write did
+// not fail, it writes them at once; its error is that write's, the
+// readings staying held for the next Flush. An event id that is not a
+// UUID (no valid reading has one) is an error, and nothing of rows is
+// held.
+func (w *HistoryWriter) Keep(ctx context.Context, rows []messages.Ingest) error {
+	ids, err := eventIDs(rows)
+	if err != nil {
+		return fmt.Errorf("keep %d readings for customer_history: %w", len(rows), err)
 	}
-	return !h.failing && h.pending.readings()+len(h.full)*maxLogReadings >= flushEarlyAt
+	if !w.add(rows, ids) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, earlyWriteTimeout)
+	defer cancel()
+	return w.Flush(ctx)
 }
 
-// room waits, while the last write failed and more than maxHeldHistory
-// readings are held, for a write to succeed or ctx to end.
-func (h *lateHistory) room(ctx context.Context) error {
+// add holds the readings of rows. It reports whether the readings not
+// being written reached flushEarlyAt while writes succeed: the caller is
+// to flush.
+func (w *HistoryWriter) add(rows []messages.Ingest, ids [][16]byte) (flush bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := w.pending.readings()
+	w.pending.add(rows, ids)
+	w.held += w.pending.readings() - n
+	if w.pending.readings() >= maxLogReadings {
+		w.full = append(w.full, w.pending)
+		w.pending = newHistoryLog()
+	}
+	return !w.failing && w.pending.readings()+len(w.full)*maxLogReadings >= flushEarlyAt
+}
+
+// Room waits, while the last write failed and more than maxHeldHistory
+// readings are held, for a write to succeed or ctx to end: the detector
+// calls it before it evaluates more.
+func (w *HistoryWriter) Room(ctx context.Context) error {
 	for {
-		h.mu.Lock()
-		if !h.failing || h.held <= maxHeldHistory {
-			h.mu.Unlock()
+		w.mu.Lock()
+		if !w.failing || w.held <= maxHeldHistory {
+			w.mu.Unlock()
 			return nil
 		}
-		written := h.written
-		h.mu.Unlock()
+		written := w.written
+		w.mu.Unlock()
 		select {
 		case <-written:
 		case <-ctx.Done():
@@ -165,63 +143,64 @@ func (h *lateHistory) room(ctx context.Context) error {
 	}
 }
 
-// heldReadings is how many readings' customer_history is not written yet.
-func (h *lateHistory) heldReadings() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.held
+// Held is the number of readings kept whose customer_history is not
+// written yet.
+func (w *HistoryWriter) Held() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.held
 }
 
-// flush writes the rows of every reading added before it began and not
-// written yet, a COPY per log. A failed write keeps what it did not write
-// for the next.
-func (h *lateHistory) flush(ctx context.Context, pool *pgxpool.Pool, parts *Partitions) error {
+// Flush writes the customer_history rows of every reading kept before it
+// was called and not written yet, a COPY per log. A failed write keeps
+// what it did not write for the next call.
+func (w *HistoryWriter) Flush(ctx context.Context) error {
 	select {
-	case h.flushing <- struct{}{}:
+	case w.flushing <- struct{}{}:
 	case <-ctx.Done():
 		return fmt.Errorf("wait for the customer_history write in progress: %w", ctx.Err())
 	}
-	defer func() { <-h.flushing }()
-	h.mu.Lock()
-	h.unwritten = append(h.unwritten, h.full...)
-	clear(h.full)
-	h.full = h.full[:0]
-	if h.pending.readings() > 0 {
-		h.unwritten = append(h.unwritten, h.pending)
-		h.pending, h.spare = h.spare, nil
-		if h.pending == nil {
-			h.pending = newHistoryLog()
+	defer func() { <-w.flushing }()
+	w.mu.Lock()
+	w.unwritten = append(w.unwritten, w.full...)
+	clear(w.full)
+	w.full = w.full[:0]
+	if w.pending.readings() > 0 {
+		w.unwritten = append(w.unwritten, w.pending)
+		w.pending, w.spare = w.spare, nil
+		if w.pending == nil {
+			w.pending = newHistoryLog()
 		}
 	}
-	h.mu.Unlock()
+	w.mu.Unlock()
 
-	for len(h.unwritten) > 0 {
-		l := h.unwritten[0]
-		err := writeLog(ctx, pool, parts, l)
-		h.mu.Lock()
+	for len(w.unwritten) > 0 {
+		l := w.unwritten[0]
+		err := writeLog(ctx, w.pool, w.parts, l)
+		w.mu.Lock()
 		if err != nil {
-			h.failing = true
-			h.mu.Unlock()
+			w.failing = true
+			w.mu.Unlock()
 			return err
 		}
-		h.held -= l.readings()
-		h.mu.Unlock()
-		h.unwritten[0] = nil
-		h.unwritten = h.unwritten[1:]
+		w.held -= l.readings()
+		w.mu.Unlock()
+		w.unwritten[0] = nil
+		w.unwritten = w.unwritten[1:]
 		// A log grown by a burst is left to the collector; one about as
 		// full as it can be is the next pending (at a backlog's rates,
 		// each early write's).
 		if c := cap(l.entries); c <= maxSpareHistory || c <= 2*l.readings() {
 			l.reset()
-			h.spare = l
+			w.spare = l
 		}
 	}
-	h.unwritten = nil
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.failing = false
-	close(h.written)
-	h.written = make(chan struct{})
+	w.unwritten = nil
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failing = false
+	close(w.written)
+	w.written = make(chan struct{})
 	return nil
 }
 

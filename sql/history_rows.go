@@ -43,7 +43,7 @@ func (e *historyEntry) day() Day      { return DayOf(time.UnixMicro(e.micros()))
 // source partition and UTC day, its readings packed in offset order.
 // The detector keeps each batch's readings it evaluated, and
 // [HistoryWriter] writes the rows before each commit of the detector's
-// offsets, every DETECT_COMMIT_INTERVAL (lateHistory); with many
+// offsets, every DETECT_COMMIT_INTERVAL; with many
 // customers that is a row for many readings instead of one for about
 // each. It holds the readings only, about 70 bytes each with the customer
 // id, and no per-customer index (with 100,000 customers an index cost more
@@ -79,20 +79,11 @@ func (l *historyLog) reset() {
 	l.entries, l.names, l.topics, l.order = l.entries[:0], l.names[:0], l.topics[:0], l.order[:0]
 }
 
-// add adds the readings of rows (ids their parsed event ids) that keep
-// selects (all of them when keep is nil); refused rows carry none.
-func (l *historyLog) add(rows []messages.Ingest, ids [][16]byte, keep []int) {
-	if keep == nil {
-		l.entries = slices.Grow(l.entries, len(rows))
-		for i := range rows {
-			if !rows[i].Refused {
-				l.addOne(&rows[i], ids[i])
-			}
-		}
-		return
-	}
-	l.entries = slices.Grow(l.entries, len(keep))
-	for _, i := range keep {
+// add adds the readings of rows (ids their parsed event ids); refused
+// rows carry none.
+func (l *historyLog) add(rows []messages.Ingest, ids [][16]byte) {
+	l.entries = slices.Grow(l.entries, len(rows))
+	for i := range rows {
 		if !rows[i].Refused {
 			l.addOne(&rows[i], ids[i])
 		}

@@ -15,7 +15,7 @@ import (
 // UTC day, each row's readings in offset order whatever the order they were
 // added in, packed so that eachReading gives them back (times at
 // PostgreSQL's microseconds), with the row's first and last times and
-// offsets; keep selects the readings added.
+// offsets.
 func TestHistoryLogPacksAndUnpacks(t *testing.T) {
 	midnight := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	row := func(c string, at time.Time, off int64, rate int) messages.Ingest {
@@ -36,11 +36,19 @@ func TestHistoryLogPacksAndUnpacks(t *testing.T) {
 	log := newHistoryLog()
 	before := append(slices.Clone(rows), rows...)
 	before[0].Reading.CustomerID = "c"
-	log.add(before, append(slices.Clone(ids), ids...), nil)
+	log.add(before, append(slices.Clone(ids), ids...))
 	log.reset()
-	// Added in two parts, out of offset order, the second picking rows.
-	log.add(rows, ids, []int{0, 2})
-	log.add(rows, ids, []int{1, 3, 4})
+	// Added in two parts, out of offset order.
+	pick := func(is ...int) ([]messages.Ingest, [][16]byte) {
+		var rs []messages.Ingest
+		var ps [][16]byte
+		for _, i := range is {
+			rs, ps = append(rs, rows[i]), append(ps, ids[i])
+		}
+		return rs, ps
+	}
+	log.add(pick(0, 2))
+	log.add(pick(1, 3, 4))
 	require.Equal(t, 4, log.readings(), "the refused row adds none")
 	require.ElementsMatch(t, []Day{DayOf(midnight), DayOf(midnight.Add(-time.Second))}, log.days(nil))
 	log.sort()
